@@ -1,0 +1,27 @@
+"""Models: architectures, the Classifier wrapper, training and checkpoints."""
+
+from labelflip.models.architectures import ARCHITECTURES, Architecture, Recipe
+from labelflip.models.checkpoint import (
+    CheckpointMeta,
+    import_state_dict,
+    load_checkpoint,
+    read_meta,
+    save_checkpoint,
+)
+from labelflip.models.classifier import Classifier
+from labelflip.models.registry import build_model, get_architecture, recipe_for
+
+__all__ = [
+    "ARCHITECTURES",
+    "Architecture",
+    "CheckpointMeta",
+    "Classifier",
+    "Recipe",
+    "build_model",
+    "get_architecture",
+    "import_state_dict",
+    "load_checkpoint",
+    "read_meta",
+    "recipe_for",
+    "save_checkpoint",
+]

@@ -1,0 +1,231 @@
+"""Checkpoints: weights in safetensors plus a JSON sidecar.
+
+``model.safetensors`` holds the state dict; ``model.json`` beside it holds
+what is needed to rebuild and trust it: architecture, dataset, class names,
+input shape, normalisation, bounds, clean test accuracy, seed, library
+versions and the SHA-256 of the weights file, verified on every load.
+
+Nothing here unpickles: labelflip's own checkpoints are safetensors, and a
+foreign PyTorch state dict can be imported only through
+``torch.load(..., weights_only=True)``, which refuses arbitrary objects.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import pickle
+import platform
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from labelflip.errors import LabelflipError
+from labelflip.models.classifier import Classifier
+from labelflip.models.registry import build_model
+
+FORMAT = "labelflip-checkpoint/1"
+
+
+@dataclass
+class CheckpointMeta:
+    """The JSON sidecar of a checkpoint."""
+
+    architecture: str
+    dataset: str
+    class_names: list[str]
+    input_shape: list[int]
+    mean: list[float] = field(default_factory=lambda: [0.0])
+    std: list[float] = field(default_factory=lambda: [1.0])
+    bounds: list[float] = field(default_factory=lambda: [0.0, 1.0])
+    clean_test_accuracy: float | None = None
+    seed: int | None = None
+    training: dict[str, Any] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+    weights_sha256: str = ""
+    format: str = FORMAT
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+def library_versions() -> dict[str, str]:
+    import numpy
+
+    import labelflip
+
+    return {
+        "labelflip": labelflip.__version__,
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def checkpoint_paths(path: str | os.PathLike[str]) -> tuple[Path, Path]:
+    """``(weights, sidecar)`` for ``x.safetensors``, ``x.json`` or the stem ``x``."""
+    p = Path(path)
+    if p.suffix in (".safetensors", ".json"):
+        p = p.with_suffix("")
+    return p.with_name(p.name + ".safetensors"), p.with_name(p.name + ".json")
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def save_checkpoint(path: str | os.PathLike[str], model: torch.nn.Module, meta: CheckpointMeta) -> Path:
+    """Write ``model``'s weights and ``meta`` atomically; return the weights path.
+
+    ``meta.versions`` is filled in when empty and ``meta.weights_sha256`` is
+    always set from the bytes written.
+    """
+    from safetensors.torch import save_file
+
+    weights, sidecar = checkpoint_paths(path)
+    weights.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+    tmp = weights.with_name(weights.name + ".tmp")
+    save_file(state, str(tmp), metadata={"format": FORMAT, "architecture": meta.architecture})
+    meta.weights_sha256 = sha256_file(tmp)
+    meta.versions = meta.versions or library_versions()
+    tmp_json = sidecar.with_name(sidecar.name + ".tmp")
+    tmp_json.write_text(json.dumps(dataclasses.asdict(meta), indent=2) + "\n")
+    os.replace(tmp, weights)
+    os.replace(tmp_json, sidecar)
+    return weights
+
+
+def read_meta(path: str | os.PathLike[str]) -> CheckpointMeta:
+    """Read and validate a checkpoint's sidecar (the weights are not touched)."""
+    weights, sidecar = checkpoint_paths(path)
+    _refuse_pickle(Path(path))
+    if not weights.is_file():
+        raise LabelflipError(f"checkpoint weights not found: {weights}")
+    if not sidecar.is_file():
+        raise LabelflipError(f"checkpoint sidecar not found: {sidecar} (it must sit beside {weights.name})")
+    try:
+        raw = json.loads(sidecar.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise LabelflipError(f"checkpoint sidecar {sidecar} is not valid JSON: {e}") from None
+    if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+        raise LabelflipError(f"{sidecar} is not a labelflip checkpoint sidecar (format != {FORMAT})")
+    names = {f.name for f in dataclasses.fields(CheckpointMeta)}
+    try:
+        return CheckpointMeta(**{k: v for k, v in raw.items() if k in names})
+    except TypeError as e:
+        raise LabelflipError(f"checkpoint sidecar {sidecar} is incomplete: {e}") from None
+
+
+def load_checkpoint(
+    path: str | os.PathLike[str],
+    *,
+    device: str | torch.device = "cpu",
+    trust_code: str | None = None,
+) -> tuple[Classifier, CheckpointMeta]:
+    """Load a checkpoint as a :class:`Classifier`, verifying the weights' SHA-256.
+
+    A checkpoint of a user model (architecture ``module:function``) imports
+    user code; that happens only if ``trust_code`` names the same
+    ``module:function`` (the CLI passes ``--arch``).
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    meta = read_meta(path)
+    weights, _ = checkpoint_paths(path)
+    digest = sha256_file(weights)
+    if digest != meta.weights_sha256:
+        raise LabelflipError(
+            f"weights {weights} do not match the SHA-256 in their sidecar "
+            f"(expected {meta.weights_sha256[:12]}..., got {digest[:12]}...): modified or corrupted"
+        )
+    if ":" in meta.architecture and trust_code != meta.architecture:
+        raise LabelflipError(
+            f"checkpoint {weights.name} needs user code '{meta.architecture}'; "
+            f"pass --arch {meta.architecture} to trust and import it"
+        )
+    try:
+        state = load_file(str(weights))
+    except (SafetensorError, OSError) as e:
+        raise LabelflipError(f"cannot read weights {weights}: {e}") from None
+    model = build_model(meta.architecture, tuple(meta.input_shape), meta.num_classes)
+    load_state(model, state, f"checkpoint {weights.name}", meta)
+    clf = Classifier(
+        model,
+        num_classes=meta.num_classes,
+        class_names=meta.class_names,
+        input_shape=meta.input_shape,
+        bounds=(meta.bounds[0], meta.bounds[1]),
+        mean=meta.mean,
+        std=meta.std,
+    )
+    return clf.to(device), meta
+
+
+def load_state(model: torch.nn.Module, state: Mapping[str, torch.Tensor], what: str, meta: CheckpointMeta) -> None:
+    """``model.load_state_dict(state, strict=True)`` with a one-line error on mismatch."""
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        detail = next((ln.strip() for ln in str(e).splitlines()[1:] if ln.strip()), str(e))
+        raise LabelflipError(
+            f"{what} does not fit architecture '{meta.architecture}' with input shape "
+            f"{tuple(meta.input_shape)} and {meta.num_classes} classes: {detail}"
+        ) from None
+
+
+def import_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """Read a foreign state dict safely.
+
+    ``.safetensors`` files are read with safetensors; anything else goes
+    through ``torch.load(..., weights_only=True)``, which refuses pickles that
+    would build arbitrary objects or run code. Common wrappers
+    (``{"state_dict": ...}``, ``{"model": ...}``) and DataParallel ``module.``
+    prefixes are unwrapped.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise LabelflipError(f"weights file not found: {p}")
+    if p.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            obj: Any = load_file(str(p))
+        except (SafetensorError, OSError) as e:
+            raise LabelflipError(f"cannot read weights {p}: {e}") from None
+    else:
+        try:
+            obj = torch.load(p, map_location="cpu", weights_only=True)
+        except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise LabelflipError(
+                f"refusing to load {p}: not a plain tensor state dict "
+                f"(torch.load weights_only=True failed: {first[:200]})"
+            ) from None
+    for key in ("state_dict", "model_state_dict", "model"):
+        if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
+            obj = obj[key]
+            break
+    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise LabelflipError(f"{p} does not hold a state dict of tensors")
+    return {(k[7:] if k.startswith("module.") else k): v for k, v in obj.items()}
+
+
+def _refuse_pickle(p: Path) -> None:
+    if p.suffix in (".pt", ".pth", ".pkl", ".pickle", ".bin", ".ckpt"):
+        raise LabelflipError(
+            f"{p} is a PyTorch/pickle file, not a labelflip checkpoint; convert it with "
+            f"'labelflip import-weights {p} --arch ARCH --dataset DATASET --out OUT'"
+        )

@@ -1,0 +1,116 @@
+"""The :class:`Classifier` wrapper every attack works on (design notes, "Contracts").
+
+Inputs live in the box ``bounds`` (default ``[0, 1]``) and normalisation
+``(x - mean) / std`` happens inside the wrapper, so every epsilon an attack
+uses is in input units. The wrapped model is always in eval mode; the wrapper
+follows the device of its input.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from labelflip.errors import LabelflipError
+
+
+class Classifier(nn.Module):
+    """A trained model plus what attacks need to know about it.
+
+    ``forward(x)`` returns the logits for inputs ``x`` of shape
+    ``(N, *input_shape)`` with values inside ``bounds``. Gradients flow through
+    it (attacks differentiate it); it never switches to training mode.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        num_classes: int,
+        class_names: Sequence[str] | None = None,
+        input_shape: Sequence[int] | None = None,
+        bounds: tuple[float, float] = (0.0, 1.0),
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+    ) -> None:
+        super().__init__()
+        lo, hi = (float(b) for b in bounds)
+        if not lo < hi:
+            raise LabelflipError(f"bounds must satisfy lower < upper, got ({lo}, {hi})")
+        if class_names is None:
+            class_names = [str(i) for i in range(num_classes)]
+        if len(class_names) != num_classes:
+            raise LabelflipError(
+                f"{len(class_names)} class names given for a model with {num_classes} classes"
+            )
+        self.model = model
+        self.num_classes = int(num_classes)
+        self.class_names = tuple(str(c) for c in class_names)
+        self.input_shape = tuple(int(s) for s in input_shape) if input_shape else None
+        self.bounds = (lo, hi)
+        channels = self.input_shape[0] if self.input_shape else None
+        self.register_buffer("mean", _channel_vector(mean, 0.0, channels, "mean"))
+        self.register_buffer("std", _channel_vector(std, 1.0, channels, "std"))
+        if bool((self.std <= 0).any()):
+            raise LabelflipError("normalisation std must be positive")
+        super().train(False)
+
+    def train(self, mode: bool = True) -> Classifier:
+        """Refuse training mode: attacks must see the deterministic eval model."""
+        if mode:
+            warnings.warn(
+                "Classifier stays in eval mode (dropout and batch-norm statistics frozen); "
+                "train the underlying model directly instead",
+                stacklevel=2,
+            )
+        return super().train(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.model.training:
+            warnings.warn("the wrapped model was in train mode; switched to eval", stacklevel=2)
+            self.model.eval()
+        if self.input_shape is not None and tuple(x.shape[1:]) != self.input_shape:
+            raise LabelflipError(
+                f"input shape {tuple(x.shape[1:])} does not match the model's "
+                f"input shape {self.input_shape}"
+            )
+        if self.mean.device != x.device:
+            self.to(x.device)
+        return self.model((x - self.mean) / self.std)
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+        """Predicted class per input, computed in batches without gradients."""
+        if len(x) == 0:
+            return torch.empty(0, dtype=torch.long, device=x.device)
+        return torch.cat([self(x[i : i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)])
+
+    def check_inputs(self, x: torch.Tensor, atol: float = 1e-6) -> None:
+        """Raise a one-line error if ``x`` has NaN/Inf or leaves ``bounds``."""
+        if not bool(torch.isfinite(x).all()):
+            raise LabelflipError("inputs contain NaN or Inf values")
+        lo, hi = self.bounds
+        xmin, xmax = float(x.min()), float(x.max())
+        if xmin < lo - atol or xmax > hi + atol:
+            raise LabelflipError(
+                f"inputs span [{xmin:g}, {xmax:g}], outside the model's bounds [{lo:g}, {hi:g}]"
+            )
+
+    def clip(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` clipped into ``bounds``."""
+        return x.clamp(*self.bounds)
+
+
+def _channel_vector(
+    values: Sequence[float] | None, default: float, channels: int | None, what: str
+) -> torch.Tensor:
+    if values is None:
+        v = torch.tensor([default], dtype=torch.float32)
+    else:
+        v = torch.as_tensor(list(values), dtype=torch.float32).flatten()
+    if channels is not None and v.numel() not in (1, channels):
+        raise LabelflipError(f"{what} has {v.numel()} values for inputs with {channels} channels")
+    return v.view(1, -1, 1, 1)
