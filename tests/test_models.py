@@ -93,7 +93,9 @@ class Identity(nn.Module):
 
 
 def test_classifier_normalises_inside():
-    clf = Classifier(Identity(), num_classes=2, input_shape=(2, 1, 1), mean=[0.5, 0.25], std=[0.5, 0.25])
+    clf = Classifier(
+        Identity(), num_classes=2, input_shape=(2, 1, 1), mean=[0.5, 0.25], std=[0.5, 0.25]
+    )
     x = torch.tensor([[[[1.0]], [[0.5]]]])
     assert torch.allclose(clf(x), torch.tensor([[1.0, 1.0]]))
 

@@ -51,14 +51,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
 
-    p = sub.add_parser("datasets", parents=[data_opt], help="list datasets and whether their files are present")
+    p = sub.add_parser(
+        "datasets", parents=[data_opt], help="list datasets and whether their files are present"
+    )
     p.set_defaults(func=cmd_datasets)
 
-    p = sub.add_parser("models", help="list the registered architectures and their training recipes")
+    p = sub.add_parser(
+        "models", help="list the registered architectures and their training recipes"
+    )
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("train", parents=[data_opt], help="train an architecture on a dataset")
-    p.add_argument("--dataset", required=True, help="dataset name, e.g. digits, mnist, imagefolder:PATH")
+    p.add_argument(
+        "--dataset", required=True, help="dataset name, e.g. digits, mnist, imagefolder:PATH"
+    )
     p.add_argument("--arch", required=True, help="architecture name or module:function")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
@@ -66,20 +72,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--momentum", type=float)
     p.add_argument("--weight-decay", type=float)
     p.add_argument("--optimizer", choices=["sgd", "adam"])
-    p.add_argument("--val-fraction", type=float, default=0.1, help="share of the training split held out to pick the best epoch (default 0.1)")
+    p.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.1,
+        help="share of the training split held out to pick the best epoch (default 0.1)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
-    p.add_argument("--out", help="checkpoint path (default checkpoints/DATASET-ARCH-seedS.safetensors)")
+    p.add_argument(
+        "--out", help="checkpoint path (default checkpoints/DATASET-ARCH-seedS.safetensors)"
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("evaluate", parents=[data_opt], help="clean accuracy, per-class accuracy and confusion matrix")
+    p = sub.add_parser(
+        "evaluate",
+        parents=[data_opt],
+        help="clean accuracy, per-class accuracy and confusion matrix",
+    )
     p.add_argument("checkpoint", help="a .safetensors checkpoint with its .json sidecar")
     p.add_argument("--dataset", help="dataset to evaluate on (default: the one it was trained on)")
     p.add_argument("--split", default="test", choices=["train", "test"])
     p.add_argument("--batch-size", type=int, default=512)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--csv", help="where to save the confusion matrix (default beside the checkpoint)")
+    p.add_argument(
+        "--csv", help="where to save the confusion matrix (default beside the checkpoint)"
+    )
     p.add_argument("--arch", help="module:function of a user model, to trust its code")
     p.set_defaults(func=cmd_evaluate)
 
@@ -88,11 +107,17 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[data_opt],
         help="turn a foreign PyTorch state dict into a labelflip checkpoint (weights_only load)",
     )
-    p.add_argument("weights", help=".pt/.pth state dict (loaded with weights_only=True) or .safetensors")
+    p.add_argument(
+        "weights", help=".pt/.pth state dict (loaded with weights_only=True) or .safetensors"
+    )
     p.add_argument("--arch", required=True)
     p.add_argument("--dataset", required=True, help="dataset the weights were trained on")
-    p.add_argument("--mean", type=float, nargs="+", help="per-channel normalisation mean the model expects")
-    p.add_argument("--std", type=float, nargs="+", help="per-channel normalisation std the model expects")
+    p.add_argument(
+        "--mean", type=float, nargs="+", help="per-channel normalisation mean the model expects"
+    )
+    p.add_argument(
+        "--std", type=float, nargs="+", help="per-channel normalisation std the model expects"
+    )
     p.add_argument("--out", required=True, help="checkpoint path to write")
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=cmd_import_weights)
@@ -123,7 +148,9 @@ def cmd_datasets(args: argparse.Namespace) -> int:
                 st.note,
             ]
         )
-    print_table(["dataset", "present", "train", "test", "shape", "classes", "location", "note"], rows)
+    print_table(
+        ["dataset", "present", "train", "test", "shape", "classes", "location", "note"], rows
+    )
     return 0
 
 
@@ -131,7 +158,11 @@ def cmd_models(args: argparse.Namespace) -> int:
     from labelflip.models import ARCHITECTURES
 
     rows = [
-        [a.name, a.description, f"{a.recipe.optimizer} lr {a.recipe.lr} bs {a.recipe.batch_size} x{a.recipe.epochs}"]
+        [
+            a.name,
+            a.description,
+            f"{a.recipe.optimizer} lr {a.recipe.lr} bs {a.recipe.batch_size} x{a.recipe.epochs}",
+        ]
         for a in ARCHITECTURES.values()
     ]
     rows.append(["module:function", "your own nn.Module factory", "sgd lr 0.01 bs 128 x10"])
@@ -141,7 +172,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from labelflip.data import load_dataset
-    from labelflip.models import CheckpointMeta, recipe_for, save_checkpoint
+    from labelflip.models import CheckpointMeta, build_model, recipe_for, save_checkpoint
     from labelflip.models.training import TrainSettings, accuracy, train
 
     device = resolve_device(args.device)
@@ -157,14 +188,19 @@ def cmd_train(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     settings.validate()
-    out = Path(args.out) if args.out else Path("checkpoints") / f"{slug(args.dataset)}-{slug(args.arch)}-seed{args.seed}"
+    out = (
+        Path(args.out)
+        if args.out
+        else Path("checkpoints") / f"{slug(args.dataset)}-{slug(args.arch)}-seed{args.seed}"
+    )
     train_set = load_dataset(args.dataset, "train", args.data_dir)
     test_set = load_dataset(args.dataset, "test", args.data_dir)
+    build_model(args.arch, train_set.input_shape, train_set.num_classes)  # fail before the banner
     print(
         f"training {args.arch} on {args.dataset}: {len(train_set)} train images "
         f"({settings.val_fraction:.0%} held out for validation), {len(test_set)} test, "
-        f"{settings.epochs} epochs, {settings.optimizer} lr {settings.lr}, batch {settings.batch_size}, "
-        f"seed {settings.seed}, {device}",
+        f"{settings.epochs} epochs, {settings.optimizer} lr {settings.lr}, "
+        f"batch {settings.batch_size}, seed {settings.seed}, {device}",
         file=sys.stderr,
     )
     result = train(args.arch, train_set, settings, device=device, progress=not args.no_progress)
@@ -226,11 +262,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     )
     print("\nconfusion matrix (rows: true class, columns: predicted class)")
     short = [str(i) for i in range(clf.num_classes)]
-    print_table(["true\\pred", *short], [[f"{i} {c}", *map(str, conf[i])] for i, c in enumerate(ds.class_names)])
+    print_table(
+        ["true\\pred", *short],
+        [[f"{i} {c}", *map(str, conf[i])] for i, c in enumerate(ds.class_names)],
+    )
     from labelflip.models.checkpoint import checkpoint_paths
 
-    csv_path = Path(args.csv) if args.csv else checkpoint_paths(args.checkpoint)[0].with_suffix(
-        f".confusion-{slug(name)}-{args.split}.csv"
+    csv_path = (
+        Path(args.csv)
+        if args.csv
+        else checkpoint_paths(args.checkpoint)[0].with_suffix(
+            f".confusion-{slug(name)}-{args.split}.csv"
+        )
     )
     write_confusion_csv(csv_path, conf, ds.class_names)
     print(f"\nconfusion matrix saved to {csv_path}")
@@ -315,17 +358,17 @@ def write_confusion_csv(path: Path, conf, class_names: Sequence[str]) -> None:
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["true\\pred", *class_names])
-        for name, row in zip(class_names, conf):
+        for name, row in zip(class_names, conf, strict=True):
             w.writerow([name, *(int(v) for v in row)])
 
 
 def print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    line = "  ".join(h.ljust(w) for h, w in zip(header, widths))
+    line = "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))
     print(line.rstrip())
     print("  ".join("-" * w for w in widths))
     for r in rows:
-        print("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip())
+        print("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
 
 
 if __name__ == "__main__":

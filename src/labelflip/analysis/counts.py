@@ -19,7 +19,9 @@ def confusion_matrix(true: ArrayLike, pred: ArrayLike, num_classes: int) -> np.n
     for name, a in (("true", t), ("pred", p)):
         if a.size and (a.min() < 0 or a.max() >= num_classes):
             raise ValueError(f"{name} labels must lie in [0, {num_classes})")
-    return np.bincount(t * num_classes + p, minlength=num_classes**2).reshape(num_classes, num_classes)
+    return np.bincount(t * num_classes + p, minlength=num_classes**2).reshape(
+        num_classes, num_classes
+    )
 
 
 def per_class_accuracy(confusion: ArrayLike) -> np.ndarray:

@@ -141,7 +141,9 @@ class DigitsCNN(nn.Module):
         super().__init__()
         c, h, w = input_shape
         if h < 2 or w < 2:
-            raise LabelflipError(f"architecture 'digits-cnn' needs at least 2x2 inputs, got {h}x{w}")
+            raise LabelflipError(
+                f"architecture 'digits-cnn' needs at least 2x2 inputs, got {h}x{w}"
+            )
         self.features = nn.Sequential(
             nn.Conv2d(c, 32, 3, padding=1), nn.ReLU(),
             nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(),
@@ -178,7 +180,14 @@ ARCHITECTURES: dict[str, Architecture] = {
         Architecture(
             "preact-resnet18",
             PreActResNet18,
-            Recipe(epochs=200, batch_size=128, lr=0.1, weight_decay=5e-4, schedule="cosine", augment=True),
+            Recipe(
+                epochs=200,
+                batch_size=128,
+                lr=0.1,
+                weight_decay=5e-4,
+                schedule="cosine",
+                augment=True,
+            ),
             "pre-activation ResNet-18, CIFAR form (He et al. 2016)",
         ),
         Architecture(

@@ -84,7 +84,9 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def save_checkpoint(path: str | os.PathLike[str], model: torch.nn.Module, meta: CheckpointMeta) -> Path:
+def save_checkpoint(
+    path: str | os.PathLike[str], model: torch.nn.Module, meta: CheckpointMeta
+) -> Path:
     """Write ``model``'s weights and ``meta`` atomically; return the weights path.
 
     ``meta.versions`` is filled in when empty and ``meta.weights_sha256`` is
@@ -113,13 +115,17 @@ def read_meta(path: str | os.PathLike[str]) -> CheckpointMeta:
     if not weights.is_file():
         raise LabelflipError(f"checkpoint weights not found: {weights}")
     if not sidecar.is_file():
-        raise LabelflipError(f"checkpoint sidecar not found: {sidecar} (it must sit beside {weights.name})")
+        raise LabelflipError(
+            f"checkpoint sidecar not found: {sidecar} (it must sit beside {weights.name})"
+        )
     try:
         raw = json.loads(sidecar.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise LabelflipError(f"checkpoint sidecar {sidecar} is not valid JSON: {e}") from None
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:
-        raise LabelflipError(f"{sidecar} is not a labelflip checkpoint sidecar (format != {FORMAT})")
+        raise LabelflipError(
+            f"{sidecar} is not a labelflip checkpoint sidecar (format != {FORMAT})"
+        )
     names = {f.name for f in dataclasses.fields(CheckpointMeta)}
     try:
         return CheckpointMeta(**{k: v for k, v in raw.items() if k in names})
@@ -173,7 +179,9 @@ def load_checkpoint(
     return clf.to(device), meta
 
 
-def load_state(model: torch.nn.Module, state: Mapping[str, torch.Tensor], what: str, meta: CheckpointMeta) -> None:
+def load_state(
+    model: torch.nn.Module, state: Mapping[str, torch.Tensor], what: str, meta: CheckpointMeta
+) -> None:
     """``model.load_state_dict(state, strict=True)`` with a one-line error on mismatch."""
     try:
         model.load_state_dict(state, strict=True)

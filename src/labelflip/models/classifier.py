@@ -86,7 +86,9 @@ class Classifier(nn.Module):
         """Predicted class per input, computed in batches without gradients."""
         if len(x) == 0:
             return torch.empty(0, dtype=torch.long, device=x.device)
-        return torch.cat([self(x[i : i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)])
+        return torch.cat(
+            [self(x[i : i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)]
+        )
 
     def check_inputs(self, x: torch.Tensor, atol: float = 1e-6) -> None:
         """Raise a one-line error if ``x`` has NaN/Inf or leaves ``bounds``."""

@@ -51,5 +51,7 @@ def build_model(name: str, input_shape: InputShape, num_classes: int) -> nn.Modu
         kwargs["num_classes"] = int(num_classes)
     model = fn(**kwargs)
     if not isinstance(model, nn.Module):
-        raise LabelflipError(f"user model '{name}' returned {type(model).__name__}, not an nn.Module")
+        raise LabelflipError(
+            f"user model '{name}' returned {type(model).__name__}, not an nn.Module"
+        )
     return model

@@ -162,12 +162,22 @@ def train(
                     bar.update(1)
                     bar.set_postfix(loss=f"{total_loss / seen:.4f}", acc=f"{correct / seen:.4f}")
             model.eval()
-            val_acc = accuracy(clf, x_all[val_idx.to(device)], y_all[val_idx.to(device)]) if n_val else None
-            stats = EpochStats(epoch, total_loss / seen, correct / seen, val_acc, time.perf_counter() - t0)
+            val_acc = (
+                accuracy(clf, x_all[val_idx.to(device)], y_all[val_idx.to(device)])
+                if n_val
+                else None
+            )
+            stats = EpochStats(
+                epoch, total_loss / seen, correct / seen, val_acc, time.perf_counter() - t0
+            )
             history.append(stats)
             if bar is not None:
                 if val_acc is not None:
-                    bar.set_postfix(loss=f"{stats.loss:.4f}", acc=f"{stats.train_accuracy:.4f}", val=f"{val_acc:.4f}")
+                    bar.set_postfix(
+                        loss=f"{stats.loss:.4f}",
+                        acc=f"{stats.train_accuracy:.4f}",
+                        val=f"{val_acc:.4f}",
+                    )
                 bar.close()
             if on_epoch is not None:
                 on_epoch(stats)

@@ -1,0 +1,99 @@
+"""The dataset layer: a registry of named sources plus ``imagefolder:<path>``.
+
+>>> ds = load_dataset("mnist", "test")          # doctest: +SKIP
+>>> ds.x.shape, ds.class_names[:3]               # doctest: +SKIP
+(torch.Size([10000, 1, 28, 28]), ('0', '1', '2'))
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from labelflip.data._base import (
+    DATA_ENV,
+    OFFLINE_ENV,
+    SPLITS,
+    Dataset,
+    DatasetSource,
+    DatasetStatus,
+    downloads_allowed,
+    resolve_data_dir,
+)
+from labelflip.data.cifar import CIFAR10
+from labelflip.data.digits import DIGITS
+from labelflip.data.idx import FASHION_MNIST, MNIST
+from labelflip.data.imagefolder import (
+    IMAGEFOLDER_PREFIX,
+    ImageFolderSource,
+    discover_imagefolders,
+    resolve_root,
+)
+from labelflip.errors import LabelflipError, unknown_name
+
+REGISTRY: dict[str, DatasetSource] = {
+    source.name: source for source in (DIGITS, MNIST, FASHION_MNIST, CIFAR10)
+}
+
+
+def get_source(name: str, data_dir: Path, *, classes: Sequence[str] | None = None) -> DatasetSource:
+    """The source registered as ``name``, or an :class:`ImageFolderSource` for
+    ``imagefolder:<path>`` (``<path>`` absolute or relative to the cwd if it
+    exists there, else relative to ``data_dir``). ``classes`` (an explicit class
+    list and order) only applies to image folders.
+    """
+    if name.startswith(IMAGEFOLDER_PREFIX):
+        spec = name[len(IMAGEFOLDER_PREFIX) :]
+        if not spec:
+            raise LabelflipError("imagefolder: needs a path, e.g. imagefolder:my-images")
+        return ImageFolderSource(resolve_root(spec, Path(data_dir)), classes, spec=spec)
+    source = REGISTRY.get(name)
+    if source is None:
+        raise unknown_name("dataset", name, [*REGISTRY, f"{IMAGEFOLDER_PREFIX}<path>"])
+    if classes is not None:
+        raise LabelflipError(
+            f"dataset '{name}' has fixed classes; a class list only applies to imagefolder:<path>"
+        )
+    return source
+
+
+def load_dataset(
+    name: str,
+    split: str = "test",
+    data_dir: str | os.PathLike[str] | None = None,
+    *,
+    download: bool = True,
+    classes: Sequence[str] | None = None,
+) -> Dataset:
+    """Load one split of a dataset; ``data_dir`` is resolved with :func:`resolve_data_dir`."""
+    root = resolve_data_dir(data_dir)
+    return get_source(name, root, classes=classes).load(split, root, download=download)
+
+
+def dataset_statuses(data_dir: Path) -> list[DatasetStatus]:
+    """Status of every registered dataset, then of every image folder found in ``data_dir``."""
+    data_dir = Path(data_dir)
+    statuses = [source.status(data_dir) for source in REGISTRY.values()]
+    for name in discover_imagefolders(data_dir):
+        spec = name[len(IMAGEFOLDER_PREFIX) :]
+        statuses.append(ImageFolderSource(data_dir / spec, spec=spec).status(data_dir))
+    return statuses
+
+
+__all__ = [
+    "DATA_ENV",
+    "OFFLINE_ENV",
+    "REGISTRY",
+    "SPLITS",
+    "Dataset",
+    "DatasetSource",
+    "DatasetStatus",
+    "ImageFolderSource",
+    "dataset_statuses",
+    "discover_imagefolders",
+    "downloads_allowed",
+    "get_source",
+    "load_dataset",
+    "resolve_data_dir",
+]

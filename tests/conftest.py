@@ -1,0 +1,33 @@
+"""Shared fixtures."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Tests never reach the internet: a missing file is an error, not a download
+# (the download tests serve files from a local HTTP server and lift this).
+os.environ.setdefault("LABELFLIP_OFFLINE", "1")
+
+# The repository's sibling ../shared/datasets (see its README), used when
+# LABELFLIP_DATA is not set.
+SHARED_DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+
+
+@pytest.fixture(scope="session")
+def real_data_dir() -> Path:
+    """The directory with the real datasets ($LABELFLIP_DATA, else ../shared/datasets).
+
+    Skips the test when neither exists; tests needing one dataset should also
+    skip when its own folder is absent.
+    """
+    env = os.environ.get("LABELFLIP_DATA")
+    path = Path(env).expanduser() if env else SHARED_DATASETS
+    if not path.is_dir():
+        pytest.skip(
+            f"real datasets not available: {path} does not exist "
+            "(set LABELFLIP_DATA to a folder like ../shared/datasets)"
+        )
+    return path
