@@ -72,6 +72,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--momentum", type=float)
     p.add_argument("--weight-decay", type=float)
     p.add_argument("--optimizer", choices=["sgd", "adam"])
+    p.add_argument("--schedule", choices=["constant", "cosine"], help="learning-rate schedule")
+    p.add_argument(
+        "--augment",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="random 4-pixel translation + horizontal flip (default: per architecture)",
+    )
     p.add_argument(
         "--val-fraction",
         type=float,
@@ -184,6 +191,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         momentum=args.momentum,
         weight_decay=args.weight_decay,
         optimizer=args.optimizer,
+        schedule=args.schedule,
+        augment=args.augment,
         val_fraction=args.val_fraction,
         seed=args.seed,
     )
