@@ -212,7 +212,22 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"batch {settings.batch_size}, seed {settings.seed}, {device}",
         file=sys.stderr,
     )
-    result = train(args.arch, train_set, settings, device=device, progress=not args.no_progress)
+    def log_epoch(st) -> None:
+        val = f", validation accuracy {st.val_accuracy:.4f}" if st.val_accuracy is not None else ""
+        print(
+            f"epoch {st.epoch}/{settings.epochs}: loss {st.loss:.4f}, "
+            f"train accuracy {st.train_accuracy:.4f}{val} ({st.seconds:.1f} s)",
+            file=sys.stderr,
+        )
+
+    result = train(
+        args.arch,
+        train_set,
+        settings,
+        device=device,
+        progress=not args.no_progress,
+        on_epoch=log_epoch if args.no_progress else None,
+    )
     test_acc = accuracy(result.classifier, test_set.x, test_set.y)
     clf = result.classifier
     from dataclasses import asdict
