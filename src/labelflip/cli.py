@@ -8,6 +8,7 @@ prints ``labelflip: error: <one line>`` to stderr and exits with status 1
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 from collections.abc import Sequence
@@ -33,6 +34,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("labelflip: interrupted", file=sys.stderr)
         return EXIT_INTERRUPT
+    except BrokenPipeError:  # output piped into e.g. `head`, which closed early
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_ERROR
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -193,7 +193,7 @@ ARCHITECTURES: dict[str, Architecture] = {
         Architecture(
             "digits-cnn",
             DigitsCNN,
-            Recipe(epochs=40, batch_size=64, lr=0.05, momentum=0.9),
+            Recipe(epochs=20, batch_size=64, lr=0.05, momentum=0.9),
             "small CNN for 8x8 digits",
         ),
     )
