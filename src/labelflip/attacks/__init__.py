@@ -1,0 +1,47 @@
+"""Adversarial attacks as plain functions over a :class:`~labelflip.models.Classifier`.
+
+Every attack has the signature ``attack(clf, x, y, *, target=None,
+generator=None, **settings) -> AttackResult``: keyword-only settings, no
+hidden state, randomness only from the explicit ``torch.Generator`` (a fresh
+one seeded with 0 when ``None``), the caller's tensors never modified, the
+device of ``x`` followed. ``target=None`` means untargeted. ``success`` and
+``adv_pred`` always come from evaluating the model on the returned
+(bounds-clipped) ``x_adv`` (see :func:`~labelflip.attacks._result.finalize`).
+
+>>> result = run_attack("pgd", clf, x, y, {"eps": 0.1})   # doctest: +SKIP
+>>> result.summary()["success_rate"]                       # doctest: +SKIP
+
+Registered names: ``fgsm`` (norm ``linf``/``l2``), ``pgd`` (``linf``/``l2``),
+``deepfool`` (``l2``/``linf``) and ``cw-l2``.
+"""
+
+from labelflip.attacks._registry import (
+    ATTACKS,
+    AttackSpec,
+    get_attack,
+    run_attack,
+    settings_from_mapping,
+)
+from labelflip.attacks._result import AttackResult, finalize
+from labelflip.attacks.carlini_wagner import CarliniWagnerL2Settings, carlini_wagner_l2
+from labelflip.attacks.deepfool import DeepFoolSettings, deepfool
+from labelflip.attacks.fgsm import FGSMSettings, fgsm
+from labelflip.attacks.pgd import PGDSettings, pgd
+
+__all__ = [
+    "ATTACKS",
+    "AttackResult",
+    "AttackSpec",
+    "CarliniWagnerL2Settings",
+    "DeepFoolSettings",
+    "FGSMSettings",
+    "PGDSettings",
+    "carlini_wagner_l2",
+    "deepfool",
+    "fgsm",
+    "finalize",
+    "get_attack",
+    "pgd",
+    "run_attack",
+    "settings_from_mapping",
+]

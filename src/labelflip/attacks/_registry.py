@@ -1,0 +1,152 @@
+"""The attack registry: config names mapped to the attack function and its
+settings type, plus typed construction of settings from a config mapping."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from labelflip.attacks._result import AttackResult
+from labelflip.attacks.carlini_wagner import CarliniWagnerL2Settings, carlini_wagner_l2
+from labelflip.attacks.deepfool import DeepFoolSettings, deepfool
+from labelflip.attacks.fgsm import FGSMSettings, fgsm
+from labelflip.attacks.pgd import PGDSettings, pgd
+from labelflip.errors import LabelflipError, unknown_name
+from labelflip.models.classifier import Classifier
+
+
+@dataclass(frozen=True)
+class AttackSpec:
+    """A registered attack: its config ``name``, the function, the frozen
+    settings dataclass whose fields are the function's keyword settings, and
+    a one-line description."""
+
+    name: str
+    fn: Callable[..., AttackResult]
+    settings_type: type
+    description: str
+
+    def default_settings(self) -> Any:
+        return self.settings_type()
+
+
+ATTACKS: dict[str, AttackSpec] = {
+    spec.name: spec
+    for spec in (
+        AttackSpec(
+            "fgsm",
+            fgsm,
+            FGSMSettings,
+            "Fast Gradient Sign Method (linf) / Fast Gradient Method (l2), Goodfellow et al. 2015",
+        ),
+        AttackSpec(
+            "pgd",
+            pgd,
+            PGDSettings,
+            "Projected Gradient Descent (linf, l2) with random start, Madry et al. 2018",
+        ),
+        AttackSpec(
+            "deepfool",
+            deepfool,
+            DeepFoolSettings,
+            "DeepFool (l2, linf), untargeted minimal perturbation, Moosavi-Dezfooli et al. 2016",
+        ),
+        AttackSpec(
+            "cw-l2",
+            carlini_wagner_l2,
+            CarliniWagnerL2Settings,
+            "Carlini & Wagner L2 attack with binary search over c, Carlini & Wagner 2017",
+        ),
+    )
+}
+
+
+def get_attack(name: str) -> AttackSpec:
+    """The attack registered as ``name`` (a one-line error with a suggestion otherwise)."""
+    spec = ATTACKS.get(name) if isinstance(name, str) else None
+    if spec is None:
+        raise unknown_name("attack", str(name), ATTACKS)
+    return spec
+
+
+def _field_kinds(tp: Any) -> tuple[type, bool]:
+    """(base type, None allowed) of a settings field annotation."""
+    origin = typing.get_origin(tp)
+    if origin is typing.Union or origin is types.UnionType:
+        args = typing.get_args(tp)
+        base = [a for a in args if a is not type(None)]
+        return base[0], len(base) != len(args)
+    return tp, False
+
+
+def _coerce(attack: str, key: str, value: Any, tp: Any) -> Any:
+    base, optional = _field_kinds(tp)
+    if value is None:
+        if optional:
+            return None
+        raise LabelflipError(f"{attack}: setting '{key}' must not be empty")
+    if base is bool:
+        if isinstance(value, bool):
+            return value
+        raise LabelflipError(f"{attack}: setting '{key}' must be true or false, got {value!r}")
+    if base is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise LabelflipError(f"{attack}: setting '{key}' must be an integer, got {value!r}")
+    if base is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise LabelflipError(f"{attack}: setting '{key}' must be a number, got {value!r}")
+    if base is str:
+        if isinstance(value, str):
+            return value
+        raise LabelflipError(f"{attack}: setting '{key}' must be a string, got {value!r}")
+    return value  # pragma: no cover - every settings field has one of the types above
+
+
+def settings_from_mapping(spec: AttackSpec, mapping: Mapping[str, Any] | None) -> Any:
+    """Build and validate ``spec``'s settings from a config mapping.
+
+    Unknown keys raise a one-line error with a "did you mean"; values of the
+    wrong type (a string for a number, a bool for a number, ...) and values
+    out of range raise one-line errors too. Missing keys take the defaults.
+    """
+    mapping = dict(mapping or {})
+    hints = typing.get_type_hints(spec.settings_type)
+    names = [f.name for f in dataclasses.fields(spec.settings_type)]
+    kwargs: dict[str, Any] = {}
+    for key, value in mapping.items():
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise LabelflipError(
+                f"unknown setting '{key}' for attack '{spec.name}'{hint} "
+                f"(known: {', '.join(sorted(names))})"
+            )
+        kwargs[key] = _coerce(spec.name, key, value, hints[key])
+    settings = spec.settings_type(**kwargs)
+    settings.validate()
+    return settings
+
+
+def run_attack(
+    name: str,
+    clf: Classifier,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    settings: Mapping[str, Any] | None = None,
+    *,
+    target: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> AttackResult:
+    """Run the attack registered as ``name`` with settings from a config mapping."""
+    spec = get_attack(name)
+    s = settings_from_mapping(spec, settings)
+    return spec.fn(clf, x, y, target=target, generator=generator, **dataclasses.asdict(s))

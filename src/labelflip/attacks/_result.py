@@ -1,0 +1,190 @@
+"""The one result type every attack returns, and the one place it is built.
+
+:func:`finalize` is the only code that decides whether an attack succeeded:
+it clips the attack's output into the classifier's bounds, evaluates the
+model on the clean and on the returned adversarial inputs (under
+``torch.no_grad``) and derives ``success`` and the perturbation norms from
+those evaluations alone, never from an attack's internal bookkeeping.
+
+All tensors of an :class:`AttackResult` live on the device of the attacked
+inputs ``x`` (nothing is moved behind the caller's back); :meth:`AttackResult.cpu`
+and :meth:`AttackResult.to_numpy` bring them to the host.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+from typing import Any
+
+import numpy as np
+import torch
+
+from labelflip.models.classifier import Classifier
+
+# Per-sample fields, in record order (``x_adv`` first: it is the only non-vector one).
+_PER_SAMPLE = (
+    "x_adv",
+    "y",
+    "clean_pred",
+    "adv_pred",
+    "success",
+    "target",
+    "l0",
+    "l1",
+    "l2",
+    "linf",
+    "iterations",
+    "forwards",
+    "backwards",
+)
+
+
+@dataclass(frozen=True, eq=False)
+class AttackResult:
+    """One row per attacked sample (all tensors have length ``N``).
+
+    - ``x_adv``: the adversarial inputs, clipped into the classifier's bounds,
+      same shape and dtype as the attacked ``x``.
+    - ``y``: the true labels the attack was given.
+    - ``clean_pred`` / ``adv_pred``: the model's predictions on ``x`` and on ``x_adv``.
+    - ``success``: untargeted: ``adv_pred != y`` (a sample the model already
+      misclassifies counts as a success, as in Foolbox); targeted:
+      ``adv_pred == target``.
+    - ``target``: the target classes, or ``None`` for an untargeted attack.
+    - ``l0``: number of changed input components; ``l1``, ``l2``, ``linf``:
+      norms of ``x_adv - x`` (float64), in input units.
+    - ``iterations``: iterations the sample actually used (early-exit attacks
+      stop counting when the sample leaves the active batch).
+    - ``forwards`` / ``backwards``: model forward / backward passes the attack
+      spent on the sample; a sample taking part in one batched pass counts 1.
+      The clean and adversarial evaluations done by :func:`finalize` are not
+      counted (they are bookkeeping, not attack work).
+    """
+
+    x_adv: torch.Tensor
+    y: torch.Tensor
+    clean_pred: torch.Tensor
+    adv_pred: torch.Tensor
+    success: torch.Tensor
+    target: torch.Tensor | None
+    l0: torch.Tensor
+    l1: torch.Tensor
+    l2: torch.Tensor
+    linf: torch.Tensor
+    iterations: torch.Tensor
+    forwards: torch.Tensor
+    backwards: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.y.shape[0])
+
+    @property
+    def targeted(self) -> bool:
+        return self.target is not None
+
+    def to(self, device: str | torch.device) -> AttackResult:
+        """A copy with every tensor moved to ``device``."""
+        moved: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            moved[f.name] = value.to(device) if isinstance(value, torch.Tensor) else value
+        return AttackResult(**moved)
+
+    def cpu(self) -> AttackResult:
+        return self.to("cpu")
+
+    def to_numpy(self, *, include_x: bool = False) -> dict[str, np.ndarray]:
+        """Per-sample columns as numpy arrays (``target`` is -1 when untargeted).
+
+        ``x_adv`` is left out unless ``include_x`` (it is large).
+        """
+        out: dict[str, np.ndarray] = {}
+        for name in _PER_SAMPLE:
+            if name == "x_adv" and not include_x:
+                continue
+            value = getattr(self, name)
+            if value is None:
+                value = torch.full_like(self.y, -1)
+            out[name] = value.detach().cpu().numpy()
+        return out
+
+    def summary(self) -> dict[str, float]:
+        """Success rate, median norms over the successful samples (the usual
+        median: the mean of the two middle values for an even count; NaN if
+        none succeeded), mean iterations and total passes."""
+        n = len(self)
+        ok = self.success.bool()
+        k = int(ok.sum())
+        out: dict[str, float] = {
+            "n": float(n),
+            "success_rate": k / n if n else math.nan,
+        }
+        for name in ("l0", "l1", "l2", "linf"):
+            v = getattr(self, name)[ok].double()
+            out[f"median_{name}"] = float(v.quantile(0.5)) if k else math.nan
+        out["mean_iterations"] = float(self.iterations.double().mean()) if n else math.nan
+        out["forwards"] = float(self.forwards.sum())
+        out["backwards"] = float(self.backwards.sum())
+        return out
+
+
+def perturbation_norms(
+    x: torch.Tensor, x_adv: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-sample l0 (count of changed components), l1, l2 and linf of ``x_adv - x``."""
+    d = (x_adv.detach() - x.detach()).flatten(1).double()
+    if d.shape[0] == 0:
+        empty = torch.zeros(0, dtype=torch.float64, device=d.device)
+        return torch.zeros(0, dtype=torch.long, device=d.device), empty, empty, empty
+    a = d.abs()
+    return (d != 0).sum(1), a.sum(1), d.norm(dim=1), a.amax(1)
+
+
+def finalize(
+    clf: Classifier,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    x_adv: torch.Tensor,
+    *,
+    target: torch.Tensor | None,
+    iterations: torch.Tensor,
+    forwards: torch.Tensor,
+    backwards: torch.Tensor,
+) -> AttackResult:
+    """Build the :class:`AttackResult` of an attack from its raw output ``x_adv``.
+
+    Clips ``x_adv`` into ``clf.bounds``, recomputes the clean and adversarial
+    predictions with the model, and derives ``success`` and the norms from them.
+    """
+    x = x.detach()
+    x_adv = clf.clip(x_adv.detach().to(dtype=x.dtype, device=x.device))
+    y = y.detach().to(x.device).clone()
+    with torch.no_grad():
+        clean_pred = clf.predict(x)
+        adv_pred = clf.predict(x_adv)
+    if target is None:
+        success = adv_pred != y
+    else:
+        target = target.detach().to(x.device).clone()
+        success = adv_pred == target
+    l0, l1, l2, linf = perturbation_norms(x, x_adv)
+
+    def count(v: torch.Tensor) -> torch.Tensor:
+        return v.detach().to(device=x.device, dtype=torch.long).clone()
+
+    return AttackResult(
+        x_adv=x_adv,
+        y=y,
+        clean_pred=clean_pred,
+        adv_pred=adv_pred,
+        success=success,
+        target=target,
+        l0=l0,
+        l1=l1,
+        l2=l2,
+        linf=linf,
+        iterations=count(iterations),
+        forwards=count(forwards),
+        backwards=count(backwards),
+    )

@@ -1,0 +1,87 @@
+"""Fast Gradient Sign Method and its L2 variant, the Fast Gradient Method.
+
+Goodfellow, Shlens & Szegedy, "Explaining and Harnessing Adversarial
+Examples" (ICLR 2015), eq. ``x_adv = x + eps * sign(∇_x J(θ, x, y))`` (§3);
+the L2 variant ("FGM") steps ``eps * g / ||g||_2``. ``J`` is the
+cross-entropy; a targeted attack steps to *decrease* the cross-entropy of the
+target class instead. The result is clipped to the classifier's bounds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from labelflip.attacks._common import (
+    NORMS,
+    ce_gradient,
+    check_choice,
+    check_eps,
+    check_number,
+    new_counts,
+    normalize_l2,
+    prepare_inputs,
+)
+from labelflip.attacks._result import AttackResult, finalize
+from labelflip.models.classifier import Classifier
+
+DEFAULT_EPS = {"linf": 8 / 255, "l2": 0.5}
+
+
+@dataclass(frozen=True)
+class FGSMSettings:
+    """Settings of :func:`fgsm`. ``eps=None`` means the norm's default
+    (8/255 for ``linf``, 0.5 for ``l2``); it is resolved on construction."""
+
+    eps: float | None = None
+    norm: str = "linf"
+
+    def __post_init__(self) -> None:
+        if self.eps is None and self.norm in DEFAULT_EPS:
+            object.__setattr__(self, "eps", DEFAULT_EPS[self.norm])
+
+    def validate(self) -> None:
+        check_choice("fgsm", "norm", self.norm, NORMS)
+        check_number("fgsm", "eps", self.eps, minimum=0.0)
+
+
+def fgsm(
+    clf: Classifier,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    eps: float | None = None,
+    norm: str = "linf",
+    target: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> AttackResult:
+    """One gradient step of size ``eps`` (sign step for ``linf``, normalised
+    gradient step for ``l2``). Deterministic; ``generator`` is accepted for a
+    uniform signature and unused. Counts 1 iteration, 1 forward and 1 backward
+    pass per sample."""
+    s = FGSMSettings(eps=eps, norm=norm)
+    s.validate()
+    assert s.eps is not None
+    x0, y, target = prepare_inputs(clf, x, y, target, generator)
+    check_eps("fgsm", s.eps, s.norm, clf, x0)
+    iterations, forwards, backwards = new_counts(len(x0), x0.device)
+    x_adv = x0
+    if len(x0):
+        targeted = target is not None
+        grad = ce_gradient(clf, x0, target if targeted else y)
+        direction = grad.sign() if s.norm == "linf" else normalize_l2(grad)
+        x_adv = x0 + (-s.eps if targeted else s.eps) * direction
+        iterations += 1
+        forwards += 1
+        backwards += 1
+    return finalize(
+        clf,
+        x0,
+        y,
+        x_adv,
+        target=target,
+        iterations=iterations,
+        forwards=forwards,
+        backwards=backwards,
+    )

@@ -1,0 +1,145 @@
+"""Projected Gradient Descent (PGD) in L∞ and L2.
+
+Madry, Makelov, Schmidt, Tsipras & Vladu, "Towards Deep Learning Models
+Resistant to Adversarial Attacks" (ICLR 2018), eq. (2):
+``x^{t+1} = Π_{x+S}(x^t + α sign(∇_x L(θ, x^t, y)))``, with a random start in
+the ε-ball. As in Foolbox 3 (``LinfPGD``/``L2PGD``): the loss is the
+cross-entropy, the L∞ step uses the gradient's sign and the L2 step the
+per-sample L2-normalised gradient; each step is followed by the projection
+onto the ε-ball and then by clipping to the classifier's bounds; the final
+iterate is returned (no early stop). A targeted attack descends the
+cross-entropy of the target class.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from labelflip.attacks._common import (
+    NORMS,
+    ce_gradient,
+    check_bool,
+    check_choice,
+    check_eps,
+    check_number,
+    generator_or_default,
+    new_counts,
+    normalize_l2,
+    prepare_inputs,
+    project_l2,
+    project_linf,
+    random_start_l2,
+    random_start_linf,
+)
+from labelflip.attacks._result import AttackResult, finalize
+from labelflip.models.classifier import Classifier
+
+# Norm-dependent defaults (Foolbox 3.3: LinfPGD and L2PGD).
+DEFAULT_EPS = {"linf": 8 / 255, "l2": 0.5}
+DEFAULT_STEPS = {"linf": 40, "l2": 50}
+DEFAULT_REL_STEPSIZE = {"linf": 0.01 / 0.3, "l2": 0.025}
+
+
+@dataclass(frozen=True)
+class PGDSettings:
+    """Settings of :func:`pgd`. ``None`` means the norm's default, resolved on
+    construction: eps 8/255 (linf) or 0.5 (l2); steps 40 (linf) or 50 (l2);
+    rel_stepsize 0.01/0.3 (linf) or 0.025 (l2). The step size is
+    ``abs_stepsize`` if given, else ``rel_stepsize * eps``."""
+
+    eps: float | None = None
+    norm: str = "linf"
+    steps: int | None = None
+    rel_stepsize: float | None = None
+    abs_stepsize: float | None = None
+    random_start: bool = True
+
+    def __post_init__(self) -> None:
+        if self.norm in NORMS:
+            for name, table in (
+                ("eps", DEFAULT_EPS),
+                ("steps", DEFAULT_STEPS),
+                ("rel_stepsize", DEFAULT_REL_STEPSIZE),
+            ):
+                if getattr(self, name) is None:
+                    object.__setattr__(self, name, table[self.norm])
+
+    def validate(self) -> None:
+        check_choice("pgd", "norm", self.norm, NORMS)
+        check_number("pgd", "eps", self.eps, minimum=0.0)
+        check_number("pgd", "steps", self.steps, integer=True, positive=True)
+        check_number("pgd", "rel_stepsize", self.rel_stepsize, positive=True)
+        if self.abs_stepsize is not None:
+            check_number("pgd", "abs_stepsize", self.abs_stepsize, positive=True)
+        check_bool("pgd", "random_start", self.random_start)
+
+    @property
+    def stepsize(self) -> float:
+        if self.abs_stepsize is not None:
+            return float(self.abs_stepsize)
+        return float(self.rel_stepsize) * float(self.eps)  # type: ignore[arg-type]
+
+
+def pgd(
+    clf: Classifier,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    eps: float | None = None,
+    norm: str = "linf",
+    steps: int | None = None,
+    rel_stepsize: float | None = None,
+    abs_stepsize: float | None = None,
+    random_start: bool = True,
+    target: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> AttackResult:
+    """PGD with ``steps`` iterations (Madry et al. 2018, eq. 2).
+
+    The random start is drawn from ``generator`` (a fresh generator seeded
+    with 0 when ``None``; the global RNG is never used). Counts ``steps``
+    iterations, forwards and backwards per sample."""
+    s = PGDSettings(
+        eps=eps,
+        norm=norm,
+        steps=steps,
+        rel_stepsize=rel_stepsize,
+        abs_stepsize=abs_stepsize,
+        random_start=random_start,
+    )
+    s.validate()
+    x0, y, target = prepare_inputs(clf, x, y, target, generator)
+    eps_ = float(s.eps)  # type: ignore[arg-type]
+    n_steps = int(s.steps)  # type: ignore[arg-type]
+    check_eps("pgd", eps_, s.norm, clf, x0)
+    iterations, forwards, backwards = new_counts(len(x0), x0.device)
+    targeted = target is not None
+    labels = target if targeted else y
+    step = -s.stepsize if targeted else s.stepsize
+    project = project_linf if s.norm == "linf" else project_l2
+
+    x_adv = x0
+    if len(x0):
+        if s.random_start:
+            gen = generator_or_default(generator)
+            start = random_start_linf if s.norm == "linf" else random_start_l2
+            x_adv = clf.clip(start(x0, eps_, gen))
+        for _ in range(n_steps):
+            grad = ce_gradient(clf, x_adv, labels)
+            direction = grad.sign() if s.norm == "linf" else normalize_l2(grad)
+            x_adv = clf.clip(project(x_adv + step * direction, x0, eps_))
+        iterations += n_steps
+        forwards += n_steps
+        backwards += n_steps
+    return finalize(
+        clf,
+        x0,
+        y,
+        x_adv,
+        target=target,
+        iterations=iterations,
+        forwards=forwards,
+        backwards=backwards,
+    )
