@@ -216,6 +216,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"batch {settings.batch_size}, seed {settings.seed}, {device}",
         file=sys.stderr,
     )
+
     def log_epoch(st) -> None:
         val = f", validation accuracy {st.val_accuracy:.4f}" if st.val_accuracy is not None else ""
         print(
