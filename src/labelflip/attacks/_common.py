@@ -196,6 +196,11 @@ def normalize_l2(g: torch.Tensor) -> torch.Tensor:
     return g / rows(l2_norms(g).clamp_min(1e-12), g)
 
 
+def steepest_direction(grad: torch.Tensor, norm: str) -> torch.Tensor:
+    """Unit steepest-ascent direction of ``grad`` in ``norm``: sign for L∞, unit L2 otherwise."""
+    return grad.sign() if norm == "linf" else normalize_l2(grad)
+
+
 def project_linf(x: torch.Tensor, x0: torch.Tensor, eps: float) -> torch.Tensor:
     return x0 + (x - x0).clamp(-eps, eps)
 

@@ -20,8 +20,8 @@ from labelflip.attacks._common import (
     check_eps,
     check_number,
     new_counts,
-    normalize_l2,
     prepare_inputs,
+    steepest_direction,
 )
 from labelflip.attacks._result import AttackResult, finalize
 from labelflip.models.classifier import Classifier
@@ -70,7 +70,7 @@ def fgsm(
     if len(x0):
         targeted = target is not None
         grad = ce_gradient(clf, x0, target if targeted else y)
-        direction = grad.sign() if s.norm == "linf" else normalize_l2(grad)
+        direction = steepest_direction(grad, s.norm)
         x_adv = x0 + (-s.eps if targeted else s.eps) * direction
         iterations += 1
         forwards += 1

@@ -26,12 +26,12 @@ from labelflip.attacks._common import (
     check_number,
     generator_or_default,
     new_counts,
-    normalize_l2,
     prepare_inputs,
     project_l2,
     project_linf,
     random_start_l2,
     random_start_linf,
+    steepest_direction,
 )
 from labelflip.attacks._result import AttackResult, finalize
 from labelflip.models.classifier import Classifier
@@ -128,7 +128,7 @@ def pgd(
             x_adv = clf.clip(start(x0, eps_, gen))
         for _ in range(n_steps):
             grad = ce_gradient(clf, x_adv, labels)
-            direction = grad.sign() if s.norm == "linf" else normalize_l2(grad)
+            direction = steepest_direction(grad, s.norm)
             x_adv = clf.clip(project(x_adv + step * direction, x0, eps_))
         iterations += n_steps
         forwards += n_steps

@@ -96,6 +96,15 @@ def downloads_allowed() -> bool:
     return os.environ.get(OFFLINE_ENV, "").strip().lower() not in {"1", "true", "yes", "on"}
 
 
+def download_refusal(download: bool) -> str | None:
+    """Why missing files will not be downloaded, or ``None`` if they may be."""
+    if not download:
+        return "download not requested"
+    if not downloads_allowed():
+        return f"downloads disabled by {OFFLINE_ENV}"
+    return None
+
+
 def check_split(name: str, split: str) -> None:
     if split not in SPLITS:
         raise LabelflipError(f"dataset '{name}' has no split '{split}' (use one of: train, test)")

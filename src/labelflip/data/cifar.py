@@ -22,7 +22,13 @@ from typing import Any, BinaryIO
 import numpy as np
 import torch
 
-from labelflip.data._base import Dataset, DatasetStatus, check_split, downloads_allowed
+from labelflip.data._base import (
+    Dataset,
+    DatasetStatus,
+    check_split,
+    download_refusal,
+    downloads_allowed,
+)
 from labelflip.data._download import fetch
 from labelflip.errors import LabelflipError
 
@@ -215,11 +221,8 @@ class Cifar10Source:
 
     def _obtain(self, split: str, data_dir: Path, download: bool) -> Path:
         dest = data_dir / self.folder / ARCHIVE
-        if not download:
-            why = "download not requested"
-        elif not downloads_allowed():
-            why = "downloads disabled by LABELFLIP_OFFLINE"
-        else:
+        why = download_refusal(download)
+        if why is None:
             try:
                 return fetch(list(self.urls), dest, md5=self.md5)
             except LabelflipError as e:

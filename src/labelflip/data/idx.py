@@ -19,7 +19,13 @@ from typing import BinaryIO
 import numpy as np
 import torch
 
-from labelflip.data._base import Dataset, DatasetStatus, check_split, downloads_allowed
+from labelflip.data._base import (
+    Dataset,
+    DatasetStatus,
+    check_split,
+    download_refusal,
+    downloads_allowed,
+)
 from labelflip.data._download import fetch, file_digest
 from labelflip.errors import LabelflipError
 
@@ -221,11 +227,8 @@ class IdxSource:
         return None
 
     def _obtain(self, missing: list[str], folder: Path, download: bool) -> None:
-        if not download:
-            why = "download not requested"
-        elif not downloads_allowed():
-            why = "downloads disabled by LABELFLIP_OFFLINE"
-        else:
+        why = download_refusal(download)
+        if why is None:
             try:
                 for base in missing:
                     kind, digest = self.checksums[base]
