@@ -1,5 +1,41 @@
-"""Analysis: pure functions over label arrays (numpy in, numbers and arrays out)."""
+"""Analysis: pure functions over label arrays (numpy in, numbers and arrays out).
 
+Nothing here knows about models or torch: the inputs are true labels,
+(adversarial) predictions, success flags, or a flip matrix built from them.
+"""
+
+from labelflip.analysis.attractors import (
+    attractor_summary,
+    landing_shares,
+    normalized_entropy,
+    top_attractor,
+)
+from labelflip.analysis.correlation import (
+    SpearmanResult,
+    class_distribution,
+    flip_distance_correlation,
+    rank_correlation,
+)
 from labelflip.analysis.counts import confusion_matrix, per_class_accuracy
+from labelflip.analysis.flips import flip_matrix, row_rates, top_flips
+from labelflip.analysis.symmetry import BowkerResult, bowker_test, symmetry_ci, symmetry_score
 
-__all__ = ["confusion_matrix", "per_class_accuracy"]
+__all__ = [
+    "BowkerResult",
+    "SpearmanResult",
+    "attractor_summary",
+    "bowker_test",
+    "class_distribution",
+    "confusion_matrix",
+    "flip_distance_correlation",
+    "flip_matrix",
+    "landing_shares",
+    "normalized_entropy",
+    "per_class_accuracy",
+    "rank_correlation",
+    "row_rates",
+    "symmetry_ci",
+    "symmetry_score",
+    "top_attractor",
+    "top_flips",
+]
