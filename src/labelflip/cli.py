@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from labelflip._text import slug
 from labelflip.errors import LabelflipError
 
 EXIT_ERROR = 1
@@ -182,9 +182,8 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from labelflip.data import load_dataset
-    from labelflip.models import CheckpointMeta, build_model, recipe_for, save_checkpoint
-    from labelflip.models.training import TrainSettings, accuracy, train
+    from labelflip.models import recipe_for
+    from labelflip.models.training import TrainSettings
 
     device = resolve_device(args.device)
     settings = TrainSettings.from_recipe(
@@ -206,16 +205,16 @@ def cmd_train(args: argparse.Namespace) -> int:
         if args.out
         else Path("checkpoints") / f"{slug(args.dataset)}-{slug(args.arch)}-seed{args.seed}"
     )
-    train_set = load_dataset(args.dataset, "train", args.data_dir)
-    test_set = load_dataset(args.dataset, "test", args.data_dir)
-    build_model(args.arch, train_set.input_shape, train_set.num_classes)  # fail before the banner
-    print(
-        f"training {args.arch} on {args.dataset}: {len(train_set)} train images "
-        f"({settings.val_fraction:.0%} held out for validation), {len(test_set)} test, "
-        f"{settings.epochs} epochs, {settings.optimizer} lr {settings.lr}, "
-        f"batch {settings.batch_size}, seed {settings.seed}, {device}",
-        file=sys.stderr,
-    )
+    from labelflip.models.training import train_and_save
+
+    def banner(train_set, test_set) -> None:
+        print(
+            f"training {args.arch} on {args.dataset}: {len(train_set)} train images "
+            f"({settings.val_fraction:.0%} held out for validation), {len(test_set)} test, "
+            f"{settings.epochs} epochs, {settings.optimizer} lr {settings.lr}, "
+            f"batch {settings.batch_size}, seed {settings.seed}, {device}",
+            file=sys.stderr,
+        )
 
     def log_epoch(st) -> None:
         val = f", validation accuracy {st.val_accuracy:.4f}" if st.val_accuracy is not None else ""
@@ -225,37 +224,17 @@ def cmd_train(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
 
-    result = train(
+    path, result, test_acc = train_and_save(
         args.arch,
-        train_set,
+        args.dataset,
         settings,
+        out,
+        data_dir=args.data_dir,
         device=device,
         progress=not args.no_progress,
         on_epoch=log_epoch if args.no_progress else None,
+        on_start=banner,
     )
-    test_acc = accuracy(result.classifier, test_set.x, test_set.y)
-    clf = result.classifier
-    from dataclasses import asdict
-
-    meta = CheckpointMeta(
-        architecture=args.arch,
-        dataset=args.dataset,
-        class_names=list(clf.class_names),
-        input_shape=list(train_set.input_shape),
-        mean=clf.mean.flatten().tolist(),
-        std=clf.std.flatten().tolist(),
-        bounds=list(clf.bounds),
-        clean_test_accuracy=round(test_acc, 6),
-        seed=settings.seed,
-        training={
-            **asdict(settings),
-            "best_epoch": result.best_epoch,
-            "val_accuracy": result.val_accuracy,
-            "seconds": round(result.seconds, 1),
-            "device": str(device),
-        },
-    )
-    path = save_checkpoint(out, clf.model, meta)
     val = f"{result.val_accuracy:.4f}" if result.val_accuracy is not None else "-"
     print(
         f"best epoch {result.best_epoch}/{settings.epochs}: validation accuracy {val}, "
@@ -370,14 +349,6 @@ def check_fits(clf, input_shape: tuple[int, ...], num_classes: int, dataset: str
         raise LabelflipError(
             f"model has {clf.num_classes} classes but dataset '{dataset}' has {num_classes}"
         )
-
-
-def slug(text: str) -> str:
-    """A file-name-safe version of a dataset or architecture name."""
-    text = text.rstrip("/\\")
-    if text.startswith("imagefolder:"):
-        text = "imagefolder-" + Path(text.split(":", 1)[1]).name
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "model"
 
 
 def write_confusion_csv(path: Path, conf, class_names: Sequence[str]) -> None:

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -244,3 +246,56 @@ def _bar(total: int, desc: str, enabled: bool):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc=desc, unit="batch", leave=True, dynamic_ncols=True)
+
+
+def train_and_save(
+    arch: str,
+    dataset: str,
+    settings: TrainSettings,
+    out: str | os.PathLike[str],
+    *,
+    data_dir: str | None = None,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+    on_epoch: Callable[[EpochStats], None] | None = None,
+    on_start: Callable[[Dataset, Dataset], None] | None = None,
+) -> tuple[Path, TrainResult, float]:
+    """Train ``arch`` on ``dataset``'s train split, measure it on the test split
+    and save a checkpoint (weights + metadata) at ``out``.
+
+    Returns the weights path, the training result and the clean test accuracy.
+    ``on_start(train_set, test_set)`` is called once the data is loaded and the
+    architecture is known to fit it, before training starts.
+    """
+    from labelflip.data import load_dataset
+    from labelflip.models.checkpoint import CheckpointMeta, save_checkpoint
+
+    settings.validate()
+    train_set = load_dataset(dataset, "train", data_dir)
+    test_set = load_dataset(dataset, "test", data_dir)
+    build_model(arch, train_set.input_shape, train_set.num_classes)  # fail before training
+    if on_start is not None:
+        on_start(train_set, test_set)
+    result = train(arch, train_set, settings, device=device, progress=progress, on_epoch=on_epoch)
+    clf = result.classifier
+    test_acc = accuracy(clf, test_set.x, test_set.y)
+    meta = CheckpointMeta(
+        architecture=arch,
+        dataset=dataset,
+        class_names=list(clf.class_names),
+        input_shape=list(train_set.input_shape),
+        mean=clf.mean.flatten().tolist(),
+        std=clf.std.flatten().tolist(),
+        bounds=list(clf.bounds),
+        clean_test_accuracy=round(test_acc, 6),
+        seed=settings.seed,
+        training={
+            **asdict(settings),
+            "best_epoch": result.best_epoch,
+            "val_accuracy": result.val_accuracy,
+            "seconds": round(result.seconds, 1),
+            "device": str(device),
+        },
+    )
+    path = save_checkpoint(out, clf.model, meta)
+    return path, result, test_acc

@@ -1,0 +1,357 @@
+"""The typed experiment config of ``labelflip run``, loaded from TOML.
+
+A config names the data (dataset, split, which samples), the model (a
+checkpoint, or an architecture trained on first use and cached), the attacks
+with their settings, and run-wide options. Any setting of an attack may be a
+list: the attack then expands into one job per combination (a grid), e.g.
+``eps = [0.01, 0.1, 1.0]`` gives three PGD jobs that form one sweep. Every
+attack's settings are validated through the attack registry when the config
+is loaded, so a typo fails before any work starts, with one line naming the
+attack entry.
+
+::
+
+    name = "mnist-cw"
+    seed = 0
+    batch_size = 500
+
+    [data]
+    dataset = "mnist"
+    split = "test"
+    samples = 1000          # or omit for the whole split
+    selection = "random"    # seeded choice of `samples` indices ("first": the first ones)
+
+    [model]
+    arch = "cw-mnist"       # or: checkpoint = "path.safetensors"
+
+    [[attacks]]
+    attack = "pgd"
+    norm = "linf"
+    eps = [0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import itertools
+import json
+import math
+import re
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+from labelflip._text import slug
+from labelflip.errors import LabelflipError
+
+SELECTIONS = ("first", "random")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which samples to attack: ``samples`` of the split (all when ``None``),
+    taken from the index range ``[start, stop)``, either the first ones or a
+    seeded random choice (returned in increasing index order)."""
+
+    dataset: str = "digits"
+    split: str = "test"
+    samples: int | None = None
+    selection: str = "first"
+    start: int = 0
+    stop: int | None = None
+    data_dir: str | None = None
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """A ``checkpoint`` to load, or an ``arch`` to train on the dataset's train
+    split first (with its recipe; ``epochs`` overrides the recipe's), cached
+    so later runs reuse it."""
+
+    checkpoint: str | None = None
+    arch: str | None = None
+    epochs: int | None = None
+
+
+@dataclass(frozen=True)
+class AttackConfig:
+    """One ``[[attacks]]`` entry: the registry name, its settings (list values
+    are grid axes) and an optional human label."""
+
+    attack: str
+    settings: dict[str, Any] = field(default_factory=dict)
+    label: str | None = None
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """One expanded job: a single attack with scalar settings."""
+
+    job_id: str
+    attack: str
+    settings: dict[str, Any]
+    label: str
+    group: str
+    sweep_value: float | None
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    name: str = "labelflip-run"
+    seed: int = 0
+    device: str = "auto"
+    batch_size: int = 256
+    output: str = "runs"
+    save_adversarials: bool = False
+    white_noise: int = 1000
+    gallery: int = 8
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    attacks: tuple[AttackConfig, ...] = ()
+
+    def jobs(self) -> list[JobSpec]:
+        """The attacks expanded into jobs (grid over list-valued settings)."""
+        out: list[JobSpec] = []
+        seen: dict[str, int] = {}
+        for a in self.attacks:
+            for spec in expand(a):
+                jid = spec.job_id
+                if jid in seen:
+                    seen[jid] += 1
+                    jid = f"{jid}-{seen[spec.job_id]}"
+                else:
+                    seen[jid] = 1
+                out.append(dataclasses.replace(spec, job_id=jid))
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["attacks"] = [
+            {"attack": a.attack, **({"label": a.label} if a.label else {}), **a.settings}
+            for a in self.attacks
+        ]
+        return d
+
+
+# ------------------------------------------------------------------ loading
+
+
+def default_config_text() -> str:
+    """The built-in default config (offline: digits, a digits-cnn, four attacks)."""
+    return resources.files("labelflip").joinpath("default.toml").read_text()
+
+
+def load_config(path: str | Path | None = None) -> RunConfig:
+    """Load and validate a TOML config (the built-in default when ``None``)."""
+    if path is None:
+        return parse_config(tomllib.loads(default_config_text()), source="built-in default")
+    p = Path(path)
+    if not p.is_file():
+        raise LabelflipError(f"config file not found: {p}")
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise LabelflipError(f"{p}: not a UTF-8 text file") from None
+    except tomllib.TOMLDecodeError as e:
+        raise LabelflipError(f"{p}: invalid TOML: {e}") from None
+    return parse_config(data, source=str(p))
+
+
+def config_from_json(text: str, source: str) -> RunConfig:
+    """Rebuild a config saved by :meth:`RunConfig.to_dict` (a run's ``config.json``)."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise LabelflipError(f"{source}: invalid JSON: {e}") from None
+    return parse_config(data, source=source)
+
+
+def _check_keys(where: str, mapping: Mapping[str, Any], allowed: list[str]) -> None:
+    for key in mapping:
+        if key not in allowed:
+            close = difflib.get_close_matches(str(key), allowed, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise LabelflipError(
+                f"{where}: unknown key '{key}'{hint} (known: {', '.join(allowed)})"
+            )
+
+
+def _typed(where: str, key: str, value: Any, kind: type, *, optional: bool = False) -> Any:
+    if value is None and optional:
+        return None
+    if kind is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif kind is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if ok and not math.isfinite(value):
+            raise LabelflipError(f"{where}: '{key}' must be finite, got {value!r}")
+    else:
+        ok = isinstance(value, kind)
+    if not ok:
+        names = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+        raise LabelflipError(f"{where}: '{key}' must be {names.get(kind, kind)}, got {value!r}")
+    return value
+
+
+def _section(where: str, raw: Any, cls: type) -> Any:
+    if not isinstance(raw, Mapping):
+        raise LabelflipError(f"{where} must be a table, got {raw!r}")
+    names = [f.name for f in dataclasses.fields(cls)]
+    _check_keys(where, raw, names)
+    hints = {f.name: f.type for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in raw.items():
+        hint = str(hints[key])
+        kind = int if "int" in hint else str if "str" in hint else bool if "bool" in hint else float
+        kwargs[key] = _typed(where, key, value, kind, optional="None" in hint)
+    return cls(**kwargs)
+
+
+def parse_config(data: Mapping[str, Any], source: str = "config") -> RunConfig:
+    """Validate a config mapping (as parsed from TOML) into a :class:`RunConfig`."""
+    top = [f.name for f in dataclasses.fields(RunConfig)]
+    _check_keys(source, data, top)
+    kwargs: dict[str, Any] = {}
+    scalar = {
+        "name": str,
+        "seed": int,
+        "device": str,
+        "batch_size": int,
+        "output": str,
+        "save_adversarials": bool,
+        "white_noise": int,
+        "gallery": int,
+    }
+    for key, kind in scalar.items():
+        if key in data:
+            kwargs[key] = _typed(source, key, data[key], kind)
+    if "data" in data:
+        kwargs["data"] = _section(f"{source}: [data]", data["data"], DataConfig)
+    if "model" in data:
+        kwargs["model"] = _section(f"{source}: [model]", data["model"], ModelConfig)
+    raw_attacks = data.get("attacks", [])
+    if not isinstance(raw_attacks, list) or not all(isinstance(a, Mapping) for a in raw_attacks):
+        raise LabelflipError(f"{source}: 'attacks' must be a list of [[attacks]] tables")
+    kwargs["attacks"] = tuple(
+        _attack_entry(f"{source}: attack #{i + 1}", a) for i, a in enumerate(raw_attacks)
+    )
+    cfg = RunConfig(**kwargs)
+    _validate(cfg, source)
+    return cfg
+
+
+def _attack_entry(where: str, raw: Mapping[str, Any]) -> AttackConfig:
+    from labelflip.attacks import get_attack
+
+    raw = dict(raw)
+    name = raw.pop("attack", None)
+    if not isinstance(name, str):
+        raise LabelflipError(f"{where}: 'attack' (the attack's name) is required")
+    label = raw.pop("label", None)
+    if label is not None and not isinstance(label, str):
+        raise LabelflipError(f"{where}: 'label' must be a string")
+    try:
+        get_attack(name)
+    except LabelflipError as e:
+        raise LabelflipError(f"{where}: {e}") from None
+    for key, value in raw.items():
+        if isinstance(value, list) and not value:
+            raise LabelflipError(f"{where}: '{key}' is an empty list")
+    entry = AttackConfig(attack=name, settings=raw, label=label)
+    for spec in expand(entry):  # validate every grid point now
+        _validated(where, spec.attack, spec.settings)
+    return entry
+
+
+def _validated(where: str, attack: str, settings: Mapping[str, Any]) -> Any:
+    from labelflip.attacks import get_attack, settings_from_mapping
+
+    try:
+        return settings_from_mapping(get_attack(attack), settings)
+    except LabelflipError as e:
+        raise LabelflipError(f"{where}: {e}") from None
+    except TypeError as e:  # a value of a type the settings cannot hold
+        raise LabelflipError(f"{where}: {e}") from None
+
+
+def _validate(cfg: RunConfig, source: str) -> None:
+    d, m = cfg.data, cfg.model
+    if cfg.batch_size < 1:
+        raise LabelflipError(f"{source}: batch_size must be >= 1, got {cfg.batch_size}")
+    if cfg.white_noise < 0 or cfg.gallery < 0:
+        raise LabelflipError(f"{source}: white_noise and gallery must be >= 0")
+    if not cfg.name.strip() or not re.fullmatch(r"[A-Za-z0-9._-]+", cfg.name):
+        raise LabelflipError(
+            f"{source}: name must be letters, digits, '.', '_' or '-', got {cfg.name!r}"
+        )
+    if d.split not in ("train", "test"):
+        raise LabelflipError(f"{source}: [data] split must be 'train' or 'test', got {d.split!r}")
+    if d.selection not in SELECTIONS:
+        raise LabelflipError(
+            f"{source}: [data] selection must be one of {', '.join(SELECTIONS)}, "
+            f"got {d.selection!r}"
+        )
+    if d.samples is not None and d.samples < 1:
+        raise LabelflipError(f"{source}: [data] samples must be >= 1, got {d.samples}")
+    if d.start < 0 or (d.stop is not None and d.stop <= d.start):
+        raise LabelflipError(f"{source}: [data] needs 0 <= start < stop, got {d.start}, {d.stop}")
+    if (m.checkpoint is None) == (m.arch is None):
+        raise LabelflipError(
+            f"{source}: [model] needs exactly one of 'checkpoint' or 'arch' (to train first)"
+        )
+    if m.epochs is not None and (m.checkpoint is not None or m.epochs < 1):
+        raise LabelflipError(f"{source}: [model] epochs must be >= 1 and only go with 'arch'")
+    if not cfg.attacks:
+        raise LabelflipError(f"{source}: no [[attacks]] given")
+
+
+# ------------------------------------------------------------------ job expansion
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def expand(entry: AttackConfig) -> list[JobSpec]:
+    """One job per combination of the entry's list-valued settings (in key order).
+
+    A job id reads like ``pgd-linf-eps0.1``: the attack name, then each
+    explicit setting (string values alone, others as key and value). The
+    group is the entry's id without the grid keys; the sweep value is the
+    grid value when exactly one setting is a list of numbers.
+    """
+    keys = list(entry.settings)
+    grid = [k for k in keys if isinstance(entry.settings[k], list)]
+    axes = [entry.settings[k] for k in grid]
+
+    def part(k: str, v: Any) -> str:
+        if isinstance(v, Mapping):
+            return "-".join(part(kk, vv) for kk, vv in v.items())
+        return _fmt(v) if isinstance(v, str) else f"{k}{_fmt(v)}"
+
+    fixed = [part(k, entry.settings[k]) for k in keys if k not in grid]
+    group = slug("-".join([entry.attack, *fixed]))
+    out = []
+    for combo in itertools.product(*axes) if grid else [()]:
+        settings = dict(entry.settings)
+        settings.update(zip(grid, combo, strict=True))
+        jid = slug("-".join([entry.attack, *(part(k, settings[k]) for k in keys)]))
+        shown = ", ".join(f"{k}={_fmt(settings[k])}" for k in keys)
+        label = entry.label or entry.attack
+        label = f"{label} ({shown})" if shown else label
+        sweep = None
+        if len(grid) == 1 and isinstance(combo[0], (int, float)) and not isinstance(combo[0], bool):
+            sweep = float(combo[0])
+        out.append(JobSpec(jid, entry.attack, settings, label, group, sweep))
+    return out
