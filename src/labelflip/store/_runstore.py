@@ -1,0 +1,779 @@
+"""SQLite implementation of :class:`RunStore` (standard library ``sqlite3``).
+
+Layout of ``records.sqlite`` (schema version :data:`SCHEMA_VERSION`, marked by
+``PRAGMA application_id`` = :data:`APPLICATION_ID` and ``PRAGMA user_version``):
+
+- ``meta(key, value)``: JSON values.
+- ``jobs(pos, job_id, attack, settings, seed, model_sha256, versions, label,
+  group, sweep_value, status)``: ``pos`` is the insertion order; ``settings``
+  and ``versions`` are canonical JSON (sorted keys).
+- ``records(job_id, sample, ...)``: one row per :data:`RECORD_COLUMNS`,
+  ``PRIMARY KEY (job_id, sample)``. Float columns have no declared type so
+  every float64 reads back bit-exact, except that NaN is stored as NULL
+  (SQLite has no NaN) and reads back as the canonical NaN.
+- ``adversarials(job_id, sample, shape, data)``: little-endian float32 bytes
+  of one adversarial example and its shape (JSON list).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import math
+import numbers
+import os
+import sqlite3
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from labelflip.errors import LabelflipError
+
+RECORD_COLUMNS = (
+    "job_id",
+    "sample",
+    "index",
+    "true",
+    "clean_pred",
+    "adv_pred",
+    "target",
+    "success",
+    "l0",
+    "l1",
+    "l2",
+    "linf",
+    "iterations",
+    "forwards",
+    "backwards",
+    "seconds",
+)
+"""Record columns, in order. ``sample``: position in the run's sample list;
+``index``: dataset index; ``target``: -1 when untargeted; ``success``: 0/1;
+``seconds``: the batch's wall time divided by its size."""
+
+SCHEMA_VERSION = 1
+APPLICATION_ID = 0x4C464C50  # "LFLP"
+
+_DATA_COLUMNS = RECORD_COLUMNS[1:]
+_INT_COLUMNS = frozenset(
+    {
+        "sample",
+        "index",
+        "true",
+        "clean_pred",
+        "adv_pred",
+        "target",
+        "l0",
+        "iterations",
+        "forwards",
+        "backwards",
+    }
+)
+_FLOAT_COLUMNS = frozenset({"l1", "l2", "linf", "seconds"})
+_DTYPES = {
+    name: (np.bool_ if name == "success" else np.float64 if name in _FLOAT_COLUMNS else np.int64)
+    for name in _DATA_COLUMNS
+}
+_ADV_DTYPE = np.dtype("<f4")
+_SQL_CHUNK = 500  # keeps IN (...) lists far below SQLite's variable limit
+
+
+def _q(name: str) -> str:
+    """A quoted SQL identifier (``index``, ``true`` and ``group`` are keywords)."""
+    return f'"{name}"'
+
+
+def _column_sql(name: str) -> str:
+    if name == "success":
+        return f"{_q(name)} INTEGER NOT NULL CHECK ({_q(name)} IN (0, 1))"
+    if name in _FLOAT_COLUMNS:
+        # No declared type: REAL affinity would store -0.0 as the integer 0.
+        return f"{_q(name)} CHECK (typeof({_q(name)}) IN ('real', 'null'))"
+    return f"{_q(name)} INTEGER NOT NULL"
+
+
+_RECORD_COLUMNS_SQL = ",\n    ".join(_column_sql(c) for c in _DATA_COLUMNS)
+_SCHEMA = f"""
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE jobs (
+    pos INTEGER PRIMARY KEY,
+    job_id TEXT NOT NULL UNIQUE,
+    attack TEXT NOT NULL,
+    settings TEXT NOT NULL,
+    seed INTEGER NOT NULL,
+    model_sha256 TEXT NOT NULL,
+    versions TEXT NOT NULL,
+    label TEXT NOT NULL,
+    "group" TEXT NOT NULL,
+    sweep_value REAL,
+    status TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'done'))
+);
+CREATE TABLE records (
+    job_id TEXT NOT NULL REFERENCES jobs(job_id),
+    {_RECORD_COLUMNS_SQL},
+    PRIMARY KEY (job_id, "sample")
+) WITHOUT ROWID;
+CREATE TABLE adversarials (
+    job_id TEXT NOT NULL,
+    "sample" INTEGER NOT NULL,
+    shape TEXT NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY (job_id, "sample"),
+    FOREIGN KEY (job_id, "sample") REFERENCES records(job_id, "sample")
+);
+"""
+
+_INSERT_RECORD = (
+    f"INSERT INTO records (job_id, {', '.join(_q(c) for c in _DATA_COLUMNS)}) "
+    f"VALUES ({', '.join('?' * len(RECORD_COLUMNS))})"
+)
+_SELECT_RECORDS = (
+    f"SELECT {', '.join(_q(c) for c in _DATA_COLUMNS)} FROM records "
+    'WHERE job_id = ? ORDER BY "sample"'
+)
+
+
+@dataclass(frozen=True)
+class Job:
+    """One attack configuration of a run (a row of the job table).
+
+    ``settings`` and ``versions`` must be JSON-serialisable; read back from a
+    store they are their JSON round trip (tuples become lists).
+    """
+
+    job_id: str
+    attack: str
+    settings: dict = field(hash=False)
+    seed: int
+    model_sha256: str
+    versions: dict = field(hash=False)
+    label: str = ""
+    group: str = ""
+    sweep_value: float | None = None
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    raise TypeError(f"{type(obj).__name__} is not JSON-serialisable")
+
+
+def _to_json(value: Any, what: str) -> str:
+    """Canonical JSON (sorted keys; numpy arrays and scalars as lists/numbers)."""
+    try:
+        return json.dumps(value, sort_keys=True, default=_json_default, ensure_ascii=False)
+    except (TypeError, ValueError) as exc:
+        raise LabelflipError(f"{what} is not JSON-serialisable: {exc}") from None
+
+
+def _short(values: list[int], limit: int = 8) -> str:
+    """``[1, 2, 3]`` or ``[1, 2, ..., (12 in all)]`` for long lists."""
+    if len(values) <= limit:
+        return str(values)
+    return f"[{', '.join(map(str, values[:limit]))}, ... ({len(values)} in all)]"
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make a rename in ``path`` durable (best effort where directories can't be opened)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _column(name: str, value: ArrayLike, what: str = "record column") -> np.ndarray:
+    """One record column as a 1-D array of its stored dtype."""
+    try:
+        a = np.asarray(value)
+    except Exception as exc:  # noqa: BLE001 - anything unconvertible is a user error
+        raise LabelflipError(f"{what} '{name}' is not an array: {exc}") from None
+    if a.ndim != 1:
+        raise LabelflipError(f"{what} '{name}' must be 1-D, got shape {a.shape}")
+    kind = a.dtype.kind
+    if name in _FLOAT_COLUMNS:
+        if kind not in "biuf":
+            raise LabelflipError(f"{what} '{name}' must be numeric, got dtype {a.dtype}")
+        return a.astype(np.float64)
+    if kind == "f" and a.size:
+        if not np.all(np.isfinite(a)) or np.any(a != np.round(a)):
+            raise LabelflipError(f"{what} '{name}' must hold whole numbers")
+    elif kind not in "biuf" and a.size:
+        raise LabelflipError(f"{what} '{name}' must hold integers, got dtype {a.dtype}")
+    a = a.astype(np.int64)
+    if name == "success" and a.size and not np.all((a == 0) | (a == 1)):
+        raise LabelflipError("record column 'success' must hold 0/1 or booleans")
+    return a
+
+
+def _validate_batch(job_id: str, records: Mapping[str, ArrayLike]) -> dict[str, np.ndarray]:
+    """The batch's data columns, checked for names, dtypes and equal lengths."""
+    if not isinstance(records, Mapping):
+        raise LabelflipError(f"records must be a mapping of columns, got {type(records).__name__}")
+    names = set(records)
+    missing = [c for c in _DATA_COLUMNS if c not in names]
+    extra = sorted(str(c) for c in names - set(RECORD_COLUMNS))
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"missing {', '.join(missing)}")
+        if extra:
+            parts.append(f"unknown {', '.join(extra)}")
+        raise LabelflipError(f"batch for job '{job_id}' has wrong columns: {'; '.join(parts)}")
+    cols = {name: _column(name, records[name]) for name in _DATA_COLUMNS}
+    lengths = {name: len(a) for name, a in cols.items()}
+    if "job_id" in records:
+        ids = np.asarray(records["job_id"])
+        lengths["job_id"] = len(ids) if ids.ndim == 1 else -1
+        if ids.ndim == 1 and np.any(ids.astype(str) != job_id):
+            raise LabelflipError(f"batch for job '{job_id}' has rows of another job_id")
+    if len(set(lengths.values())) > 1:
+        detail = ", ".join(f"{k}={v}" for k, v in lengths.items())
+        raise LabelflipError(f"batch for job '{job_id}' has columns of different lengths: {detail}")
+    sample = cols["sample"]
+    if sample.size and sample.min() < 0:
+        raise LabelflipError(f"batch for job '{job_id}' has negative sample positions")
+    uniq, counts = np.unique(sample, return_counts=True)
+    if np.any(counts > 1):
+        dup = uniq[counts > 1].tolist()
+        raise LabelflipError(f"batch for job '{job_id}' repeats sample(s) {_short(dup)}")
+    return cols
+
+
+def _validate_job(job: Job) -> None:
+    if not isinstance(job, Job):
+        raise LabelflipError(f"add_job expects a Job, got {type(job).__name__}")
+    for name in ("job_id", "attack", "model_sha256", "label", "group"):
+        if not isinstance(getattr(job, name), str):
+            raise LabelflipError(f"job {name} must be a string, got {getattr(job, name)!r}")
+    if not job.job_id:
+        raise LabelflipError("job_id must not be empty")
+    if isinstance(job.seed, bool) or not isinstance(job.seed, numbers.Integral):
+        raise LabelflipError(f"seed of job '{job.job_id}' must be an integer, got {job.seed!r}")
+    for name in ("settings", "versions"):
+        if not isinstance(getattr(job, name), Mapping):
+            raise LabelflipError(f"{name} of job '{job.job_id}' must be a dict")
+    sv = job.sweep_value
+    if sv is not None and (isinstance(sv, bool) or not isinstance(sv, numbers.Real)):
+        raise LabelflipError(f"sweep_value of job '{job.job_id}' must be a number or None")
+
+
+def _job_row(job: Job) -> tuple:
+    """The job as stored: JSON-canonical settings/versions, float sweep value."""
+    _validate_job(job)
+    return (
+        job.job_id,
+        job.attack,
+        _to_json(dict(job.settings), f"settings of job '{job.job_id}'"),
+        int(job.seed),
+        job.model_sha256,
+        _to_json(dict(job.versions), f"versions of job '{job.job_id}'"),
+        job.label,
+        job.group,
+        None if job.sweep_value is None else float(job.sweep_value),
+    )
+
+
+_JOB_FIELDS = (
+    "job_id",
+    "attack",
+    "settings",
+    "seed",
+    "model_sha256",
+    "versions",
+    "label",
+    "group",
+    "sweep_value",
+)
+_SELECT_JOBS = f"SELECT {', '.join(_q(c) for c in _JOB_FIELDS)} FROM jobs"
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, float) and isinstance(b, float):
+        return a == b or (math.isnan(a) and math.isnan(b))
+    return a == b
+
+
+class RunStore:
+    """The record store of one run directory (``<run_dir>/records.sqlite``).
+
+    Make one with :meth:`create`, reopen it with :meth:`open`; use it as a
+    context manager or call :meth:`close`. Not shared between threads.
+    """
+
+    FILENAME = "records.sqlite"
+
+    def __init__(self, con: sqlite3.Connection, path: Path) -> None:
+        """Use :meth:`create` or :meth:`open`."""
+        self._con = con
+        self.path = path
+        self.run_dir = path.parent
+
+    # ------------------------------------------------------------ lifecycle
+
+    @classmethod
+    def create(cls, run_dir: str | os.PathLike, *, meta: Mapping[str, Any]) -> RunStore:
+        """Make ``run_dir`` (and parents) and a new, empty store in it with ``meta``.
+
+        The database is built under a temporary name and renamed into place,
+        so ``records.sqlite`` never exists half-initialised.
+        """
+        run_dir = Path(run_dir)
+        path = run_dir / cls.FILENAME
+        if run_dir.exists() and not run_dir.is_dir():
+            raise LabelflipError(f"run directory {run_dir} is a file, not a directory")
+        if path.exists():
+            raise LabelflipError(
+                f"run directory {run_dir} already holds a run store ({cls.FILENAME}); "
+                f"resume it with `labelflip run --resume {run_dir}` or choose a new directory"
+            )
+        meta_rows = cls._meta_rows(meta)
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise LabelflipError(f"cannot create run directory {run_dir}: {exc}") from None
+        tmp = run_dir / f".{cls.FILENAME}.{os.getpid()}.tmp"
+        try:
+            for stale in (tmp, Path(f"{tmp}-journal")):
+                stale.unlink(missing_ok=True)
+            # Rollback journal while building: no -wal file to carry along the rename.
+            con = sqlite3.connect(tmp, isolation_level=None)
+            try:
+                con.execute("PRAGMA journal_mode=DELETE")
+                con.execute("PRAGMA synchronous=FULL")
+                con.execute("BEGIN IMMEDIATE")
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        con.execute(statement)
+                con.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", meta_rows)
+                con.execute(f"PRAGMA application_id={APPLICATION_ID}")
+                con.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+                con.execute("COMMIT")
+            finally:
+                con.close()
+            try:
+                os.link(tmp, path)  # fails instead of replacing a store made meanwhile
+            except FileExistsError:
+                raise LabelflipError(
+                    f"run directory {run_dir} already holds a run store ({cls.FILENAME})"
+                ) from None
+            except OSError:  # no hard links on this file system
+                os.replace(tmp, path)
+            _fsync_dir(run_dir)
+        except (OSError, sqlite3.Error) as exc:
+            raise LabelflipError(f"cannot create run store in {run_dir}: {exc}") from None
+        finally:
+            tmp.unlink(missing_ok=True)
+        return cls.open(run_dir)
+
+    @classmethod
+    def open(cls, run_dir: str | os.PathLike) -> RunStore:
+        """Open the existing store of ``run_dir`` for reading and writing."""
+        run_dir = Path(run_dir)
+        path = run_dir / cls.FILENAME
+        if not run_dir.is_dir():
+            raise LabelflipError(f"run directory {run_dir} does not exist")
+        if not path.is_file():
+            raise LabelflipError(f"{run_dir} is not a labelflip run directory (no {cls.FILENAME})")
+        try:
+            con = sqlite3.connect(
+                f"{path.resolve().as_uri()}?mode=rw", uri=True, isolation_level=None, timeout=30
+            )
+        except sqlite3.Error as exc:
+            raise LabelflipError(f"cannot open run store {path}: {exc}") from None
+        try:
+            # Read the header before changing anything: a foreign file stays untouched.
+            app_id = con.execute("PRAGMA application_id").fetchone()[0]
+            version = con.execute("PRAGMA user_version").fetchone()[0]
+            if app_id != APPLICATION_ID:
+                raise LabelflipError(f"{path} is not a labelflip run store")
+            if version > SCHEMA_VERSION:
+                raise LabelflipError(
+                    f"run store {path} has schema version {version}; this labelflip "
+                    f"reads version {SCHEMA_VERSION} (upgrade labelflip)"
+                )
+            if version < 1:
+                raise LabelflipError(f"run store {path} has no schema version; it is corrupt")
+            tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master")}
+            lacking = {"meta", "jobs", "records", "adversarials"} - tables
+            if lacking:
+                raise LabelflipError(
+                    f"run store {path} is corrupt: missing table(s) {', '.join(sorted(lacking))}"
+                )
+            con.execute("PRAGMA journal_mode=WAL")
+            con.execute("PRAGMA synchronous=FULL")
+            con.execute("PRAGMA foreign_keys=ON")
+        except LabelflipError:
+            con.close()
+            raise
+        except sqlite3.Error as exc:
+            con.close()
+            raise LabelflipError(
+                f"{path} is not a readable labelflip run store (corrupt or not SQLite: {exc})"
+            ) from None
+        return cls(con, path)
+
+    def close(self) -> None:
+        """Close the database (idempotent)."""
+        self._con.close()
+
+    def __enter__(self) -> RunStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"RunStore({str(self.run_dir)!r})"
+
+    # ------------------------------------------------------------ plumbing
+
+    @contextlib.contextmanager
+    def _errors(self, action: str) -> Iterator[None]:
+        """Report SQLite failures (corruption, locks, full disk) as one-line errors."""
+        try:
+            yield
+        except sqlite3.DatabaseError as exc:
+            raise LabelflipError(f"run store {self.path}: {action} failed: {exc}") from None
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction: committed on success, rolled back on any error."""
+        self._con.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._con
+            self._con.execute("COMMIT")
+        except BaseException:
+            if self._con.in_transaction:
+                self._con.execute("ROLLBACK")
+            raise
+
+    def _require_job(self, job_id: str) -> None:
+        row = self._con.execute("SELECT 1 FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+        if row is None:
+            raise LabelflipError(f"run store {self.path} has no job '{job_id}'")
+
+    @staticmethod
+    def _meta_rows(meta: Mapping[str, Any]) -> list[tuple[str, str]]:
+        if not isinstance(meta, Mapping):
+            raise LabelflipError(f"meta must be a dict, got {type(meta).__name__}")
+        rows = []
+        for key, value in meta.items():
+            if not isinstance(key, str) or not key:
+                raise LabelflipError(f"meta keys must be non-empty strings, got {key!r}")
+            rows.append((key, _to_json(value, f"meta '{key}'")))
+        return rows
+
+    # ------------------------------------------------------------ metadata
+
+    def set_meta(self, key: str, value: Any) -> None:
+        """Store ``value`` (JSON; numpy arrays become lists) under ``key``, replacing any."""
+        rows = self._meta_rows({key: value})
+        with self._errors("set_meta"), self._transaction() as con:
+            con.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", rows)
+
+    def meta(self, key: str, default: Any = None) -> Any:
+        """The value stored under ``key``, or ``default``."""
+        with self._errors("meta"):
+            row = self._con.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return default if row is None else json.loads(row[0])
+
+    def all_meta(self) -> dict[str, Any]:
+        """All metadata, sorted by key."""
+        with self._errors("all_meta"):
+            rows = self._con.execute("SELECT key, value FROM meta ORDER BY key").fetchall()
+        return {k: json.loads(v) for k, v in rows}
+
+    # ------------------------------------------------------------ jobs
+
+    def add_job(self, job: Job) -> None:
+        """Register ``job``; a no-op if the identical job is already there.
+
+        Raises :class:`LabelflipError` if ``job.job_id`` exists with any other
+        field different (a resumed run must not mix settings).
+        """
+        row = _job_row(job)
+        with self._errors("add_job"), self._transaction() as con:
+            old = con.execute(f"{_SELECT_JOBS} WHERE job_id = ?", (job.job_id,)).fetchone()
+            if old is None:
+                con.execute(
+                    f"INSERT INTO jobs ({', '.join(_q(c) for c in _JOB_FIELDS)}) "
+                    f"VALUES ({', '.join('?' * len(_JOB_FIELDS))})",
+                    row,
+                )
+                return
+        diff = [name for name, a, b in zip(_JOB_FIELDS, old, row, strict=True) if not _same(a, b)]
+        if diff:
+            raise LabelflipError(
+                f"run directory {self.run_dir} was made with different settings for job "
+                f"'{job.job_id}' (differs in: {', '.join(diff)})"
+            )
+
+    def jobs(self) -> list[Job]:
+        """All jobs, in insertion order."""
+        with self._errors("jobs"):
+            rows = self._con.execute(f"{_SELECT_JOBS} ORDER BY pos").fetchall()
+        return [self._job_from_row(r) for r in rows]
+
+    @staticmethod
+    def _job_from_row(row: tuple) -> Job:
+        values = dict(zip(_JOB_FIELDS, row, strict=True))
+        values["settings"] = json.loads(values["settings"])
+        values["versions"] = json.loads(values["versions"])
+        return Job(**values)
+
+    def job_status(self, job_id: str) -> str:
+        """``"pending"`` or ``"done"``."""
+        with self._errors("job_status"):
+            row = self._con.execute("SELECT status FROM jobs WHERE job_id = ?", (job_id,))
+            row = row.fetchone()
+        if row is None:
+            raise LabelflipError(f"run store {self.path} has no job '{job_id}'")
+        return row[0]
+
+    def mark_done(self, job_id: str) -> None:
+        """Mark ``job_id`` finished (a resumed run skips it)."""
+        with self._errors("mark_done"), self._transaction() as con:
+            self._require_job(job_id)
+            con.execute("UPDATE jobs SET status = 'done' WHERE job_id = ?", (job_id,))
+
+    # ------------------------------------------------------------ records
+
+    def done_samples(self, job_id: str) -> np.ndarray:
+        """Sorted sample positions (int64) already recorded for ``job_id``."""
+        with self._errors("done_samples"):
+            self._require_job(job_id)
+            rows = self._con.execute(
+                'SELECT "sample" FROM records WHERE job_id = ? ORDER BY "sample"', (job_id,)
+            ).fetchall()
+        return np.array([r[0] for r in rows], dtype=np.int64)
+
+    def write_batch(
+        self,
+        job_id: str,
+        records: Mapping[str, ArrayLike],
+        x_adv: ArrayLike | None = None,
+    ) -> None:
+        """Store one batch of records (and its adversarial examples) atomically.
+
+        ``records`` maps every name of :data:`RECORD_COLUMNS` except ``job_id``
+        (optional; must then equal ``job_id``) to a 1-D array, all of one
+        length. ``x_adv`` (``N`` examples of any shape) is kept as float32:
+        bit-exact for float32 input. Either every row is stored or none; a
+        ``(job_id, sample)`` already present is an error, never overwritten.
+        """
+        cols = _validate_batch(job_id, records)
+        n = len(cols["sample"])
+        blobs: list[tuple] = []
+        if x_adv is not None:
+            xa = np.asarray(x_adv)
+            if xa.dtype.kind not in "biuf":
+                raise LabelflipError(f"x_adv must be a float array, got dtype {xa.dtype}")
+            if xa.ndim < 1 or xa.shape[0] != n:
+                raise LabelflipError(
+                    f"x_adv must hold one example per record ({n}), got shape {xa.shape}"
+                )
+            xa = np.ascontiguousarray(xa, dtype=_ADV_DTYPE)
+            shape = json.dumps(list(xa.shape[1:]))
+            samples = cols["sample"].tolist()
+            blobs = [(job_id, s, shape, xa[i].tobytes()) for i, s in enumerate(samples)]
+        lists = [[job_id] * n] + [cols[c].tolist() for c in _DATA_COLUMNS]
+        rows = list(zip(*lists, strict=True))
+        with self._errors("write_batch"):
+            self._require_job(job_id)
+            try:
+                with self._transaction() as con:
+                    con.executemany(_INSERT_RECORD, rows)
+                    con.executemany(
+                        'INSERT INTO adversarials (job_id, "sample", shape, data) '
+                        "VALUES (?, ?, ?, ?)",
+                        blobs,
+                    )
+            except sqlite3.IntegrityError as exc:
+                present = sorted(set(self.done_samples(job_id).tolist()) & set(lists[1]))
+                if present:
+                    raise LabelflipError(
+                        f"job '{job_id}' already has records for sample(s) {_short(present)}; "
+                        "records are never overwritten"
+                    ) from None
+                raise LabelflipError(f"batch for job '{job_id}' was refused: {exc}") from None
+
+    def records(self, job_id: str | None = None) -> dict[str, np.ndarray]:
+        """Columns of :data:`RECORD_COLUMNS` for one job or all, ordered by job
+        insertion order, then sample (``job_id`` as a numpy str array,
+        ``success`` bool, norms and seconds float64, the rest int64)."""
+        with self._errors("records"):
+            if job_id is None:
+                ids = [r[0] for r in self._con.execute("SELECT job_id FROM jobs ORDER BY pos")]
+            else:
+                self._require_job(job_id)
+                ids = [job_id]
+            rows: list[tuple] = []
+            owners: list[str] = []
+            for jid in ids:
+                part = self._con.execute(_SELECT_RECORDS, (jid,)).fetchall()
+                rows.extend(part)
+                owners.extend([jid] * len(part))
+        out: dict[str, np.ndarray] = {"job_id": np.array(owners, dtype=str)}
+        columns = list(zip(*rows, strict=True)) if rows else [()] * len(_DATA_COLUMNS)
+        for name, values in zip(_DATA_COLUMNS, columns, strict=True):
+            if name in _FLOAT_COLUMNS:
+                values = [math.nan if v is None else v for v in values]
+            out[name] = np.array(values, dtype=_DTYPES[name])
+        return out
+
+    def adversarials(self, job_id: str, samples: ArrayLike) -> np.ndarray:
+        """The stored adversarial examples of ``samples`` (float32, shape
+        ``(len(samples), *example_shape)``), in the order asked; an error if
+        any was not stored."""
+        wanted = _column("samples", np.atleast_1d(np.asarray(samples)), "argument").tolist()
+        found: dict[int, tuple[str, bytes]] = {}
+        with self._errors("adversarials"):
+            self._require_job(job_id)
+            unique = sorted(set(wanted))
+            for i in range(0, len(unique), _SQL_CHUNK):
+                chunk = unique[i : i + _SQL_CHUNK]
+                cur = self._con.execute(
+                    'SELECT "sample", shape, data FROM adversarials WHERE job_id = ? '
+                    f'AND "sample" IN ({", ".join("?" * len(chunk))})',
+                    (job_id, *chunk),
+                )
+                found.update((s, (shape, data)) for s, shape, data in cur)
+        missing = [s for s in unique if s not in found]
+        if missing:
+            raise LabelflipError(
+                f"job '{job_id}' has no stored adversarial example for sample(s) {_short(missing)}"
+            )
+        shapes = {shape for shape, _ in found.values()}
+        if len(shapes) > 1:
+            raise LabelflipError(
+                f"adversarial examples of job '{job_id}' asked together have different shapes"
+            )
+        if not shapes:  # nothing asked: the job's example shape, if it has any
+            with self._errors("adversarials"):
+                row = self._con.execute(
+                    "SELECT shape FROM adversarials WHERE job_id = ? LIMIT 1", (job_id,)
+                ).fetchone()
+            return np.zeros((0, *json.loads(row[0])) if row else (0,), dtype=np.float32)
+        shape = tuple(json.loads(shapes.pop()))
+        out = np.empty((len(wanted), *shape), dtype=_ADV_DTYPE)
+        for i, s in enumerate(wanted):
+            out[i] = np.frombuffer(found[s][1], dtype=_ADV_DTYPE).reshape(shape)
+        return out.astype(np.float32, copy=False)
+
+    # ------------------------------------------------------------ export
+
+    def _export_columns(self) -> tuple[dict[str, np.ndarray | list], dict[str, str]]:
+        """Records joined with job attack/label/group/sweep_value and dataset/split."""
+        recs = self.records()
+        jobs = {j.job_id: j for j in self.jobs()}
+        ids = recs["job_id"].tolist()
+        n = len(ids)
+
+        def meta_text(key: str) -> str | None:
+            value = self.meta(key)
+            if value is None or isinstance(value, str):
+                return value
+            return _to_json(value, f"meta '{key}'")
+
+        cols: dict[str, np.ndarray | list] = {
+            "job_id": ids,
+            "attack": [jobs[j].attack for j in ids],
+            "label": [jobs[j].label for j in ids],
+            "group": [jobs[j].group for j in ids],
+            "sweep_value": [jobs[j].sweep_value for j in ids],
+            "dataset": [meta_text("dataset")] * n,
+            "split": [meta_text("split")] * n,
+        }
+        cols.update((name, recs[name]) for name in _DATA_COLUMNS)
+        info = {
+            "labelflip.meta": _to_json(self.all_meta(), "meta"),
+            "labelflip.jobs": _to_json([asdict(j) for j in jobs.values()], "jobs"),
+            "labelflip.schema_version": str(SCHEMA_VERSION),
+        }
+        return cols, info
+
+    def _atomic_write(self, path: str | os.PathLike, write: Any) -> Path:
+        """Call ``write(tmp_path)``, fsync, then rename onto ``path``."""
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write(tmp)
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, path)
+            _fsync_dir(path.parent)
+        except OSError as exc:
+            raise LabelflipError(f"cannot write {path}: {exc}") from None
+        finally:
+            tmp.unlink(missing_ok=True)
+        return path
+
+    def export_csv(self, path: str | os.PathLike) -> Path:
+        """Write all records as UTF-8 CSV (atomically); returns the path.
+
+        Columns: ``job_id, attack, label, group, sweep_value, dataset, split``,
+        then :data:`RECORD_COLUMNS` without ``job_id``. ``success`` is 0/1,
+        floats are written round-trip exact (``repr``), missing values empty.
+        """
+        cols, _ = self._export_columns()
+        names = list(cols)
+        cols["success"] = cols["success"].astype(np.int64)
+        lists = [c.tolist() if isinstance(c, np.ndarray) else c for c in cols.values()]
+
+        def write(tmp: Path) -> None:
+            with open(tmp, "w", newline="", encoding="utf-8") as fh:
+                writer = csv.writer(fh)
+                writer.writerow(names)
+                writer.writerows(zip(*lists, strict=True))
+
+        return self._atomic_write(path, write)
+
+    def export_parquet(self, path: str | os.PathLike) -> Path:
+        """Write all records as Parquet (atomically); returns the path.
+
+        Same columns as :meth:`export_csv` with typed columns (``success``
+        bool); the store's meta and job table ride along as JSON in the
+        schema metadata (``labelflip.meta``, ``labelflip.jobs``).
+        """
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        cols, info = self._export_columns()
+        types = {
+            "job_id": pa.string(),
+            "attack": pa.string(),
+            "label": pa.string(),
+            "group": pa.string(),
+            "sweep_value": pa.float64(),
+            "dataset": pa.string(),
+            "split": pa.string(),
+        }
+        for name in _DATA_COLUMNS:
+            types[name] = (
+                pa.bool_()
+                if name == "success"
+                else pa.float64()
+                if name in _FLOAT_COLUMNS
+                else pa.int64()
+            )
+        schema = pa.schema([pa.field(k, t) for k, t in types.items()], metadata=info)
+        arrays = [pa.array(cols[name], type=t) for name, t in types.items()]
+        table = pa.Table.from_arrays(arrays, schema=schema)
+        return self._atomic_write(path, lambda tmp: pq.write_table(table, tmp))
