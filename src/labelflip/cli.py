@@ -132,6 +132,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="checkpoint path to write")
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=cmd_import_weights)
+
+    p = sub.add_parser(
+        "run",
+        help="attack a model with a grid of attacks and report where the examples land",
+        description="Run an experiment config (TOML); with no config, the built-in default "
+        "(offline: digits, a digits-cnn trained on first use, FGSM, a PGD sweep, DeepFool, C&W).",
+    )
+    p.add_argument("config", nargs="?", help="TOML config (default: the built-in default)")
+    p.add_argument("--resume", metavar="RUNDIR", help="continue an interrupted run")
+    p.add_argument("--out", metavar="RUNDIR", help="run directory (default: OUTPUT/NAME-DATE-TIME)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--no-report", action="store_true", help="skip the HTML report at the end")
+    p.add_argument(
+        "--print-default", action="store_true", help="print the built-in default config and exit"
+    )
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("report", help="(re)write the HTML report of a run directory")
+    p.add_argument("run_dir", metavar="RUNDIR")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("export", help="export a run's records as CSV or Parquet")
+    p.add_argument("run_dir", metavar="RUNDIR")
+    p.add_argument("--format", choices=["csv", "parquet"], default="csv")
+    p.add_argument("-o", "--out", help="output file (default RUNDIR/records.csv|.parquet)")
+    p.set_defaults(func=cmd_export)
     return parser
 
 
@@ -322,6 +348,97 @@ def cmd_import_weights(args: argparse.Namespace) -> int:
     print(f"imported {args.weights} as {args.arch}: test accuracy {meta.clean_test_accuracy:.4f}")
     print(f"checkpoint: {path}")
     return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from labelflip.config import default_config_text, load_config
+    from labelflip.runner import new_run_dir, run
+
+    if args.print_default:
+        print(default_config_text(), end="")
+        return 0
+    if args.resume:
+        if args.config or args.out:
+            raise LabelflipError("--resume takes the config and directory of the run; give neither")
+        outcome = run(
+            None,
+            resume=Path(args.resume),
+            progress=not args.no_progress,
+            report=not args.no_report,
+        )
+    else:
+        cfg = load_config(args.config)
+        text = Path(args.config).read_text() if args.config else default_config_text()
+        run_dir = Path(args.out) if args.out else new_run_dir(cfg, None)
+        print(f"run directory: {run_dir}", file=sys.stderr)
+        outcome = run(
+            cfg,
+            config_text=text,
+            run_dir=run_dir,
+            progress=not args.no_progress,
+            report=not args.no_report,
+        )
+    print_summary(outcome.run_dir)
+    print(f"run directory: {outcome.run_dir} ({outcome.seconds:.0f} s)")
+    if outcome.report is not None:
+        print(f"report: {outcome.report}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from labelflip.report import write_report
+
+    path = write_report(Path(args.run_dir))
+    print_summary(Path(args.run_dir))
+    print(f"report: {path}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from labelflip.store import RunStore
+
+    run_dir = Path(args.run_dir)
+    out = Path(args.out) if args.out else run_dir / f"records.{args.format}"
+    with RunStore.open(run_dir) as store:
+        if args.format == "csv":
+            store.export_csv(out)
+        else:
+            store.export_parquet(out)
+    print(out)
+    return 0
+
+
+def print_summary(run_dir: Path) -> None:
+    """The per-job summary table of a run (from the report's summary)."""
+    from labelflip.report import summarize
+    from labelflip.store import RunStore
+
+    with RunStore.open(run_dir) as store:
+        summary = summarize(store)
+
+    def num(v, fmt: str) -> str:
+        return "-" if v is None or v != v else format(v, fmt)
+
+    rows = []
+    for job in summary["jobs"]:
+        ci = job.get("s_ci") or [None, None]
+        top = job.get("top_attractor") or {}
+        rows.append(
+            [
+                job["job_id"],
+                job.get("status", ""),
+                num(job.get("success_rate"), ".3f"),
+                num(job.get("median_l2"), ".3f"),
+                num(job.get("median_linf"), ".3f"),
+                f"{num(job.get('s'), '.2f')} [{num(ci[0], '.2f')}, {num(ci[1], '.2f')}]",
+                num(job.get("bowker_p"), ".2g"),
+                f"{top.get('name', '-')} {num(top.get('share'), '.2f')}",
+            ]
+        )
+    print_table(
+        ["job", "status", "success", "med L2", "med Linf", "s [95% CI]", "Bowker p", "attractor"],
+        rows,
+    )
 
 
 # ---------------------------------------------------------------- helpers

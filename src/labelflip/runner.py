@@ -1,0 +1,443 @@
+"""The experiment runner behind ``labelflip run``: expands a config into jobs,
+runs them batch by batch and writes every sample's record to the run's store.
+
+Determinism and resumption: the samples are fixed by the config's seed; the
+batches of a job are fixed slices of the sample list; the generator of batch
+``b`` of job ``j`` is seeded from ``(seed, j, b)`` alone. Each finished batch
+is one store transaction, so a run killed at any moment and resumed with
+``labelflip run --resume RUNDIR`` redoes only the batches that were not
+committed, and its records equal those of an uninterrupted run (apart from
+the measured seconds).
+
+A run directory holds ``config.json`` (the resolved config), ``config.toml``
+(the text it came from), ``records.sqlite`` (job table, records, metadata;
+see :mod:`labelflip.store`), ``gallery/`` (the originals and adversarials of
+the first few samples, shown in the report) and, at the end, ``report/``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from labelflip._text import slug
+from labelflip.config import JobSpec, RunConfig, config_from_json
+from labelflip.errors import LabelflipError
+
+CONFIG_JSON = "config.json"
+CONFIG_TOML = "config.toml"
+GALLERY_DIR = "gallery"
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+# ------------------------------------------------------------------ pieces
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise LabelflipError(f"unknown device '{name}' (use auto, cpu, cuda or cuda:N)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise LabelflipError(f"device '{name}' requested but CUDA is not available here")
+    return device
+
+
+def model_cache_dir() -> Path:
+    """Where models trained for runs are cached: $LABELFLIP_CACHE/models, else
+    the per-user cache directory."""
+    env = os.environ.get("LABELFLIP_CACHE")
+    if env:
+        return Path(env).expanduser() / "models"
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("labelflip")) / "models"
+
+
+def select_samples(n_total: int, cfg: RunConfig) -> np.ndarray:
+    """Dataset indices to attack (increasing), from the config's [data] table."""
+    d = cfg.data
+    stop = n_total if d.stop is None else d.stop
+    if stop > n_total or d.start >= n_total:
+        raise LabelflipError(
+            f"[data] index range [{d.start}, {stop}) is outside the {d.dataset} {d.split} split "
+            f"({n_total} samples)"
+        )
+    pool = np.arange(d.start, stop)
+    if d.samples is None or d.samples >= len(pool):
+        if d.samples is not None and d.samples > len(pool):
+            raise LabelflipError(
+                f"[data] samples = {d.samples} but the range holds only {len(pool)} samples"
+            )
+        return pool
+    if d.selection == "first":
+        return pool[: d.samples]
+    rng = np.random.Generator(np.random.PCG64(cfg.seed))
+    return np.sort(rng.choice(pool, size=d.samples, replace=False))
+
+
+def batch_seed(seed: int, job_id: str, batch: int) -> int:
+    """The generator seed of one batch of one job (stable across runs and resumes)."""
+    digest = hashlib.sha256(f"{seed}:{job_id}:{batch}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+
+
+def obtain_model(cfg: RunConfig, device: torch.device, progress: bool):
+    """Load the config's checkpoint, or train its architecture (cached)."""
+    from labelflip.models import load_checkpoint, recipe_for
+    from labelflip.models.training import TrainSettings, train_and_save
+
+    m = cfg.model
+    if m.checkpoint is not None:
+        path = Path(m.checkpoint).expanduser()
+    else:
+        assert m.arch is not None
+        settings = TrainSettings.from_recipe(recipe_for(m.arch), epochs=m.epochs, seed=cfg.seed)
+        path = (
+            model_cache_dir()
+            / f"{slug(cfg.data.dataset)}-{slug(m.arch)}-seed{cfg.seed}-e{settings.epochs}"
+            ".safetensors"
+        )
+        if not path.is_file():
+            _log(
+                f"training {m.arch} on {cfg.data.dataset} ({settings.epochs} epochs, seed "
+                f"{cfg.seed}); cached at {path}"
+            )
+            path, result, acc = train_and_save(
+                m.arch,
+                cfg.data.dataset,
+                settings,
+                path,
+                data_dir=cfg.data.data_dir,
+                device=device,
+                progress=progress,
+            )
+            _log(f"trained in {result.seconds:.0f} s: test accuracy {acc:.4f}")
+    trust = m.arch if m.arch and ":" in m.arch else None
+    clf, meta = load_checkpoint(path, device=device, trust_code=trust)
+    return clf, meta, path
+
+
+def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            np.save(f, array, allow_pickle=False)
+
+    _write_atomic(path, write)
+
+
+def write_gallery_npz(run_dir: Path, job_ids: list[str]) -> Path | None:
+    """Bundle ``gallery/`` into ``gallery.npz`` (positions, x, true, adv__<job>)."""
+    gdir = run_dir / GALLERY_DIR
+    if not (gdir / "x.npy").is_file():
+        return None
+    arrays: dict[str, np.ndarray] = {}
+    for name in ("positions", "x", "true"):
+        arrays[name] = np.load(gdir / f"{name}.npy", allow_pickle=False)
+    for jid in job_ids:
+        f = gdir / f"adv__{jid}.npy"
+        if f.is_file():
+            arrays[f"adv__{jid}"] = np.load(f, allow_pickle=False)
+    out = run_dir / "gallery.npz"
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(fh, **arrays)
+
+    _write_atomic(out, write)
+    return out
+
+
+# ------------------------------------------------------------------ run
+
+
+@dataclass
+class RunOutcome:
+    run_dir: Path
+    report: Path | None
+    seconds: float
+
+
+def new_run_dir(cfg: RunConfig, output: str | None) -> Path:
+    base = Path(output if output is not None else cfg.output).expanduser()
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    run_dir = base / f"{cfg.name}-{stamp}"
+    i = 2
+    while run_dir.exists():
+        run_dir = base / f"{cfg.name}-{stamp}-{i}"
+        i += 1
+    return run_dir
+
+
+def run(
+    cfg: RunConfig | None,
+    *,
+    config_text: str = "",
+    run_dir: Path | None = None,
+    resume: Path | None = None,
+    progress: bool = True,
+    report: bool = True,
+) -> RunOutcome:
+    """Run a config into a new run directory, or resume ``resume``."""
+    from labelflip.attacks import get_attack, settings_from_mapping
+    from labelflip.data import load_dataset
+    from labelflip.models.checkpoint import library_versions
+    from labelflip.store import Job, RunStore
+
+    t_start = time.perf_counter()
+    if resume is not None:
+        run_dir = Path(resume)
+        cfile = run_dir / CONFIG_JSON
+        if not cfile.is_file():
+            raise LabelflipError(f"cannot resume {run_dir}: no {CONFIG_JSON} (not a run directory)")
+        cfg = config_from_json(cfile.read_text(), str(cfile))
+        store = RunStore.open(run_dir)
+        _log(f"resuming {run_dir}")
+    else:
+        assert cfg is not None and run_dir is not None
+        if run_dir.exists() and any(run_dir.iterdir()):
+            raise LabelflipError(
+                f"run directory {run_dir} already exists and is not empty "
+                "(use --resume to continue it)"
+            )
+        run_dir.mkdir(parents=True, exist_ok=True)
+        _write_atomic(
+            run_dir / CONFIG_JSON, lambda p: p.write_text(json.dumps(cfg.to_dict(), indent=2))
+        )
+        if config_text:
+            _write_atomic(run_dir / CONFIG_TOML, lambda p: p.write_text(config_text))
+        store = RunStore.create(run_dir, meta={})
+
+    with store:
+        device = resolve_device(cfg.device)
+        data = load_dataset(cfg.data.dataset, cfg.data.split, cfg.data.data_dir)
+        clf, meta, ckpt = obtain_model(cfg, device, progress)
+        if tuple(clf.input_shape or data.input_shape) != tuple(data.input_shape) or (
+            clf.num_classes != data.num_classes
+        ):
+            raise LabelflipError(
+                f"model {ckpt} ({clf.num_classes} classes, inputs {clf.input_shape}) does not "
+                f"fit dataset '{cfg.data.dataset}' ({data.num_classes} classes, inputs "
+                f"{tuple(data.input_shape)})"
+            )
+        sha = meta.weights_sha256
+        indices = select_samples(len(data), cfg)
+        x_all = data.x[torch.as_tensor(indices)]
+        y_all = data.y[torch.as_tensor(indices)]
+        clf.check_inputs(x_all)
+
+        if resume is not None:
+            recorded = store.meta("samples")
+            if recorded is not None and list(recorded) != indices.tolist():
+                raise LabelflipError(
+                    f"cannot resume {run_dir}: the dataset's samples changed since the run started"
+                )
+        else:
+            with torch.no_grad():
+                clean_acc = float((clf.predict(x_all.to(device)).cpu() == y_all).float().mean())
+            noise_pred = _white_noise(clf, cfg, device)
+            for key, value in {
+                "name": cfg.name,
+                "dataset": cfg.data.dataset,
+                "split": cfg.data.split,
+                "class_names": list(data.class_names),
+                "num_classes": data.num_classes,
+                "bounds": list(clf.bounds),
+                "input_shape": list(data.input_shape),
+                "samples": indices.tolist(),
+                "seed": cfg.seed,
+                "model": {
+                    "arch": meta.architecture,
+                    "checkpoint": str(ckpt),
+                    "sha256": sha,
+                    "clean_accuracy": clean_acc,
+                    "trained_on": meta.dataset,
+                },
+                "white_noise_pred": noise_pred,
+                "started": datetime.now().isoformat(timespec="seconds"),
+            }.items():
+                store.set_meta(key, value)
+            _save_gallery_originals(run_dir, cfg, x_all, y_all)
+
+        versions = library_versions()
+        jobs = cfg.jobs()
+        for spec in jobs:
+            job = Job(
+                job_id=spec.job_id,
+                attack=spec.attack,
+                settings=spec.settings,
+                seed=cfg.seed,
+                model_sha256=sha,
+                versions=versions if resume is None else _old_versions(store, spec, versions),
+                label=spec.label,
+                group=spec.group,
+                sweep_value=spec.sweep_value,
+            )
+            store.add_job(job)
+
+        n = len(indices)
+        total_jobs = len(jobs)
+        for j, spec in enumerate(jobs, 1):
+            if store.job_status(spec.job_id) == "done":
+                continue
+            attack = get_attack(spec.attack)
+            settings = settings_from_mapping(attack, spec.settings)
+            _run_job(
+                store,
+                run_dir,
+                spec,
+                attack,
+                settings,
+                clf,
+                x_all,
+                y_all,
+                indices,
+                cfg,
+                device,
+                progress,
+                f"[{j}/{total_jobs}] {spec.job_id}",
+            )
+            store.mark_done(spec.job_id)
+        store.set_meta("finished", datetime.now().isoformat(timespec="seconds"))
+        _log(f"{total_jobs} jobs x {n} samples done")
+
+    write_gallery_npz(run_dir, [s.job_id for s in jobs])
+    report_path = None
+    if report:
+        from labelflip.report import write_report
+
+        report_path = write_report(run_dir)
+    return RunOutcome(run_dir, report_path, time.perf_counter() - t_start)
+
+
+def _old_versions(store, spec: JobSpec, versions: dict[str, Any]) -> dict[str, Any]:
+    """A resumed run keeps the versions recorded when the job was first added."""
+    for job in store.jobs():
+        if job.job_id == spec.job_id:
+            return job.versions
+    return versions
+
+
+def _white_noise(clf, cfg: RunConfig, device: torch.device) -> list[int]:
+    """Predictions on ``cfg.white_noise`` images drawn uniformly from the input box."""
+    if cfg.white_noise == 0 or clf.input_shape is None:
+        return []
+    gen = torch.Generator().manual_seed(cfg.seed)
+    lo, hi = clf.bounds
+    x = torch.rand((cfg.white_noise, *clf.input_shape), generator=gen) * (hi - lo) + lo
+    with torch.no_grad():
+        return clf.predict(x.to(device)).cpu().tolist()
+
+
+def gallery_size(cfg: RunConfig, n: int) -> int:
+    """Gallery samples are the first ones, all within the first batch."""
+    return min(cfg.gallery, n, cfg.batch_size)
+
+
+def _save_gallery_originals(run_dir: Path, cfg: RunConfig, x_all, y_all) -> None:
+    g = gallery_size(cfg, len(x_all))
+    if g == 0:
+        return
+    gdir = run_dir / GALLERY_DIR
+    gdir.mkdir(exist_ok=True)
+    _save_npy(gdir / "positions.npy", np.arange(g))
+    _save_npy(gdir / "true.npy", y_all[:g].numpy())
+    _save_npy(gdir / "x.npy", x_all[:g].numpy().astype(np.float32))
+
+
+def _run_job(
+    store,
+    run_dir: Path,
+    spec: JobSpec,
+    attack,
+    settings,
+    clf,
+    x_all: torch.Tensor,
+    y_all: torch.Tensor,
+    indices: np.ndarray,
+    cfg: RunConfig,
+    device: torch.device,
+    progress: bool,
+    desc: str,
+) -> None:
+    import dataclasses
+
+    n = len(indices)
+    bs = cfg.batch_size
+    done = set(store.done_samples(spec.job_id).tolist())
+    batches = [b for b in range(0, n, bs) if not set(range(b, min(b + bs, n))) <= done]
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(
+            total=n, initial=len(done), desc=desc, unit="img", dynamic_ncols=True, leave=True
+        )
+    else:
+        _log(f"{desc}: {n - len(done)} samples to attack")
+    gallery = gallery_size(cfg, n)
+    kwargs = dataclasses.asdict(settings)
+    for b in batches:
+        stop = min(b + bs, n)
+        x = x_all[b:stop].to(device)
+        y = y_all[b:stop].to(device)
+        gen = torch.Generator().manual_seed(batch_seed(cfg.seed, spec.job_id, b // bs))
+        t = time.perf_counter()
+        result = attack.fn(clf, x, y, target=None, generator=gen, **kwargs)
+        seconds = time.perf_counter() - t
+        cols = result.to_numpy()
+        m = stop - b
+        records = {
+            "job_id": np.array([spec.job_id] * m),
+            "sample": np.arange(b, stop, dtype=np.int64),
+            "index": indices[b:stop].astype(np.int64),
+            "true": cols["y"].astype(np.int64),
+            "clean_pred": cols["clean_pred"].astype(np.int64),
+            "adv_pred": cols["adv_pred"].astype(np.int64),
+            "target": cols["target"].astype(np.int64),
+            "success": cols["success"].astype(np.int64),
+            "l0": cols["l0"].astype(np.int64),
+            "l1": cols["l1"].astype(np.float64),
+            "l2": cols["l2"].astype(np.float64),
+            "linf": cols["linf"].astype(np.float64),
+            "iterations": cols["iterations"].astype(np.int64),
+            "forwards": cols["forwards"].astype(np.int64),
+            "backwards": cols["backwards"].astype(np.int64),
+            "seconds": np.full(m, seconds / m),
+        }
+        x_adv = result.x_adv.detach().cpu().numpy().astype(np.float32)
+        if b == 0 and gallery:  # saved before the batch commits: a committed batch has it
+            _save_npy(run_dir / GALLERY_DIR / f"adv__{spec.job_id}.npy", x_adv[:gallery])
+        store.write_batch(spec.job_id, records, x_adv if cfg.save_adversarials else None)
+        if bar is not None:
+            bar.update(m)
+            ok = store_success_rate(result)
+            bar.set_postfix(success=f"{ok:.3f}")
+    if bar is not None:
+        bar.close()
+
+
+def store_success_rate(result) -> float:
+    return float(result.success.float().mean()) if len(result) else float("nan")
