@@ -118,3 +118,14 @@ def test_round_trip_through_json():
     again = config_from_json(json.dumps(cfg.to_dict()), "x")
     assert again == cfg
     assert [j.job_id for j in again.jobs()] == [j.job_id for j in cfg.jobs()]
+
+
+EXAMPLES = sorted((__import__("pathlib").Path(__file__).parents[1] / "examples").glob("*.toml"))
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])
+def test_examples_are_valid(path):
+    cfg = load_config(path)
+    eps = [j.sweep_value for j in cfg.jobs() if j.group == "pgd-linf"]
+    assert eps == [0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0]
+    assert {"deepfool", "cw-l2"} <= {j.attack for j in cfg.jobs()}
