@@ -1,0 +1,255 @@
+"""The HTML report: one self-contained page (inline CSS, images as data URIs,
+no scripts, no external resources). Every string that comes from the run
+(class names, labels, settings, meta) is escaped with :func:`html.escape`.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from labelflip.report.summary import format_p, format_table
+
+CSS = """
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto;
+       max-width: 1150px; padding: 0 1em; color: #222; background: #fff; line-height: 1.4; }
+h1 { margin-bottom: 0.2em; }
+h2 { border-bottom: 1px solid #ccc; padding-bottom: 0.2em; margin-top: 2em; }
+dl.meta { display: grid; grid-template-columns: max-content auto; gap: 0.2em 1em; }
+dl.meta dt { font-weight: 600; }
+dl.meta dd { margin: 0; }
+table { border-collapse: collapse; font-size: 0.85em; margin: 0.5em 0; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.5em; text-align: left; vertical-align: top; }
+th { background: #f2f2f2; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+.scroll { overflow-x: auto; }
+.warn { background: #fff4e5; border-left: 4px solid #f0a020; padding: 0.5em 1em; }
+.badge { font-size: 0.75em; padding: 0.1em 0.5em; border-radius: 0.6em; background: #f0a020;
+         color: #fff; vertical-align: middle; }
+img { max-width: 100%; height: auto; display: block; margin: 0.5em 0; }
+figure { margin: 1em 0; }
+figcaption, .note { font-size: 0.85em; color: #555; }
+code { font-size: 0.9em; }
+section.job { margin-bottom: 2.5em; }
+"""
+
+
+@dataclass(frozen=True)
+class Png:
+    """A rendered figure: its file name in the report folder and PNG bytes."""
+
+    name: str
+    data: bytes
+
+
+def esc(value: object) -> str:
+    """HTML-escaped text (``None`` as an en dash)."""
+    return "–" if value is None else html.escape(str(value), quote=True)
+
+
+def img(png: Png, alt: str, caption: str | None = None) -> str:
+    """A figure with the PNG embedded as a base64 data URI."""
+    data = base64.b64encode(png.data).decode("ascii")
+    cap = f"<figcaption>{esc(caption)}</figcaption>" if caption else ""
+    return f'<figure><img alt="{esc(alt)}" src="data:image/png;base64,{data}">{cap}</figure>'
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[object]], numeric=()) -> str:
+    head = "".join(f"<th>{esc(h)}</th>" for h in header)
+    body = "".join(
+        "<tr>"
+        + "".join(
+            f'<td class="num">{esc(c)}</td>' if i in numeric else f"<td>{esc(c)}</td>"
+            for i, c in enumerate(r)
+        )
+        + "</tr>"
+        for r in rows
+    )
+    return f'<div class="scroll"><table><tr>{head}</tr>{body}</table></div>'
+
+
+def _header(summary: Mapping[str, Any]) -> str:
+    run = summary["run"]
+    model = run.get("model") or {}
+    sha = model.get("sha256")
+    acc = model.get("clean_accuracy")
+    items = [
+        ("dataset", run.get("dataset")),
+        ("split", run.get("split")),
+        ("model", model.get("arch")),
+        ("checkpoint", model.get("checkpoint")),
+        ("model sha256", sha[:16] + "…" if isinstance(sha, str) and len(sha) > 16 else sha),
+        ("model clean accuracy", f"{100 * acc:.2f}%" if isinstance(acc, (int, float)) else acc),
+        ("samples", run.get("n_samples")),
+        ("classes", run.get("num_classes")),
+        ("run created", run.get("created")),
+        ("report generated", run.get("generated")),
+    ]
+    rows = "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in items if v is not None)
+    title = run.get("name") or "labelflip run"
+    return f"<h1>{esc(title)}</h1><dl class='meta'>{rows}</dl>"
+
+
+def _incomplete(summary: Mapping[str, Any]) -> str:
+    pending = [j for j in summary["jobs"] if not j["complete"]]
+    if not pending:
+        return ""
+    items = "".join(
+        f"<li>{esc(j['label'])} (<code>{esc(j['job_id'])}</code>): {j['n']} records so far</li>"
+        for j in pending
+    )
+    return (
+        f"<div class='warn'><strong>{len(pending)} job(s) incomplete</strong> — the numbers "
+        f"below cover only the records written so far.<ul>{items}</ul></div>"
+    )
+
+
+def _summary_table(summary: Mapping[str, Any]) -> str:
+    header, rows = format_table(summary)
+    level = summary["jobs"][0]["symmetry_level"] if summary["jobs"] else 0.95
+    note = (
+        "<p class='note'>Success over all samples and over the samples classified correctly "
+        "before the attack (clean). Median norms over successful clean samples. "
+        f"s: symmetry of the clean flip matrix (1 symmetric, 0 one-way) with its {level:.0%} "
+        "bootstrap interval; Bowker p: test of H0 p<sub>ij</sub> = p<sub>ji</sub>. "
+        "Top attractor: class receiving the largest share of successful clean examples.</p>"
+    )
+    return f"<h2>Summary</h2>{_table(header, rows, numeric=range(1, 10))}{note}"
+
+
+def _white_noise(summary: Mapping[str, Any], figure: Png | None) -> str:
+    noise = summary["white_noise"]
+    if noise is None:
+        return (
+            "<h2>White-noise prior</h2>"
+            "<p class='note'>The run recorded no white-noise predictions.</p>"
+        )
+    top = noise["top_name"]
+    share = noise["top_share"]
+    ent = noise["entropy"]
+    text = (
+        f"<p>Most frequent class on noise: <strong>{esc(top)}</strong> "
+        f"({100 * share:.1f}%); normalised entropy "
+        f"{'–' if ent is None else f'{ent:.3f}'}. Each job reports the Spearman correlation "
+        "of its landing shares with this distribution.</p>"
+    )
+    body = img(figure, "white-noise prediction distribution") if figure else ""
+    return f"<h2>White-noise prior</h2>{text}{body}"
+
+
+def _groups(
+    summary: Mapping[str, Any], figures: Mapping[str, tuple[Png | None, Png | None]]
+) -> str:
+    if not summary["groups"]:
+        return ""
+    parts = ["<h2>Sweeps</h2>"]
+    for g in summary["groups"]:
+        multiples, lines = figures.get(g["group"], (None, None))
+        parts.append(f"<h3>{esc(g['group'])}</h3>")
+        if multiples:
+            parts.append(
+                img(
+                    multiples,
+                    f"flip matrices of sweep {g['group']}",
+                    "Row-normalised flip matrices (clean samples), ordered by sweep value; "
+                    "grey hatched diagonal: attack failed.",
+                )
+            )
+        if lines:
+            parts.append(
+                img(lines, f"symmetry and attractor share against sweep value, {g['group']}")
+            )
+    return "".join(parts)
+
+
+def _job_table(job: Mapping[str, Any]) -> str:
+    wn = job["white_noise_spearman"]
+    rho = "–" if wn["rho"] is None else f"{wn['rho']:.2f} (p = {wn['p_value']:.3g})"
+    ent = job["entropy"]
+    bw = job["bowker"]
+    p_value = format_p(bw["p_value"])
+    rows = [
+        ("attack", job["attack"]),
+        ("settings", json.dumps(job["settings"], sort_keys=True, ensure_ascii=False)),
+        ("seed", job["seed"]),
+        ("records", f"{job['n']} ({job['n_clean_correct']} clean-correct)"),
+        ("landing entropy (normalised)", "–" if ent is None else f"{ent:.3f}"),
+        ("Spearman rho, landing shares vs white noise", rho),
+        ("Bowker test", f"χ² = {bw['statistic']:.3g}, df = {bw['df']}, p = {p_value}"),
+    ]
+    return _table(("", ""), rows)
+
+
+def _job(job: Mapping[str, Any], heatmap: Png | None, gallery: Png | None, note: str) -> str:
+    badge = "" if job["complete"] else " <span class='badge'>incomplete</span>"
+    parts = [
+        f"<section class='job' id='job-{esc(job['job_id'])}'>",
+        f"<h3>{esc(job['label'])} <code>{esc(job['job_id'])}</code>{badge}</h3>",
+        _job_table(job),
+    ]
+    if heatmap:
+        parts.append(
+            img(
+                heatmap,
+                f"flip matrix of {job['label']}",
+                "Flip matrix of the clean-correct samples: row = true class, column = "
+                "adversarial prediction; grey hatched diagonal = attack failed.",
+            )
+        )
+    else:
+        parts.append("<p class='note'>No records yet.</p>")
+    if gallery:
+        parts.append(
+            img(
+                gallery,
+                f"examples of {job['label']}",
+                "Original, adversarial and perturbation (rescaled to [0, 1], grey = unchanged).",
+            )
+        )
+    elif note:
+        parts.append(f"<p class='note'>{esc(note)}</p>")
+    parts.append("</section>")
+    return "".join(parts)
+
+
+def render(
+    summary: Mapping[str, Any],
+    *,
+    heatmaps: Mapping[str, Png],
+    galleries: Mapping[str, Png],
+    gallery_notes: Mapping[str, str],
+    groups: Mapping[str, tuple[Png | None, Png | None]],
+    white_noise: Png | None,
+) -> str:
+    """The whole report page for ``summary`` (from :func:`summarize`) and its figures
+    (keyed by job id, or group name for ``groups``: (small multiples, line plot))."""
+    jobs = "".join(
+        _job(
+            j,
+            heatmaps.get(j["job_id"]),
+            galleries.get(j["job_id"]),
+            gallery_notes.get(j["job_id"], ""),
+        )
+        for j in summary["jobs"]
+    )
+    title = summary["run"].get("name") or "labelflip run"
+    body = "".join(
+        [
+            _header(summary),
+            _incomplete(summary),
+            _summary_table(summary),
+            _white_noise(summary, white_noise),
+            _groups(summary, groups),
+            "<h2>Jobs</h2>" if summary["jobs"] else "<h2>Jobs</h2><p>The run has no jobs.</p>",
+            jobs,
+        ]
+    )
+    return (
+        "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
+        f"<title>{esc(title)} — labelflip report</title><style>{CSS}</style></head>"
+        f"<body>{body}</body></html>\n"
+    )

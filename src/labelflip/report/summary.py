@@ -1,0 +1,411 @@
+"""Per-job numbers of a run: the single source for the HTML report,
+``summary.json``, ``jobs.csv`` and the CLI's end-of-run table.
+
+Everything is computed by :mod:`labelflip.analysis` on the store's records;
+:func:`summarize` returns plain JSON data (lists, numbers, strings, ``None``
+for NaN or "not available").
+
+Subsets. Flip matrices, symmetry, landing shares and median norms use the
+samples the model classified correctly before the attack ("clean-correct"):
+a sample already misclassified is trivially "successful" with a zero
+perturbation and says nothing about where the attack sends it. The flip
+matrix over all samples and the success rate over all samples are given too.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+
+from labelflip import analysis
+from labelflip.errors import LabelflipError
+from labelflip.store import Job, RunStore
+
+SUMMARY_VERSION = 1
+TOP_FLIPS = 5
+NORMS = ("l0", "l2", "linf")
+
+
+# ---------------------------------------------------------------- JSON values
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` with numpy types as Python ones and NaN/inf floats as ``None``."""
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, np.ndarray):
+        return jsonable(value.tolist())
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        f = float(value)
+        return f if math.isfinite(f) else None
+    return value
+
+
+def _rate(mask: np.ndarray) -> float:
+    return float(mask.mean()) if mask.size else math.nan
+
+
+def _median(values: np.ndarray) -> float:
+    finite = values[np.isfinite(values)]
+    return float(np.median(finite)) if finite.size else math.nan
+
+
+# ---------------------------------------------------------------- run level
+
+
+def _class_names(meta: Mapping[str, Any], records: Sequence[Mapping[str, np.ndarray]]) -> list:
+    """Class names from the run meta (``class_names``, ``num_classes``).
+
+    Without either, the number of classes is the largest label seen plus one
+    and the names are the class indices.
+    """
+    names = meta.get("class_names")
+    k = meta.get("num_classes")
+    if names is not None:
+        names = [str(n) for n in names]
+        if k is not None and int(k) != len(names):
+            raise LabelflipError(
+                f"run meta has num_classes={k} but {len(names)} class_names; cannot label classes"
+            )
+        return names
+    if k is None:
+        seen = [int(r[c].max()) for r in records for c in ("true", "adv_pred") if r[c].size]
+        seen += [int(v) for v in meta.get("white_noise_pred") or []]
+        k = max(seen) + 1 if seen else 1
+    return [str(i) for i in range(int(k))]
+
+
+def _white_noise(meta: Mapping[str, Any], names: list[str]) -> dict[str, Any] | None:
+    """Distribution of the model's predictions on uniform-noise images, or None."""
+    pred = meta.get("white_noise_pred")
+    if not pred:
+        return None
+    k = len(names)
+    dist = analysis.class_distribution(np.asarray(pred, dtype=np.int64), k)
+    top, share = analysis.top_attractor(dist)
+    return {
+        "n": len(pred),
+        "distribution": dist,
+        "entropy": analysis.normalized_entropy(dist) if k > 1 else math.nan,
+        "top_class": top,
+        "top_name": None if top is None else names[top],
+        "top_share": share,
+    }
+
+
+def _run_info(meta: Mapping[str, Any], names: list[str], n_samples: int) -> dict[str, Any]:
+    model = meta.get("model") if isinstance(meta.get("model"), Mapping) else {}
+    return {
+        "name": meta.get("name"),
+        "dataset": meta.get("dataset"),
+        "split": meta.get("split"),
+        "model": dict(model),
+        "num_classes": len(names),
+        "class_names": names,
+        "n_samples": n_samples,
+        "bounds": meta.get("bounds", [0.0, 1.0]),
+        "input_shape": meta.get("input_shape"),
+        "created": meta.get("created"),
+        "generated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+# ---------------------------------------------------------------- job level
+
+
+def _flip_entries(A: np.ndarray, names: list[str]) -> list[dict[str, Any]]:
+    return [
+        {"from": i, "to": j, "count": c, "from_name": names[i], "to_name": names[j]}
+        for i, j, c in analysis.top_flips(A, TOP_FLIPS)
+    ]
+
+
+def _job_summary(
+    job: Job,
+    status: str,
+    rec: Mapping[str, np.ndarray],
+    names: list[str],
+    noise: np.ndarray | None,
+    *,
+    n_boot: int,
+    level: float,
+    seed: int,
+) -> dict[str, Any]:
+    """Everything the report says about one job (numpy values, NaN allowed).
+
+    Keys: job_id, label, attack, group, sweep_value, settings, seed, status
+    ("pending"/"done"), complete, targeted, n, n_clean_correct,
+    n_success_clean, clean_accuracy, success_rate (all samples),
+    success_rate_clean, median_l0/l2/linf (successful clean-correct samples),
+    flip_matrix (clean-correct), flip_matrix_all, symmetry, symmetry_ci
+    ([low, high]), symmetry_level, bowker {statistic, df, p_value}, top_flips
+    [{from, to, count, from_name, to_name}], landing_shares, baseline_shares,
+    entropy, top_attractor {class, name, share}, white_noise_spearman
+    {rho, p_value}.
+    """
+    k = len(names)
+    true, adv = rec["true"], rec["adv_pred"]
+    success = rec["success"].astype(bool)
+    correct = rec["clean_pred"] == true
+    ok = success & correct
+    A = analysis.flip_matrix(true, adv, k, mask=correct)
+    bowker = analysis.bowker_test(A)
+    ci = analysis.symmetry_ci(true, adv, k, mask=correct, n_boot=n_boot, level=level, seed=seed)
+    attract = analysis.attractor_summary(true[correct], adv[correct], success[correct], k)
+    top = attract["top_class"]
+    rho = (
+        analysis.rank_correlation(attract["shares"], noise)
+        if noise is not None
+        else analysis.SpearmanResult(math.nan, math.nan)
+    )
+    return {
+        "job_id": job.job_id,
+        "label": job.label or job.job_id,
+        "attack": job.attack,
+        "group": job.group,
+        "sweep_value": job.sweep_value,
+        "settings": job.settings,
+        "seed": job.seed,
+        "status": status,
+        "complete": status == "done",
+        "targeted": bool(np.any(rec["target"] >= 0)),
+        "n": int(true.size),
+        "n_clean_correct": int(correct.sum()),
+        "n_success_clean": int(ok.sum()),
+        "clean_accuracy": _rate(correct),
+        "success_rate": _rate(success),
+        "success_rate_clean": _rate(success[correct]),
+        **{f"median_{c}": _median(rec[c][ok].astype(np.float64)) for c in NORMS},
+        "flip_matrix": A,
+        "flip_matrix_all": analysis.flip_matrix(true, adv, k),
+        "symmetry": analysis.symmetry_score(A),
+        "symmetry_ci": list(ci),
+        "symmetry_level": level,
+        "bowker": {"statistic": bowker.statistic, "df": bowker.df, "p_value": bowker.p_value},
+        "top_flips": _flip_entries(A, names),
+        "landing_shares": attract["shares"],
+        "baseline_shares": attract["baseline_shares"],
+        "entropy": attract["entropy"],
+        "top_attractor": {
+            "class": top,
+            "name": None if top is None else names[top],
+            "share": attract["top_share"],
+        },
+        "white_noise_spearman": {"rho": rho.rho, "p_value": rho.p_value},
+    }
+
+
+def _groups(jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Sweep groups with at least two jobs, in first-seen order; jobs by sweep value
+    (jobs without one last, in run order)."""
+    by_group: dict[str, list[dict[str, Any]]] = {}
+    for j in jobs:
+        if j["group"]:
+            by_group.setdefault(j["group"], []).append(j)
+    out = []
+    for name, members in by_group.items():
+        if len(members) < 2:
+            continue
+        members = sorted(members, key=lambda j: (j["sweep_value"] is None, j["sweep_value"] or 0.0))
+        out.append(
+            {
+                "group": name,
+                "job_ids": [j["job_id"] for j in members],
+                "sweep_values": [j["sweep_value"] for j in members],
+            }
+        )
+    return out
+
+
+def summarize(
+    store: RunStore | str | os.PathLike,
+    *,
+    n_boot: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Summary of a run store (or run directory) as JSON-ready data.
+
+    Keys: ``version``; ``run`` (name, dataset, split, model, class names,
+    sample count, bounds, generation time); ``white_noise`` (the model's
+    prediction distribution on uniform noise, or ``None`` if the run has no
+    ``white_noise_pred``); ``jobs``, one dict per job in run order (keys in
+    :func:`_job_summary`; symmetry with a ``level`` percentile
+    bootstrap interval of ``n_boot`` replicates seeded with ``seed``); and
+    ``groups``, the sweep groups with at least two jobs, ordered by sweep
+    value. NaN (e.g. ``s`` without off-diagonal flips) is ``None``.
+    """
+    if not isinstance(store, RunStore):
+        with RunStore.open(store) as opened:
+            return summarize(opened, n_boot=n_boot, level=level, seed=seed)
+    meta = store.all_meta()
+    jobs = store.jobs()
+    records = [store.records(j.job_id) for j in jobs]
+    names = _class_names(meta, records)
+    noise = _white_noise(meta, names)
+    noise_dist = None if noise is None else noise["distribution"]
+    job_summaries = [
+        _job_summary(
+            job,
+            store.job_status(job.job_id),
+            rec,
+            names,
+            noise_dist,
+            n_boot=n_boot,
+            level=level,
+            seed=seed,
+        )
+        for job, rec in zip(jobs, records, strict=True)
+    ]
+    samples = meta.get("samples")
+    n_samples = len(samples) if samples is not None else max([0] + [j["n"] for j in job_summaries])
+    return jsonable(
+        {
+            "version": SUMMARY_VERSION,
+            "run": _run_info(meta, names, n_samples),
+            "white_noise": noise,
+            "jobs": job_summaries,
+            "groups": _groups(job_summaries),
+        }
+    )
+
+
+# ---------------------------------------------------------------- tables
+
+
+def _pct(x: float | None) -> str:
+    return "–" if x is None else f"{100 * x:.1f}%"
+
+
+def _num(x: float | None) -> str:
+    return "–" if x is None else f"{x:.3g}"
+
+
+def format_p(x: float | None) -> str:
+    """A p-value: ``0.032``, ``<1e-4``, ``–`` when untested."""
+    if x is None:
+        return "–"
+    return "<1e-4" if x < 1e-4 else f"{x:.3g}"
+
+
+def format_symmetry(job: Mapping[str, Any]) -> str:
+    """``0.42 [0.31, 0.55]``; ``–`` without off-diagonal flips."""
+    s, (lo, hi) = job["symmetry"], job["symmetry_ci"]
+    if s is None:
+        return "–"
+    return f"{s:.2f}" if lo is None else f"{s:.2f} [{lo:.2f}, {hi:.2f}]"
+
+
+def format_flips(job: Mapping[str, Any]) -> str:
+    """``cat→dog (12), dog→cat (9)``; ``–`` without flips."""
+    flips = job["top_flips"]
+    return ", ".join(f"{f['from_name']}→{f['to_name']} ({f['count']})" for f in flips) or "–"
+
+
+def format_attractor(job: Mapping[str, Any]) -> str:
+    """``dog (41%)``; ``–`` when nothing succeeded."""
+    top = job["top_attractor"]
+    return "–" if top["name"] is None else f"{top['name']} ({_pct(top['share'])})"
+
+
+TABLE_HEADER = (
+    "job",
+    "n",
+    "clean acc",
+    "success",
+    "success (clean)",
+    "med L0",
+    "med L2",
+    "med L∞",
+    "s [CI]",
+    "Bowker p",
+    "top attractor",
+    "top flips",
+)
+
+
+def format_table(summary: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Header and text rows of the per-job table (the CLI's end-of-run table and
+    the report's summary table). Pending jobs are marked ``(incomplete)``."""
+    rows = []
+    for j in summary["jobs"]:
+        label = j["label"] if j["complete"] else f"{j['label']} (incomplete)"
+        rows.append(
+            [
+                label,
+                str(j["n"]),
+                _pct(j["clean_accuracy"]),
+                _pct(j["success_rate"]),
+                _pct(j["success_rate_clean"]),
+                _num(j["median_l0"]),
+                _num(j["median_l2"]),
+                _num(j["median_linf"]),
+                format_symmetry(j),
+                format_p(j["bowker"]["p_value"]),
+                format_attractor(j),
+                format_flips(j),
+            ]
+        )
+    return list(TABLE_HEADER), rows
+
+
+CSV_COLUMNS = (
+    "job_id",
+    "label",
+    "attack",
+    "group",
+    "sweep_value",
+    "status",
+    "n",
+    "n_clean_correct",
+    "clean_accuracy",
+    "success_rate",
+    "success_rate_clean",
+    "median_l0",
+    "median_l2",
+    "median_linf",
+    "symmetry",
+    "symmetry_ci_low",
+    "symmetry_ci_high",
+    "bowker_statistic",
+    "bowker_df",
+    "bowker_p",
+    "entropy",
+    "top_attractor",
+    "top_attractor_share",
+    "white_noise_rho",
+    "white_noise_p",
+    "top_flips",
+)
+
+
+def csv_rows(summary: Mapping[str, Any]) -> list[list[Any]]:
+    """Rows of ``jobs.csv`` (columns :data:`CSV_COLUMNS`; ``None`` for missing)."""
+    rows = []
+    for j in summary["jobs"]:
+        values = {
+            **{c: j.get(c) for c in CSV_COLUMNS},
+            "symmetry_ci_low": j["symmetry_ci"][0],
+            "symmetry_ci_high": j["symmetry_ci"][1],
+            "bowker_statistic": j["bowker"]["statistic"],
+            "bowker_df": j["bowker"]["df"],
+            "bowker_p": j["bowker"]["p_value"],
+            "top_attractor": j["top_attractor"]["name"],
+            "top_attractor_share": j["top_attractor"]["share"],
+            "white_noise_rho": j["white_noise_spearman"]["rho"],
+            "white_noise_p": j["white_noise_spearman"]["p_value"],
+            "top_flips": format_flips(j) if j["top_flips"] else None,
+        }
+        rows.append([values[c] for c in CSV_COLUMNS])
+    return rows

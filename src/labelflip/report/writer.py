@@ -1,0 +1,249 @@
+"""Write ``RUNDIR/report/``: the HTML page, its PNGs, ``summary.json``,
+``jobs.csv`` and one ``flip_matrix__<job_id>.csv`` per job.
+
+Every file is written under a temporary name and renamed into place
+(``os.replace``), ``report.html`` last, so a reader never sees a half-written
+file.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from labelflip.errors import LabelflipError
+from labelflip.report import plots
+from labelflip.report.page import Png, render
+from labelflip.report.summary import CSV_COLUMNS, csv_rows, jsonable, summarize
+from labelflip.store import RunStore
+
+REPORT_DIR = "report"
+GALLERY_FILE = "gallery.npz"
+MAX_EXAMPLES = 6
+
+
+def _slug(text: str) -> str:
+    """``text`` fit for a file name (characters outside ``[A-Za-z0-9._-]`` as ``_``)."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", text) or "_"
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise LabelflipError(f"cannot write {path}: {exc}") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _csv_bytes(header: Sequence[Any], rows: Sequence[Sequence[Any]]) -> bytes:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows([["" if v is None else v for v in r] for r in rows])
+    return buf.getvalue().encode("utf-8")
+
+
+def _flip_csv(job: Mapping[str, Any], names: Sequence[str]) -> bytes:
+    """The clean-correct flip matrix with class names (rows: true, columns: adversarial)."""
+    rows = [[name, *counts] for name, counts in zip(names, job["flip_matrix"], strict=True)]
+    return _csv_bytes(["true \\ adversarial", *names], rows)
+
+
+# ---------------------------------------------------------------- gallery
+
+
+def _pick_examples(
+    positions: np.ndarray, rec: Mapping[str, np.ndarray], limit: int
+) -> list[tuple[int, int]]:
+    """Up to ``limit`` (gallery index, record row) pairs, successful clean-correct first."""
+    row_of = {int(s): i for i, s in enumerate(rec["sample"])}
+    pairs = [(g, row_of[int(p)]) for g, p in enumerate(positions) if int(p) in row_of]
+    good = rec["success"].astype(bool) & (rec["clean_pred"] == rec["true"])
+    ordered = [p for p in pairs if good[p[1]]] + [p for p in pairs if not good[p[1]]]
+    return ordered[:limit]
+
+
+def _job_adversarials(
+    gallery: Mapping[str, np.ndarray], store: RunStore, job_id: str, idx: list[int]
+) -> np.ndarray | None:
+    """The job's adversarial examples at gallery indices ``idx``: from ``gallery.npz``,
+    else from the store's saved adversarial examples, else None."""
+    key = f"adv__{job_id}"
+    if key in gallery:
+        return np.asarray(gallery[key])[idx]
+    try:
+        return store.adversarials(job_id, np.asarray(gallery["positions"])[idx])
+    except LabelflipError:
+        return None
+
+
+def _gallery_png(
+    gallery: Mapping[str, np.ndarray] | None,
+    store: RunStore,
+    job: Mapping[str, Any],
+    rec: Mapping[str, np.ndarray],
+    names: Sequence[str],
+    bounds: Sequence[float],
+    limit: int,
+) -> tuple[Png | None, str]:
+    """The job's gallery figure, or None and the reason there is none."""
+    if gallery is None:
+        return None, f"No {GALLERY_FILE} in the run directory."
+    picks = _pick_examples(np.asarray(gallery["positions"]), rec, limit)
+    if not picks:
+        return None, "No gallery examples recorded for this job yet."
+    idx = [g for g, _ in picks]
+    x = np.asarray(gallery["x"])[idx]
+    x_adv = _job_adversarials(gallery, store, job["job_id"], idx)
+    if x_adv is None:
+        return None, "No adversarial examples saved for this job."
+    if x_adv.shape != x.shape:
+        return None, f"Gallery shapes differ: originals {x.shape}, adversarial {x_adv.shape}."
+    titles = []
+    for _, row in picks:
+        t, a = int(rec["true"][row]), int(rec["adv_pred"][row])
+        failed = "" if rec["success"][row] else " (failed)"
+        titles.append(f"true: {names[t]}\nadv: {names[a]}{failed}")
+    data = plots.gallery(x, x_adv, titles, bounds)
+    return Png(f"gallery__{_slug(job['job_id'])}.png", data), ""
+
+
+def _load_gallery(run_dir: Path) -> dict[str, np.ndarray] | None:
+    path = run_dir / GALLERY_FILE
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            gallery = {k: z[k] for k in z.files}
+    except (OSError, ValueError) as exc:
+        raise LabelflipError(f"cannot read {path}: {exc}") from None
+    missing = {"positions", "x"} - set(gallery)
+    if missing:
+        raise LabelflipError(f"{path} lacks array(s) {', '.join(sorted(missing))}")
+    return gallery
+
+
+# ---------------------------------------------------------------- figures
+
+
+def _group_figures(
+    summary: Mapping[str, Any], names: Sequence[str]
+) -> dict[str, tuple[Png | None, Png | None]]:
+    """Per sweep group: small multiples of its jobs' flip matrices and, when at
+    least two jobs have a sweep value, the line plot of s and attractor share."""
+    jobs = {j["job_id"]: j for j in summary["jobs"]}
+    out = {}
+    for g in summary["groups"]:
+        members = [jobs[i] for i in g["job_ids"] if jobs[i]["n"] > 0]
+        slug = _slug(g["group"])
+        multiples = lines = None
+        if members:
+            titles = [
+                (j["label"] if j["complete"] else f"{j['label']} (incomplete)") for j in members
+            ]
+            data = plots.flip_multiples([j["flip_matrix"] for j in members], titles, names)
+            multiples = Png(f"sweep_matrices__{slug}.png", data)
+        swept = [j for j in members if j["sweep_value"] is not None]
+        if len(swept) >= 2:
+            data = plots.sweep_lines(
+                [j["sweep_value"] for j in swept],
+                [j["symmetry"] for j in swept],
+                [j["symmetry_ci"][0] for j in swept],
+                [j["symmetry_ci"][1] for j in swept],
+                [j["top_attractor"]["share"] for j in swept],
+                [j["top_attractor"]["name"] for j in swept],
+                g["group"],
+                level=swept[0]["symmetry_level"],
+            )
+            lines = Png(f"sweep_lines__{slug}.png", data)
+        out[g["group"]] = (multiples, lines)
+    return out
+
+
+def write_report(
+    run_dir: str | os.PathLike,
+    *,
+    summary: Mapping[str, Any] | None = None,
+    n_boot: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+    max_examples: int = MAX_EXAMPLES,
+) -> Path:
+    """Write the report of the run in ``run_dir`` into ``run_dir/report/``.
+
+    ``summary`` (from :func:`summarize` on the same store) is reused when
+    given, otherwise computed with ``n_boot``, ``level`` and ``seed``. Jobs
+    still pending are reported with the records written so far and flagged
+    incomplete. Returns the path of ``report.html``.
+    """
+    run_dir = Path(run_dir)
+    with RunStore.open(run_dir) as store:
+        if summary is None:
+            summary = summarize(store, n_boot=n_boot, level=level, seed=seed)
+        records = {j.job_id: store.records(j.job_id) for j in store.jobs()}
+        gallery = _load_gallery(run_dir)
+        names = summary["run"]["class_names"]
+        bounds = summary["run"]["bounds"] or [0.0, 1.0]
+        heatmaps: dict[str, Png] = {}
+        galleries: dict[str, Png] = {}
+        notes: dict[str, str] = {}
+        for job in summary["jobs"]:
+            jid = job["job_id"]
+            if job["n"] == 0:
+                continue
+            title = job["label"] if job["complete"] else f"{job['label']} (incomplete)"
+            data = plots.flip_heatmap(job["flip_matrix"], names, title)
+            heatmaps[jid] = Png(f"flip_matrix__{_slug(jid)}.png", data)
+            png, notes[jid] = _gallery_png(
+                gallery, store, job, records[jid], names, bounds, max_examples
+            )
+            if png is not None:
+                galleries[jid] = png
+    noise = summary["white_noise"]
+    white_noise = (
+        Png("white_noise.png", plots.prior_bars(noise["distribution"], names, noise["n"]))
+        if noise
+        else None
+    )
+    groups = _group_figures(summary, names)
+    page = render(
+        summary,
+        heatmaps=heatmaps,
+        galleries=galleries,
+        gallery_notes=notes,
+        groups=groups,
+        white_noise=white_noise,
+    )
+
+    out = run_dir / REPORT_DIR
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise LabelflipError(f"cannot create report directory {out}: {exc}") from None
+    pngs = [*heatmaps.values(), *galleries.values(), white_noise]
+    pngs += [p for pair in groups.values() for p in pair]
+    for png in pngs:
+        if png is not None:
+            _atomic_write(out / png.name, png.data)
+    for job in summary["jobs"]:
+        _atomic_write(out / f"flip_matrix__{_slug(job['job_id'])}.csv", _flip_csv(job, names))
+    _atomic_write(out / "jobs.csv", _csv_bytes(CSV_COLUMNS, csv_rows(summary)))
+    text = json.dumps(jsonable(summary), indent=2, ensure_ascii=False, allow_nan=False)
+    _atomic_write(out / "summary.json", (text + "\n").encode("utf-8"))
+    path = out / "report.html"
+    _atomic_write(path, page.encode("utf-8"))
+    return path

@@ -1,0 +1,358 @@
+"""Report: summary numbers against the analysis functions, files, HTML escaping,
+embedded images, sweep groups, pending jobs and degenerate runs."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from labelflip import analysis
+from labelflip.report import csv_rows, format_table, plots, summarize, write_report
+from labelflip.store import Job, RunStore
+
+NASTY = '<cat & "dog">'
+NAMES = [NASTY, "bird", "fish $^$"]  # "$^$" is invalid mathtext: must be shown literally
+WHITE_NOISE = [1, 1, 1, 0, 2, 1]
+DATA_URI = re.compile(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"')
+
+# Hand-made landings of the main job (clean-correct part):
+#   0->1 x4, 1->0 x2, 2->1 x3, failed 0->0 x1, 1->1 x2, 2->2 x1
+# plus two samples misclassified before the attack (true 0, clean 2, adv 2).
+MAIN_TRUE = [0] * 5 + [1] * 4 + [2] * 4 + [0, 0]
+MAIN_CLEAN = [0] * 5 + [1] * 4 + [2] * 4 + [2, 2]
+MAIN_ADV = [0, 1, 1, 1, 1] + [0, 0, 1, 1] + [1, 1, 1, 2] + [2, 2]
+MAIN_MATRIX = [[1, 4, 0], [2, 2, 0], [0, 3, 1]]
+
+
+def _columns(true, clean, adv, *, start=0, success=None) -> dict[str, np.ndarray]:
+    true, clean, adv = (np.asarray(v, dtype=np.int64) for v in (true, clean, adv))
+    n = true.size
+    success = adv != true if success is None else np.asarray(success, dtype=bool)
+    norm = np.arange(1, n + 1, dtype=np.float64) / 10
+    return {
+        "sample": np.arange(start, start + n),
+        "index": np.arange(start, start + n) + 100,
+        "true": true,
+        "clean_pred": clean,
+        "adv_pred": adv,
+        "target": np.full(n, -1),
+        "success": success,
+        "l0": np.arange(n) + 5,
+        "l1": norm * 3,
+        "l2": norm,
+        "linf": norm / 4,
+        "iterations": np.full(n, 10),
+        "forwards": np.full(n, 11),
+        "backwards": np.full(n, 10),
+        "seconds": np.full(n, 0.01),
+    }
+
+
+def _job(job_id, label, group="", sweep=None) -> Job:
+    return Job(
+        job_id=job_id,
+        attack=job_id.split("-")[0],
+        settings={"eps": sweep},
+        seed=0,
+        model_sha256="ab" * 32,
+        versions={"labelflip": "0.1.0"},
+        label=label,
+        group=group,
+        sweep_value=sweep,
+    )
+
+
+def make_run(run_dir: Path, channels: int = 1) -> Path:
+    """A run with a swept group of three PGD jobs (one hand-made), a lone FGSM
+    job without saved examples, a pending job with partial records (examples
+    only in the store) and a pending job without records."""
+    meta = {
+        "name": "demo <run>",
+        "dataset": "toy & co",
+        "split": "test",
+        "class_names": NAMES,
+        "num_classes": 3,
+        "bounds": [0.0, 1.0],
+        "input_shape": [channels, 6, 5],
+        "model": {
+            "arch": "tiny",
+            "checkpoint": "m.safetensors",
+            "sha256": "ab" * 32,
+            "clean_accuracy": 0.9,
+        },
+        "white_noise_pred": WHITE_NOISE,
+        "samples": list(range(100, 115)),
+    }
+    store = RunStore.create(run_dir, meta=meta)
+    rng = np.random.default_rng(0)
+    n = len(MAIN_TRUE)
+    x = rng.uniform(0, 1, size=(n, channels, 6, 5)).astype(np.float32)
+    pos = np.arange(0, 12, 2)
+    gallery = {"positions": pos, "x": x[pos], "true": np.asarray(MAIN_TRUE)[pos]}
+    jobs = [
+        (_job("pgd-0.1", "PGD L∞ ε=0.1", "pgd-linf", 0.1), MAIN_ADV),
+        (_job("pgd-1", "PGD L∞ ε=1", "pgd-linf", 1.0), [1] * 5 + [0] * 4 + [1] * 4 + [1, 1]),
+        (_job("pgd-3", "PGD L∞ ε=3", "pgd-linf", 3.0), [1] * 5 + [2] * 4 + [1] * 4 + [1, 1]),
+        (_job("fgsm-0.1", "FGSM <ε=0.1>", "fgsm", 0.1), MAIN_ADV),
+    ]
+    for job, adv in jobs:
+        store.add_job(job)
+        store.write_batch(job.job_id, _columns(MAIN_TRUE, MAIN_CLEAN, adv))
+        store.mark_done(job.job_id)
+        if job.attack == "pgd":
+            x_adv = np.clip(x + rng.normal(0, 0.05, x.shape), 0, 1).astype(np.float32)
+            gallery[f"adv__{job.job_id}"] = x_adv[pos]
+    cw = _job("cw-0", "C&W L2", "cw")
+    store.add_job(cw)
+    cols = _columns(MAIN_TRUE[:6], MAIN_CLEAN[:6], MAIN_ADV[:6])
+    store.write_batch("cw-0", cols, x_adv=np.clip(x[:6] + 0.1, 0, 1))
+    store.add_job(_job("deepfool-0", "DeepFool", "df"))
+    store.close()
+    np.savez(run_dir / "gallery.npz", **gallery)
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Path:
+    return make_run(tmp_path_factory.mktemp("run") / "r")
+
+
+@pytest.fixture(scope="module")
+def report(run) -> Path:
+    return write_report(run, n_boot=200)
+
+
+@pytest.fixture(scope="module")
+def summary(run) -> dict:
+    return summarize(run, n_boot=200)
+
+
+def _by_id(summary: dict) -> dict:
+    return {j["job_id"]: j for j in summary["jobs"]}
+
+
+# ---------------------------------------------------------------- summary
+
+
+def test_summary_hand_computed(summary):
+    j = _by_id(summary)["pgd-0.1"]
+    assert j["n"] == 15 and j["n_clean_correct"] == 13 and j["n_success_clean"] == 9
+    assert j["clean_accuracy"] == pytest.approx(13 / 15)
+    assert j["success_rate"] == pytest.approx(11 / 15)
+    assert j["success_rate_clean"] == pytest.approx(9 / 13)
+    assert j["flip_matrix"] == MAIN_MATRIX
+    assert j["flip_matrix_all"] == [[1, 4, 2], [2, 2, 0], [0, 3, 1]]
+    assert j["symmetry"] == pytest.approx(2 / 7)
+    assert j["bowker"]["statistic"] == pytest.approx(4 / 6 + 3) and j["bowker"]["df"] == 2
+    assert j["landing_shares"] == pytest.approx([2 / 9, 7 / 9, 0])
+    assert j["top_attractor"] == {"class": 1, "name": "bird", "share": pytest.approx(7 / 9)}
+    assert [(f["from_name"], f["to_name"], f["count"]) for f in j["top_flips"]] == [
+        (NASTY, "bird", 4),
+        ("fish $^$", "bird", 3),
+        ("bird", NASTY, 2),
+    ]
+    # medians over the successful clean-correct samples (rows 1-4, 5-6, 9-11)
+    ok = [1, 2, 3, 4, 5, 6, 9, 10, 11]
+    assert j["median_l2"] == pytest.approx(np.median((np.array(ok) + 1) / 10))
+    assert j["median_l0"] == pytest.approx(np.median(np.array(ok) + 5))
+    assert summary["white_noise"]["distribution"] == pytest.approx([1 / 6, 4 / 6, 1 / 6])
+    assert summary["white_noise"]["top_name"] == "bird"
+
+
+def test_summary_matches_analysis(summary):
+    true, clean, adv = (np.asarray(v) for v in (MAIN_TRUE, MAIN_CLEAN, MAIN_ADV))
+    mask = clean == true
+    success = adv != true
+    j = _by_id(summary)["pgd-0.1"]
+    A = analysis.flip_matrix(true, adv, 3, mask=mask)
+    assert j["symmetry"] == pytest.approx(analysis.symmetry_score(A))
+    assert j["symmetry_ci"] == pytest.approx(
+        list(analysis.symmetry_ci(true, adv, 3, mask=mask, n_boot=200, seed=0))
+    )
+    b = analysis.bowker_test(A)
+    assert j["bowker"] == {
+        "statistic": pytest.approx(b.statistic),
+        "df": b.df,
+        "p_value": pytest.approx(b.p_value),
+    }
+    shares = analysis.landing_shares(adv[mask], success[mask], 3)
+    assert j["landing_shares"] == pytest.approx(shares.tolist())
+    assert j["entropy"] == pytest.approx(analysis.normalized_entropy(shares))
+    noise = analysis.class_distribution(WHITE_NOISE, 3)
+    rho = analysis.rank_correlation(shares, noise)
+    assert j["white_noise_spearman"]["rho"] == pytest.approx(rho.rho)
+    assert j["top_flips"][0]["count"] == analysis.top_flips(A)[0][2]
+
+
+def test_summary_groups_pending_and_json(summary):
+    assert summary["groups"] == [
+        {
+            "group": "pgd-linf",
+            "job_ids": ["pgd-0.1", "pgd-1", "pgd-3"],
+            "sweep_values": [0.1, 1.0, 3.0],
+        }
+    ]
+    jobs = _by_id(summary)
+    assert [j["job_id"] for j in summary["jobs"]] == [
+        "pgd-0.1",
+        "pgd-1",
+        "pgd-3",
+        "fgsm-0.1",
+        "cw-0",
+        "deepfool-0",
+    ]
+    assert jobs["cw-0"]["status"] == "pending" and jobs["cw-0"]["n"] == 6
+    empty = jobs["deepfool-0"]
+    assert empty["n"] == 0 and empty["symmetry"] is None and empty["clean_accuracy"] is None
+    assert empty["top_attractor"] == {"class": None, "name": None, "share": 0.0}
+    # pgd-1 (clean-correct): 0->1 x5, 1->0 x4, 2->1 x4: s = min(5, 4) / (max(5, 4) + max(0, 4))
+    assert jobs["pgd-1"]["symmetry"] == pytest.approx(4 / 9)
+    json.dumps(summary, allow_nan=False)
+    assert summary["run"]["n_samples"] == 15
+
+
+def test_format_table(summary):
+    header, rows = format_table(summary)
+    assert len(rows) == len(summary["jobs"]) and all(len(r) == len(header) for r in rows)
+    first = rows[0]
+    assert first[0] == "PGD L∞ ε=0.1"
+    assert f"{NASTY}→bird (4)" in first[-1]
+    assert first[-2] == "bird (77.8%)"
+    assert first[8].startswith("0.29 [")
+    assert rows[4][0] == "C&W L2 (incomplete)" and rows[5][-1] == "–"
+    assert len(csv_rows(summary)) == len(rows)
+
+
+def test_log_axis_rule():
+    assert plots._use_log(np.array([0.1, 1.0, 3.0]))
+    assert not plots._use_log(np.array([1.0, 2.0, 9.0]))
+    assert not plots._use_log(np.array([0.0, 1.0, 100.0]))
+
+
+# ---------------------------------------------------------------- files
+
+
+def test_report_files(report, run):
+    out = run / "report"
+    assert report == out / "report.html"
+    names = {p.name for p in out.iterdir()}
+    for jid in ("pgd-0.1", "pgd-1", "pgd-3", "fgsm-0.1", "cw-0", "deepfool-0"):
+        assert f"flip_matrix__{jid}.csv" in names
+    expected_png = {
+        *(f"flip_matrix__{j}.png" for j in ("pgd-0.1", "pgd-1", "pgd-3", "fgsm-0.1", "cw-0")),
+        *(f"gallery__{j}.png" for j in ("pgd-0.1", "pgd-1", "pgd-3", "cw-0")),
+        "sweep_matrices__pgd-linf.png",
+        "sweep_lines__pgd-linf.png",
+        "white_noise.png",
+    }
+    assert {n for n in names if n.endswith(".png")} == expected_png
+    assert {"report.html", "summary.json", "jobs.csv"} <= names
+    assert not [n for n in names if n.endswith(".tmp")]
+
+
+def test_summary_json_and_csv(report, run, summary):
+    out = run / "report"
+    saved = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    saved["run"].pop("generated")
+    fresh = dict(summary, run={k: v for k, v in summary["run"].items() if k != "generated"})
+    assert saved == fresh
+    with open(out / "flip_matrix__pgd-0.1.csv", newline="", encoding="utf-8") as fh:
+        rows = list(csv.reader(fh))
+    assert rows[0] == ["true \\ adversarial", *NAMES]
+    assert [r[0] for r in rows[1:]] == NAMES
+    assert [[int(v) for v in r[1:]] for r in rows[1:]] == MAIN_MATRIX
+    with open(out / "jobs.csv", newline="", encoding="utf-8") as fh:
+        jobs = list(csv.DictReader(fh))
+    assert [j["job_id"] for j in jobs] == [j["job_id"] for j in summary["jobs"]]
+    assert float(jobs[0]["symmetry"]) == pytest.approx(2 / 7)
+    assert jobs[5]["symmetry"] == "" and jobs[5]["status"] == "pending"
+
+
+def test_html_escaped_and_self_contained(report):
+    page = report.read_text(encoding="utf-8")
+    assert NASTY not in page
+    assert "&lt;cat &amp; &quot;dog&quot;&gt;" in page
+    assert "demo &lt;run&gt;" in page and "FGSM &lt;ε=0.1&gt;" in page
+    assert "<script" not in page.lower()
+    refs = re.findall(r'(?:src|href)\s*=\s*["\']([^"\']*)', page)
+    assert refs and all(r.startswith("data:image/png;base64,") for r in refs)
+    assert "http://" not in page and "https://" not in page and "@import" not in page
+
+
+def test_html_images_match_files(report, run):
+    page = report.read_text(encoding="utf-8")
+    embedded = [base64.b64decode(m) for m in DATA_URI.findall(page)]
+    files = sorted(p.read_bytes() for p in (run / "report").glob("*.png"))
+    assert len(embedded) == 12
+    assert sorted(embedded) == files
+    assert all(e.startswith(b"\x89PNG\r\n\x1a\n") for e in embedded)
+
+
+def test_html_sweep_and_pending(report):
+    page = report.read_text(encoding="utf-8")
+    assert "<h2>Sweeps</h2>" in page and "<h3>pgd-linf</h3>" in page
+    assert 'alt="flip matrices of sweep pgd-linf"' in page
+    assert "2 job(s) incomplete" in page
+    assert page.count("class='badge'>incomplete") == 2
+    assert "No records yet." in page
+    assert "No adversarial examples saved for this job." in page  # fgsm: not in the gallery
+
+
+def test_rgb_gallery(tmp_path):
+    run = make_run(tmp_path / "rgb", channels=3)
+    page = write_report(run, n_boot=50).read_text(encoding="utf-8")
+    assert len(DATA_URI.findall(page)) == 12
+
+
+# ---------------------------------------------------------------- degenerate runs
+
+
+def test_single_class_no_success(tmp_path):
+    store = RunStore.create(tmp_path / "one", meta={"class_names": ["only"], "num_classes": 1})
+    store.add_job(_job("pgd-1", "PGD"))
+    store.write_batch("pgd-1", _columns([0, 0, 0], [0, 0, 0], [0, 0, 0]))
+    store.mark_done("pgd-1")
+    store.close()
+    page = write_report(tmp_path / "one", n_boot=20).read_text(encoding="utf-8")
+    s = summarize(tmp_path / "one", n_boot=20)
+    j = s["jobs"][0]
+    assert j["symmetry"] is None and j["symmetry_ci"] == [None, None]
+    assert j["success_rate"] == 0.0 and j["median_l2"] is None and j["entropy"] is None
+    assert j["top_flips"] == [] and s["white_noise"] is None
+    assert "no white-noise predictions" in page and "No gallery.npz" in page
+
+
+def test_all_failed_and_no_jobs(tmp_path):
+    store = RunStore.create(tmp_path / "f", meta={"class_names": ["a", "b"]})
+    for jid, sweep in (("pgd-a", 0.5), ("pgd-b", 1.0)):
+        store.add_job(_job(jid, jid, "pgd", sweep))
+        store.write_batch(jid, _columns([0, 1, 1], [0, 1, 0], [0, 1, 0]))
+        store.mark_done(jid)
+    store.close()
+    page = write_report(tmp_path / "f", n_boot=20).read_text(encoding="utf-8")
+    assert len(DATA_URI.findall(page)) == 4  # 2 heatmaps, sweep matrices and lines
+    RunStore.create(tmp_path / "e", meta={}).close()
+    page = write_report(tmp_path / "e").read_text(encoding="utf-8")
+    assert "The run has no jobs." in page
+
+
+def test_rewrite_replaces(report, run):
+    first = report.read_bytes()
+    again = write_report(run, n_boot=200)
+    assert again == report and len(again.read_bytes()) == pytest.approx(len(first), rel=0.01)
+
+
+def test_no_matplotlib_state_leaks(run, summary):
+    import matplotlib
+
+    before = dict(matplotlib.rcParams)
+    write_report(run, summary=summary)
+    assert dict(matplotlib.rcParams) == before
+    saved = json.loads((run / "report" / "summary.json").read_text(encoding="utf-8"))
+    assert saved["run"]["generated"] == summary["run"]["generated"]  # the given summary is used
