@@ -88,6 +88,7 @@ def make_run(run_dir: Path, channels: int = 1) -> Path:
         },
         "white_noise_pred": WHITE_NOISE,
         "samples": list(range(100, 115)),
+        "started": "2026-01-02T03:04:05",
     }
     store = RunStore.create(run_dir, meta=meta)
     rng = np.random.default_rng(0)
@@ -356,3 +357,16 @@ def test_no_matplotlib_state_leaks(run, summary):
     assert dict(matplotlib.rcParams) == before
     saved = json.loads((run / "report" / "summary.json").read_text(encoding="utf-8"))
     assert saved["run"]["generated"] == summary["run"]["generated"]  # the given summary is used
+
+
+def test_gallery_folder_fallback(tmp_path):
+    """Without gallery.npz (run interrupted), the runner's gallery/*.npy are used."""
+    run = make_run(tmp_path / "g")
+    folder = run / "gallery"
+    folder.mkdir()
+    with np.load(run / "gallery.npz", allow_pickle=False) as z:
+        for k in z.files:
+            np.save(folder / f"{k}.npy", z[k], allow_pickle=False)
+    (run / "gallery.npz").unlink()
+    page = write_report(run, n_boot=20).read_text(encoding="utf-8")
+    assert len(DATA_URI.findall(page)) == 12 and "run started" in page

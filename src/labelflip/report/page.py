@@ -86,7 +86,8 @@ def _header(summary: Mapping[str, Any]) -> str:
         ("model clean accuracy", f"{100 * acc:.2f}%" if isinstance(acc, (int, float)) else acc),
         ("samples", run.get("n_samples")),
         ("classes", run.get("num_classes")),
-        ("run created", run.get("created")),
+        ("run started", run.get("started")),
+        ("run finished", run.get("finished")),
         ("report generated", run.get("generated")),
     ]
     rows = "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in items if v is not None)

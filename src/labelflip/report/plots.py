@@ -239,7 +239,6 @@ def prior_bars(distribution: Sequence[float], names: Sequence[str], n: int) -> b
     ax = fig.add_subplot()
     ax.bar(np.arange(p.size), p, color="C2")
     _class_ticks(ax, names, y=False)
-    ax.set_yticks(np.linspace(0, 1, 6))
     ax.set_ylim(0, max(1e-9, float(p.max()) * 1.1) if p.size else 1)
     ax.set_ylabel("share of predictions")
     ax.set_title(f"predictions on {n} uniform-noise images", fontsize=10)

@@ -116,7 +116,8 @@ def _run_info(meta: Mapping[str, Any], names: list[str], n_samples: int) -> dict
         "n_samples": n_samples,
         "bounds": meta.get("bounds", [0.0, 1.0]),
         "input_shape": meta.get("input_shape"),
-        "created": meta.get("created"),
+        "started": meta.get("started", meta.get("created")),
+        "finished": meta.get("finished"),
         "generated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
 

@@ -27,6 +27,7 @@ from labelflip.store import RunStore
 
 REPORT_DIR = "report"
 GALLERY_FILE = "gallery.npz"
+GALLERY_DIR = "gallery"  # the runner's per-array .npy files before bundling
 MAX_EXAMPLES = 6
 
 
@@ -102,7 +103,7 @@ def _gallery_png(
 ) -> tuple[Png | None, str]:
     """The job's gallery figure, or None and the reason there is none."""
     if gallery is None:
-        return None, f"No {GALLERY_FILE} in the run directory."
+        return None, f"No {GALLERY_FILE} (or {GALLERY_DIR}/) in the run directory."
     picks = _pick_examples(np.asarray(gallery["positions"]), rec, limit)
     if not picks:
         return None, "No gallery examples recorded for this job yet."
@@ -123,17 +124,23 @@ def _gallery_png(
 
 
 def _load_gallery(run_dir: Path) -> dict[str, np.ndarray] | None:
+    """``gallery.npz``, else the runner's ``gallery/*.npy`` (a run still going or
+    interrupted before bundling them), else None."""
     path = run_dir / GALLERY_FILE
-    if not path.is_file():
-        return None
+    folder = run_dir / GALLERY_DIR
     try:
-        with np.load(path, allow_pickle=False) as z:
-            gallery = {k: z[k] for k in z.files}
+        if path.is_file():
+            with np.load(path, allow_pickle=False) as z:
+                gallery = {k: z[k] for k in z.files}
+        elif (folder / "x.npy").is_file():
+            gallery = {f.stem: np.load(f, allow_pickle=False) for f in folder.glob("*.npy")}
+        else:
+            return None
     except (OSError, ValueError) as exc:
-        raise LabelflipError(f"cannot read {path}: {exc}") from None
+        raise LabelflipError(f"cannot read the gallery of {run_dir}: {exc}") from None
     missing = {"positions", "x"} - set(gallery)
     if missing:
-        raise LabelflipError(f"{path} lacks array(s) {', '.join(sorted(missing))}")
+        raise LabelflipError(f"gallery of {run_dir} lacks array(s) {', '.join(sorted(missing))}")
     return gallery
 
 
