@@ -284,7 +284,8 @@ def test_symmetry_ci_contains_point_estimate_and_is_reproducible():
 def test_symmetry_ci_matches_a_naive_bootstrap():
     # Reference: draw the same multinomial replicates (non-zero off-diagonal cells in
     # row-major order, then one category for the rest), rebuild each K x K flip
-    # matrix, score it with symmetry_score and take the percentiles.
+    # matrix, score it with symmetry_score and re-centre the percentile
+    # interval on the point estimate: [s - (median - q05), s + (q95 - median)].
     true, adv, k = _realistic_labels(seed=3, n=300, k=4)
     a = flip_matrix(true, adv, k)
     i, j = np.nonzero(a * ~np.eye(k, dtype=bool))
@@ -297,9 +298,37 @@ def test_symmetry_ci_matches_a_naive_bootstrap():
         m[i, j] = d[:-1]
         scores.append(symmetry_score(m))
     scores = np.array(scores)
-    expected = np.quantile(scores[~np.isnan(scores)], [0.05, 0.95])
+    scores = scores[~np.isnan(scores)]
+    point = symmetry_score(a)
+    q_lo, mid, q_hi = np.quantile(scores, [0.05, 0.5, 0.95])
+    expected = [max(point - (mid - q_lo), 0.0), min(point + (q_hi - mid), 1.0)]
     got = symmetry_ci(true, adv, k, n_boot=200, level=0.9, seed=5)
     np.testing.assert_allclose(got, expected, rtol=1e-12)
+
+
+def test_symmetry_ci_contains_an_estimate_the_percentile_interval_misses():
+    # A nearly symmetric matrix with many pairs: resampling makes every pair look
+    # less balanced, so almost all replicates score below s. The plain percentile
+    # interval then lies below s; the re-centred one contains it.
+    a = np.array([[0, 20, 20, 20], [21, 0, 20, 20], [20, 20, 0, 19], [20, 20, 20, 0]])
+    true = np.repeat(np.arange(4), a.sum(1))
+    adv = np.concatenate([np.repeat(np.arange(4), row) for row in a])
+    s = symmetry_score(a)
+    i, j = np.nonzero(a * ~np.eye(4, dtype=bool))
+    n = a.sum()
+    reps = np.random.Generator(np.random.PCG64(1)).multinomial(n, a[i, j] / n, 1000)
+    naive = []
+    for r in reps:
+        m = np.zeros((4, 4))
+        m[i, j] = r
+        naive.append(symmetry_score(m))
+    q_lo, q_hi = np.quantile(naive, [0.025, 0.975])
+    assert q_hi < s  # the plain percentile interval misses the estimate
+    low, high = symmetry_ci(true, adv, 4, seed=0)
+    assert low < s < high
+    # same lower half-width as the replicates (the upper end is clipped at 1)
+    assert s - low == pytest.approx(np.median(naive) - q_lo, abs=0.03)
+    assert high == 1.0
 
 
 def test_symmetry_ci_respects_mask():

@@ -409,37 +409,13 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def print_summary(run_dir: Path) -> None:
-    """The per-job summary table of a run (from the report's summary)."""
-    from labelflip.report import summarize
+    """The per-job summary table of a run (the report's table, as text)."""
+    from labelflip.report import format_table, summarize
     from labelflip.store import RunStore
 
     with RunStore.open(run_dir) as store:
         summary = summarize(store)
-
-    def num(v, fmt: str) -> str:
-        return "-" if v is None or v != v else format(v, fmt)
-
-    rows = []
-    for job in summary["jobs"]:
-        ci = job.get("s_ci") or [None, None]
-        top = job.get("top_attractor") or {}
-        rows.append(
-            [
-                job["job_id"],
-                job.get("status", ""),
-                num(job.get("success_rate"), ".3f"),
-                num(job.get("median_l2"), ".3f"),
-                num(job.get("median_linf"), ".3f"),
-                f"{num(job.get('s'), '.2f')} [{num(ci[0], '.2f')}, {num(ci[1], '.2f')}]",
-                num(job.get("bowker_p"), ".2g"),
-                f"{top.get('name', '-')} {num(top.get('share'), '.2f')}",
-            ]
-        )
-    print_table(
-        ["job", "status", "success", "med L2", "med Linf", "s [95% CI]", "Bowker p", "attractor"],
-        rows,
-    )
-
+    print_table(*format_table(summary))
 
 # ---------------------------------------------------------------- helpers
 

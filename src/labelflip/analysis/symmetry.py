@@ -93,11 +93,20 @@ def symmetry_ci(
     level: float = 0.95,
     seed: int = 0,
 ) -> tuple[float, float]:
-    """Percentile bootstrap confidence interval of :func:`symmetry_score`.
+    """Bootstrap confidence interval of :func:`symmetry_score`, centred on the estimate.
 
-    Resamples the (masked) samples with replacement ``n_boot`` times, scores
-    the flip matrix of each replicate and returns the ``(1 - level) / 2`` and
-    ``(1 + level) / 2`` quantiles (Efron's percentile interval). Resampling
+    Resamples the (masked) samples with replacement ``n_boot`` times and
+    scores the flip matrix of each replicate. Resampling noise makes the two
+    counts of every pair look less balanced than they are, so the replicates
+    of ``s`` are biased low, often so strongly that the plain percentile
+    interval lies entirely below the estimate (and Efron's bias-corrected
+    interval, bounded by the replicates, collapses onto their maximum). The
+    interval returned keeps the percentile interval's width and asymmetry but
+    re-centres it on the estimate: ``[ŝ - (m* - q_lo), ŝ + (q_hi - m*)]``
+    clipped to ``[0, 1]``, with ``m*`` the median and ``q_lo``, ``q_hi`` the
+    ``(1 - level) / 2`` and ``(1 + level) / 2`` quantiles of the replicates.
+    It measures the sampling variability of ``ŝ``; it does not correct the
+    small-sample bias of ``ŝ`` itself. Resampling
     ``n`` samples and counting them into the ``K^2`` cells is the same as
     drawing the cell counts from ``Multinomial(n, A / n)``, which is what is
     done, with ``numpy.random.Generator(PCG64(seed))``: vectorised over
@@ -136,5 +145,8 @@ def symmetry_ci(
     scores = np.minimum(upper, lower).sum(axis=1)[top > 0] / top[top > 0]
     if scores.size == 0:
         return (float("nan"), float("nan"))
-    low, high = np.quantile(scores, [(1 - level) / 2, (1 + level) / 2])
+    point = symmetry_score(a)
+    q_lo, mid, q_hi = np.quantile(scores, [(1 - level) / 2, 0.5, (1 + level) / 2])
+    low = min(max(point - (mid - q_lo), 0.0), 1.0)
+    high = min(max(point + (q_hi - mid), 0.0), 1.0)
     return (float(low), float(high))
