@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import importlib
+import importlib.util
 import inspect
 import math
 
@@ -32,6 +33,10 @@ from labelflip.errors import LabelflipError
 from labelflip.models import Classifier, recipe_for
 from labelflip.models.training import TrainSettings, train
 
+# C&W moves saturated pixels slowly in tanh space: a larger step and
+# initial constant make 3 x 30 steps enough on digits.
+CW_SETTINGS = {"binary_search_steps": 3, "steps": 30, "stepsize": 0.1, "initial_const": 1.0}
+
 # name, settings; small step counts keep the table fast. Every registered
 # attack and every norm it accepts appears (checked by a test below).
 VARIANTS = [
@@ -41,13 +46,45 @@ VARIANTS = [
     ("pgd", {"norm": "l2", "eps": 1.0, "steps": 10}),
     ("deepfool", {"norm": "l2"}),
     ("deepfool", {"norm": "linf"}),
-    # C&W moves saturated pixels slowly in tanh space: a larger step and
-    # initial constant make 3 x 30 steps enough on digits.
-    ("cw-l2", {"binary_search_steps": 3, "steps": 30, "stepsize": 0.1, "initial_const": 1.0}),
+    ("cw-l2", CW_SETTINGS),
 ]
-IDS = [f"{n}-{s.get('norm', 'l2')}" for n, s in VARIANTS]
+# The Foolbox adapter (optional extra): fixed-epsilon attacks in both norms
+# and a minimization attack.
+HAVE_FOOLBOX = importlib.util.find_spec("foolbox") is not None
+FOOLBOX_NORMS = {"LinfPGD": "linf", "FGSM": "linf", "L2PGD": "l2"}
+if HAVE_FOOLBOX:
+    VARIANTS += [
+        ("foolbox", {"attack": "LinfPGD", "epsilon": 0.1, "options": {"steps": 10}}),
+        ("foolbox", {"attack": "FGSM", "epsilon": 0.1}),
+        ("foolbox", {"attack": "L2PGD", "epsilon": 1.0, "options": {"steps": 10}}),
+        ("foolbox", {"attack": "L2DeepFoolAttack"}),
+    ]
+
+
+def _id(name: str, settings: dict) -> str:
+    return (
+        f"{name}-{settings['attack']}"
+        if name == "foolbox"
+        else f"{name}-{settings.get('norm', 'l2')}"
+    )
+
+
+IDS = [_id(n, s) for n, s in VARIANTS]
 TARGETED = {"fgsm", "pgd", "cw-l2"}
 EPS_ATTACKS = {"fgsm", "pgd"}
+
+
+def _supports_target(name: str, settings: dict) -> bool:
+    # Foolbox's PGD accepts a target; its FGSM and DeepFool do not
+    return name in TARGETED or settings.get("attack") in ("LinfPGD", "L2PGD")
+
+
+def _budget(name: str, settings: dict) -> tuple[float, str, dict]:
+    """(eps, norm, the same settings with eps 0) of a fixed-epsilon variant."""
+    if name == "foolbox":
+        eps, norm = settings["epsilon"], FOOLBOX_NORMS[settings["attack"]]
+        return eps, norm, {**settings, "epsilon": 0.0}
+    return settings["eps"], settings["norm"], {**settings, "eps": 0.0}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -92,7 +129,8 @@ def _gen(seed: int = 1) -> torch.Generator:
 
 
 def test_table_covers_every_registered_attack_and_norm():
-    assert {name for name, _ in VARIANTS} == set(ATTACKS)
+    optional = set() if HAVE_FOOLBOX else {"foolbox"}
+    assert {name for name, _ in VARIANTS} == set(ATTACKS) - optional
     for name in ("fgsm", "pgd", "deepfool"):
         norms = {s["norm"] for n, s in VARIANTS if n == name}
         assert norms == {"linf", "l2"}
@@ -128,7 +166,7 @@ def test_result_shapes_dtypes_bounds_and_success(digits_model, batch, name, sett
     assert torch.allclose(r.l1, d.abs().sum(1))
     assert torch.equal(r.l0, (d != 0).sum(1))
     assert (r.iterations >= 0).all() and (r.backwards <= r.forwards).all()
-    if name in ("deepfool", "cw-l2"):
+    if name in ("deepfool", "cw-l2") or settings.get("attack") == "L2DeepFoolAttack":
         assert r.success.float().mean() >= 0.7  # minimal-perturbation attacks succeed
 
 
@@ -146,7 +184,7 @@ def test_equal_generators_give_identical_results(digits_model, batch, name, sett
 def test_inputs_are_not_modified(digits_model, batch, name, settings):
     x, y = batch
     xc, yc = x.clone(), y.clone()
-    target = _targets(y) if name in TARGETED else None
+    target = _targets(y) if _supports_target(name, settings) else None
     tc = None if target is None else target.clone()
     r = run_attack(name, digits_model, x, y, settings, target=target, generator=_gen())
     assert torch.equal(x, xc) and torch.equal(y, yc)
@@ -154,19 +192,17 @@ def test_inputs_are_not_modified(digits_model, batch, name, settings):
     assert r.x_adv.data_ptr() != x.data_ptr()
 
 
-EPS_VARIANTS = [v for v in VARIANTS if v[0] in EPS_ATTACKS]
+EPS_VARIANTS = [v for v in VARIANTS if v[0] in EPS_ATTACKS or "epsilon" in v[1]]
 
 
-@pytest.mark.parametrize(
-    "name,settings", EPS_VARIANTS, ids=[f"{n}-{s['norm']}" for n, s in EPS_VARIANTS]
-)
+@pytest.mark.parametrize("name,settings", EPS_VARIANTS, ids=[_id(n, s) for n, s in EPS_VARIANTS])
 def test_eps_budget_respected_and_eps_zero_returns_input(digits_model, batch, name, settings):
     x, y = batch
-    eps = settings["eps"]
+    eps, norm_name, zero_settings = _budget(name, settings)
     r = run_attack(name, digits_model, x, y, settings, generator=_gen())
-    norm = r.linf if settings["norm"] == "linf" else r.l2
+    norm = r.linf if norm_name == "linf" else r.l2
     assert float(norm.max()) <= eps + 1e-6
-    zero = run_attack(name, digits_model, x, y, {**settings, "eps": 0.0}, generator=_gen())
+    zero = run_attack(name, digits_model, x, y, zero_settings, generator=_gen())
     assert torch.equal(zero.x_adv, x)
     assert not zero.success[zero.clean_pred == y].any()
 
@@ -176,8 +212,16 @@ TARGETED_VARIANTS = [
     ("fgsm", {"norm": "l2", "eps": 2.0}, 0.3),
     ("pgd", {"norm": "linf", "eps": 0.3, "steps": 20, "abs_stepsize": 0.05}, 0.8),
     ("pgd", {"norm": "l2", "eps": 3.0, "steps": 20, "abs_stepsize": 0.5}, 0.8),
-    ("cw-l2", VARIANTS[-1][1], 0.6),
+    ("cw-l2", CW_SETTINGS, 0.6),
 ]
+if HAVE_FOOLBOX:
+    TARGETED_VARIANTS.append(
+        (
+            "foolbox",
+            {"attack": "LinfPGD", "epsilon": 0.3, "options": {"steps": 20, "abs_stepsize": 0.05}},
+            0.8,
+        )
+    )
 
 
 @pytest.mark.parametrize("name,settings,rate", TARGETED_VARIANTS)
@@ -385,7 +429,7 @@ def test_deepfool_cpu_chunking_changes_nothing(digits_model, digits_test, monkey
 def test_carlini_wagner_is_batch_invariant(digits_model, digits_test):
     x, y = digits_test
     x, y = x[:10], y[:10]
-    settings = VARIANTS[-1][1]
+    settings = CW_SETTINGS
     whole = run_attack("cw-l2", digits_model, x, y, settings)
     for i in (0, 7):
         one = run_attack("cw-l2", digits_model, x[i : i + 1], y[i : i + 1], settings)

@@ -12,7 +12,13 @@ device of ``x`` followed. ``target=None`` means untargeted. ``success`` and
 >>> result.summary()["success_rate"]                       # doctest: +SKIP
 
 Registered names: ``fgsm`` (norm ``linf``/``l2``), ``pgd`` (``linf``/``l2``),
-``deepfool`` (``l2``/``linf``) and ``cw-l2``.
+``deepfool`` (``l2``/``linf``), ``cw-l2`` and ``foolbox``: any Foolbox 3
+attack by name through the same interface (optional extra, ``pip install
+'labelflip[foolbox]'``; see :func:`~labelflip.attacks.foolbox_adapter.foolbox_attack`).
+``foolbox:<Attack>`` is shorthand with the attack preset:
+
+>>> run_attack("foolbox", clf, x, y, {"attack": "L1BrendelBethgeAttack"})  # doctest: +SKIP
+>>> run_attack("foolbox:LinfPGD", clf, x, y, {"epsilon": 0.1})           # doctest: +SKIP
 """
 
 from labelflip.attacks._registry import (
@@ -26,6 +32,7 @@ from labelflip.attacks._result import AttackResult, finalize
 from labelflip.attacks.carlini_wagner import CarliniWagnerL2Settings, carlini_wagner_l2
 from labelflip.attacks.deepfool import DeepFoolSettings, deepfool
 from labelflip.attacks.fgsm import FGSMSettings, fgsm
+from labelflip.attacks.foolbox_adapter import FoolboxSettings, foolbox_attack
 from labelflip.attacks.pgd import PGDSettings, pgd
 
 __all__ = [
@@ -35,11 +42,13 @@ __all__ = [
     "CarliniWagnerL2Settings",
     "DeepFoolSettings",
     "FGSMSettings",
+    "FoolboxSettings",
     "PGDSettings",
     "carlini_wagner_l2",
     "deepfool",
     "fgsm",
     "finalize",
+    "foolbox_attack",
     "get_attack",
     "pgd",
     "run_attack",

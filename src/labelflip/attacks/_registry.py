@@ -1,10 +1,14 @@
 """The attack registry: config names mapped to the attack function and its
-settings type, plus typed construction of settings from a config mapping."""
+settings type, plus typed construction of settings from a config mapping.
+
+``foolbox`` runs any Foolbox 3 attack (optional extra); ``foolbox:<Attack>``
+is shorthand for it with ``attack`` preset (e.g. ``foolbox:LinfPGD``)."""
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -17,6 +21,7 @@ from labelflip.attacks._result import AttackResult
 from labelflip.attacks.carlini_wagner import CarliniWagnerL2Settings, carlini_wagner_l2
 from labelflip.attacks.deepfool import DeepFoolSettings, deepfool
 from labelflip.attacks.fgsm import FGSMSettings, fgsm
+from labelflip.attacks.foolbox_adapter import FoolboxSettings, attack_class, foolbox_attack
 from labelflip.attacks.pgd import PGDSettings, pgd
 from labelflip.errors import LabelflipError, unknown_name
 from labelflip.models.classifier import Classifier
@@ -64,16 +69,43 @@ ATTACKS: dict[str, AttackSpec] = {
             CarliniWagnerL2Settings,
             "Carlini & Wagner L2 attack with binary search over c, Carlini & Wagner 2017",
         ),
+        AttackSpec(
+            "foolbox",
+            foolbox_attack,
+            FoolboxSettings,
+            "any Foolbox 3 attack by name (optional extra: pip install 'labelflip[foolbox]')",
+        ),
     )
 }
 
+FOOLBOX_PREFIX = "foolbox:"
+
 
 def get_attack(name: str) -> AttackSpec:
-    """The attack registered as ``name`` (a one-line error with a suggestion otherwise)."""
+    """The attack registered as ``name`` (a one-line error with a suggestion otherwise).
+
+    ``foolbox:<Attack>`` gives the ``foolbox`` attack with ``attack`` preset to
+    ``<Attack>`` (checked against ``foolbox.attacks``).
+    """
+    if isinstance(name, str) and name.startswith(FOOLBOX_PREFIX):
+        return _foolbox_shorthand(name[len(FOOLBOX_PREFIX) :])
     spec = ATTACKS.get(name) if isinstance(name, str) else None
     if spec is None:
         raise unknown_name("attack", str(name), ATTACKS)
     return spec
+
+
+@functools.cache
+def _foolbox_shorthand(attack: str) -> AttackSpec:
+    attack_class(attack)  # an unknown name fails here, with a suggestion
+    settings_type = dataclasses.make_dataclass(
+        "FoolboxSettings",
+        [("attack", str, dataclasses.field(default=attack))],
+        bases=(FoolboxSettings,),
+        frozen=True,
+        namespace={"__module__": FoolboxSettings.__module__},
+    )
+    return AttackSpec(FOOLBOX_PREFIX + attack, foolbox_attack, settings_type, f"Foolbox 3 {attack}")
 
 
 def _field_kinds(tp: Any) -> tuple[type, bool]:
@@ -108,6 +140,10 @@ def _coerce(attack: str, key: str, value: Any, tp: Any) -> Any:
         if isinstance(value, str):
             return value
         raise LabelflipError(f"{attack}: setting '{key}' must be a string, got {value!r}")
+    if base is dict or typing.get_origin(base) is dict:
+        if isinstance(value, Mapping):
+            return dict(value)
+        raise LabelflipError(f"{attack}: setting '{key}' must be a mapping, got {value!r}")
     return value  # pragma: no cover - every settings field has one of the types above
 
 
