@@ -34,7 +34,9 @@ def test_embedded_images_decode(report):
             assert im.width > 50 and im.height > 50
 
 
-def test_chromium_renders(report, tmp_path):
+def render(report, tmp_path) -> np.ndarray:
+    """Grey-level screenshot (2000 x 1200) of ``report`` in headless Chromium;
+    skips the test when Debian's chromium is not installed."""
     chromium = shutil.which("chromium")
     if chromium is None:
         pytest.skip("Debian chromium not installed (apt-get install chromium)")
@@ -51,7 +53,14 @@ def test_chromium_renders(report, tmp_path):
     ]
     subprocess.run(cmd, check=True, timeout=60, capture_output=True)
     with Image.open(shot) as im:
-        pixels = np.asarray(im.convert("L"), dtype=np.float64) / 255
+        return np.asarray(im.convert("L"), dtype=np.float64) / 255
+
+
+def assert_not_blank(pixels: np.ndarray) -> None:
     assert pixels.shape == (2000, 1200)
     assert pixels.std() > 0.05
     assert (pixels < 0.9).mean() > 0.01  # not all white: text, tables and figures drawn
+
+
+def test_chromium_renders(report, tmp_path):
+    assert_not_blank(render(report, tmp_path))

@@ -1,0 +1,67 @@
+"""`labelflip run` with no arguments, as a newcomer runs it: offline, a fresh
+model cache, the built-in default config; it writes a report that headless
+Chromium renders with its images."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from test_report_browser import DATA_URI, assert_not_blank, render
+
+
+@pytest.mark.slow
+def test_default_run_writes_a_report_that_renders(tmp_path):
+    env = {
+        **os.environ,
+        "LABELFLIP_CACHE": str(tmp_path / "cache"),
+        "LABELFLIP_OFFLINE": "1",
+    }
+    t = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", "labelflip.cli", "run", "--no-progress"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    seconds = time.perf_counter() - t
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    print(f"default run: {seconds:.0f} s")  # the figure for the README (see -s)
+    lines = proc.stdout.strip().splitlines()
+    assert lines[-1].startswith("report: ")
+    report = tmp_path / lines[-1].removeprefix("report: ")
+    assert report.is_file()
+    run_dir = report.parents[1]
+    assert run_dir.parent == tmp_path / "runs"
+    summary = json.loads((report.parent / "summary.json").read_text())
+    jobs = summary["jobs"]
+    assert [j["attack"] for j in jobs] == ["fgsm"] + ["pgd"] * 6 + ["deepfool", "cw-l2"]
+    assert all(j["complete"] and j["n"] == 359 for j in jobs)
+    assert summary["run"]["model"]["clean_accuracy"] > 0.95
+    by_attack = {j["attack"]: j for j in jobs}
+    assert by_attack["deepfool"]["success_rate_clean"] >= 0.99
+    # the end-of-run table names every job
+    for j in jobs:
+        assert j["label"] in proc.stdout
+    html = report.read_text(encoding="utf-8")
+    assert len(DATA_URI.findall(html)) >= 2 * len(jobs)  # heatmap + gallery per job
+    assert_not_blank(render(report, tmp_path))
+    # the model was cached: a second run does not train again
+    again = subprocess.run(
+        [sys.executable, "-m", "labelflip.cli", "run", "--no-progress", "--no-report"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "training" not in again.stderr
+    assert len(list(Path(tmp_path / "runs").iterdir())) == 2
