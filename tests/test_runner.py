@@ -195,3 +195,37 @@ def test_cli_bad_config_is_one_line(tmp_path):
     assert err.strip().count("\n") == 0, err
     assert err.startswith("labelflip: error:") and "did you mean 'eps'" in err
     assert not (tmp_path / "o").exists()
+
+
+def test_adversarials_kept_losslessly_and_exported(env, tmp_path):
+    import csv
+
+    import pyarrow.parquet as pq
+
+    text = CONFIG.replace("gallery = 4", "gallery = 4\nsave_adversarials = true")
+    p = tmp_path / "adv.toml"
+    p.write_text(text.split("[[attacks]]")[0] + '[[attacks]]\nattack = "deepfool"\n')
+    out = run(load_config(p), run_dir=tmp_path / "adv", progress=False, report=False)
+    with RunStore.open(out.run_dir) as store:
+        x_adv = store.adversarials("deepfool", list(range(60)))
+        rec = store.records("deepfool")
+    with np.load(out.run_dir / "gallery.npz", allow_pickle=False) as g:
+        np.testing.assert_array_equal(x_adv[:4], g["adv__deepfool"])  # bit-exact float32
+        l2 = np.sqrt(((x_adv[:4].astype(np.float64) - g["x"]) ** 2).reshape(4, -1).sum(1))
+    np.testing.assert_allclose(l2, rec["l2"][:4], rtol=1e-6)
+
+    for fmt in ("csv", "parquet"):
+        proc = _cli("export", str(out.run_dir), "--format", fmt)
+        stdout, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        path = Path(stdout.strip())
+        assert path == out.run_dir / f"records.{fmt}"
+        if fmt == "csv":
+            with open(path, newline="") as f:
+                rows = list(csv.DictReader(f))
+            assert len(rows) == 60 and rows[0]["dataset"] == "digits"
+            assert [int(r["adv_pred"]) for r in rows] == rec["adv_pred"].tolist()
+        else:
+            table = pq.read_table(path)
+            assert table.num_rows == 60
+            assert table.column("l2").to_pylist() == rec["l2"].tolist()
