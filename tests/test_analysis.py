@@ -519,3 +519,10 @@ def test_flip_distance_correlation_errors():
 def test_analysis_does_not_import_torch():
     code = "import sys, labelflip.analysis; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_entropy_of_a_single_landing_class_is_plus_zero():
+    import math
+
+    h = normalized_entropy([0.0, 3.0, 0.0])
+    assert h == 0.0 and math.copysign(1.0, h) == 1.0  # shown as 0.0, not -0.0

@@ -48,7 +48,7 @@ def normalized_entropy(p: ArrayLike) -> float:
         return float("nan")
     q = v[v > 0] / total
     h = float(-np.sum(q * np.log(q)) / np.log(v.size))
-    return min(max(h, 0.0), 1.0)
+    return min(max(h, 0.0), 1.0) + 0.0  # + 0.0: no -0.0 for a single class
 
 
 def top_attractor(shares: ArrayLike) -> tuple[int | None, float]:
