@@ -79,7 +79,7 @@ def _stats(clf: Classifier, x, y, x_adv) -> tuple[float, float, float]:
         ok = clf.predict(x_adv) != y
     d = (x_adv - x).flatten(1).double()
     l2, linf = d.norm(dim=1)[ok], d.abs().amax(1)[ok]
-    med = (lambda v: float(v.quantile(0.5)) if len(v) else float("nan"))
+    med = lambda v: float(v.quantile(0.5)) if len(v) else float("nan")
     return float(ok.float().mean()), med(l2), med(linf)
 
 
@@ -110,7 +110,9 @@ def run_peer(name, library, make, clf, x, y, batch) -> Row:
     counter.rows = counter.grad_rows = 0
 
     def go():
-        return torch.cat([attack(x[i : i + batch], y[i : i + batch]) for i in range(0, len(x), batch)])
+        return torch.cat(
+            [attack(x[i : i + batch], y[i : i + batch]) for i in range(0, len(x), batch)]
+        )
 
     x_adv, secs = _timed(go)
     s, l2, linf = _stats(clf, x, y, x_adv)

@@ -62,7 +62,7 @@ def test_duplicate_job_ids_are_made_unique(tmp_path):
         ('[[attacks]]\nattack = "pgd"\neps = "big"\n', "attack #1"),
         ('[[attacks]]\nattack = "pgd"\neps = [0.1, -1.0]\n', "attack #1"),
         ('[[attacks]]\nattack = "pgd"\neps = []\n', "empty list"),
-        ('[[attacks]]\neps = 0.1\n', "'attack' (the attack's name) is required"),
+        ("[[attacks]]\neps = 0.1\n", "'attack' (the attack's name) is required"),
     ],
 )
 def test_bad_configs_give_one_line_errors(tmp_path, extra, message):

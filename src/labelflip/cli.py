@@ -417,19 +417,15 @@ def print_summary(run_dir: Path) -> None:
         summary = summarize(store)
     print_table(*format_table(summary))
 
+
 # ---------------------------------------------------------------- helpers
 
 
 def resolve_device(name: str):
-    import torch
+    """The torch device named ``name`` (``auto``: cuda when available, else cpu)."""
+    from labelflip.runner import resolve_device as resolve
 
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise LabelflipError(f"unknown device '{name}' (use cpu, cuda or cuda:N)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise LabelflipError(f"device '{name}' requested but CUDA is not available here")
-    return device
+    return resolve(name)
 
 
 def check_fits(clf, input_shape: tuple[int, ...], num_classes: int, dataset: str) -> None:

@@ -38,6 +38,7 @@ from labelflip.errors import LabelflipError
 CONFIG_JSON = "config.json"
 CONFIG_TOML = "config.toml"
 GALLERY_DIR = "gallery"
+_FLOAT = ("l1", "l2", "linf")  # the other AttackResult columns are integers (success 0/1)
 
 
 def _log(msg: str) -> None:
@@ -413,18 +414,8 @@ def _run_job(
             "job_id": np.array([spec.job_id] * m),
             "sample": np.arange(b, stop, dtype=np.int64),
             "index": indices[b:stop].astype(np.int64),
-            "true": cols["y"].astype(np.int64),
-            "clean_pred": cols["clean_pred"].astype(np.int64),
-            "adv_pred": cols["adv_pred"].astype(np.int64),
-            "target": cols["target"].astype(np.int64),
-            "success": cols["success"].astype(np.int64),
-            "l0": cols["l0"].astype(np.int64),
-            "l1": cols["l1"].astype(np.float64),
-            "l2": cols["l2"].astype(np.float64),
-            "linf": cols["linf"].astype(np.float64),
-            "iterations": cols["iterations"].astype(np.int64),
-            "forwards": cols["forwards"].astype(np.int64),
-            "backwards": cols["backwards"].astype(np.int64),
+            "true": cols.pop("y").astype(np.int64),
+            **{k: v.astype(np.float64 if k in _FLOAT else np.int64) for k, v in cols.items()},
             "seconds": np.full(m, seconds / m),
         }
         x_adv = result.x_adv.detach().cpu().numpy().astype(np.float32)
