@@ -79,7 +79,10 @@ def _stats(clf: Classifier, x, y, x_adv) -> tuple[float, float, float]:
         ok = clf.predict(x_adv) != y
     d = (x_adv - x).flatten(1).double()
     l2, linf = d.norm(dim=1)[ok], d.abs().amax(1)[ok]
-    med = lambda v: float(v.quantile(0.5)) if len(v) else float("nan")
+
+    def med(v: torch.Tensor) -> float:
+        return float(v.quantile(0.5)) if len(v) else float("nan")
+
     return float(ok.float().mean()), med(l2), med(linf)
 
 

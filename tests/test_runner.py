@@ -93,7 +93,7 @@ def _count(db: Path) -> int:
 
 def test_run_writes_one_record_per_job_and_sample(env, tmp_path):
     cfg = load_config(env)
-    out = run(cfg, run_dir=tmp_path / "a", progress=False, report=False)
+    out = run(cfg, run_dir=tmp_path / "a", progress=False)
     with RunStore.open(out.run_dir) as store:
         rec = store.records()
         jobs = store.jobs()
@@ -125,7 +125,7 @@ def test_run_writes_one_record_per_job_and_sample(env, tmp_path):
 
 def test_sigkill_mid_run_then_resume_equals_uninterrupted_run(env, tmp_path):
     cfg = load_config(env)
-    reference = run(cfg, run_dir=tmp_path / "ref", progress=False, report=False).run_dir
+    reference = run(cfg, run_dir=tmp_path / "ref", progress=False).run_dir
 
     killed_dir = tmp_path / "killed"
     db = killed_dir / "records.sqlite"
@@ -172,10 +172,10 @@ def test_refuses_existing_run_dir_and_bad_resume(env, tmp_path):
     d.mkdir()
     (d / "something").write_text("keep me")
     with pytest.raises(LabelflipError, match="already exists and is not empty"):
-        run(cfg, run_dir=d, progress=False, report=False)
+        run(cfg, run_dir=d, progress=False)
     assert (d / "something").read_text() == "keep me"
     with pytest.raises(LabelflipError, match="not a run directory"):
-        run(None, resume=tmp_path / "nope", progress=False, report=False)
+        run(None, resume=tmp_path / "nope", progress=False)
 
 
 def test_sample_range_outside_split_is_an_error(env, tmp_path):
@@ -183,7 +183,7 @@ def test_sample_range_outside_split_is_an_error(env, tmp_path):
     p = tmp_path / "bad.toml"
     p.write_text(text)
     with pytest.raises(LabelflipError, match=r"index range \[300, 400\) is outside"):
-        run(load_config(p), run_dir=tmp_path / "b", progress=False, report=False)
+        run(load_config(p), run_dir=tmp_path / "b", progress=False)
 
 
 def test_cli_bad_config_is_one_line(tmp_path):
@@ -205,7 +205,7 @@ def test_adversarials_kept_losslessly_and_exported(env, tmp_path):
     text = CONFIG.replace("gallery = 4", "gallery = 4\nsave_adversarials = true")
     p = tmp_path / "adv.toml"
     p.write_text(text.split("[[attacks]]")[0] + '[[attacks]]\nattack = "deepfool"\n')
-    out = run(load_config(p), run_dir=tmp_path / "adv", progress=False, report=False)
+    out = run(load_config(p), run_dir=tmp_path / "adv", progress=False)
     with RunStore.open(out.run_dir) as store:
         x_adv = store.adversarials("deepfool", list(range(60)))
         rec = store.records("deepfool")

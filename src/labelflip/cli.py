@@ -364,7 +364,6 @@ def cmd_run(args: argparse.Namespace) -> int:
             None,
             resume=Path(args.resume),
             progress=not args.no_progress,
-            report=not args.no_report,
         )
     else:
         cfg = load_config(args.config)
@@ -376,20 +375,16 @@ def cmd_run(args: argparse.Namespace) -> int:
             config_text=text,
             run_dir=run_dir,
             progress=not args.no_progress,
-            report=not args.no_report,
         )
-    print_summary(outcome.run_dir)
+    report = print_summary(outcome.run_dir, write=not args.no_report)
     print(f"run directory: {outcome.run_dir} ({outcome.seconds:.0f} s)")
-    if outcome.report is not None:
-        print(f"report: {outcome.report}")
+    if report is not None:
+        print(f"report: {report}")
     return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from labelflip.report import write_report
-
-    path = write_report(Path(args.run_dir))
-    print_summary(Path(args.run_dir))
+    path = print_summary(Path(args.run_dir), write=True)
     print(f"report: {path}")
     return 0
 
@@ -408,14 +403,17 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def print_summary(run_dir: Path) -> None:
-    """The per-job summary table of a run (the report's table, as text)."""
-    from labelflip.report import format_table, summarize
+def print_summary(run_dir: Path, *, write: bool) -> Path | None:
+    """Print the per-job summary table of a run (the report's table, as text)
+    and, when ``write``, write the report from the same summary; returns the
+    report's path."""
+    from labelflip.report import format_table, summarize, write_report
     from labelflip.store import RunStore
 
     with RunStore.open(run_dir) as store:
         summary = summarize(store)
     print_table(*format_table(summary))
+    return write_report(run_dir, summary=summary) if write else None
 
 
 # ---------------------------------------------------------------- helpers

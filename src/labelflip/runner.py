@@ -177,7 +177,6 @@ def write_gallery_npz(run_dir: Path, job_ids: list[str]) -> Path | None:
 @dataclass
 class RunOutcome:
     run_dir: Path
-    report: Path | None
     seconds: float
 
 
@@ -199,7 +198,6 @@ def run(
     run_dir: Path | None = None,
     resume: Path | None = None,
     progress: bool = True,
-    report: bool = True,
 ) -> RunOutcome:
     """Run a config into a new run directory, or resume ``resume``."""
     from labelflip.attacks import get_attack, settings_from_mapping
@@ -325,12 +323,7 @@ def run(
         _log(f"{total_jobs} jobs x {n} samples done")
 
     write_gallery_npz(run_dir, [s.job_id for s in jobs])
-    report_path = None
-    if report:
-        from labelflip.report import write_report
-
-        report_path = write_report(run_dir)
-    return RunOutcome(run_dir, report_path, time.perf_counter() - t_start)
+    return RunOutcome(run_dir, time.perf_counter() - t_start)
 
 
 def _old_versions(store, spec: JobSpec, versions: dict[str, Any]) -> dict[str, Any]:
