@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from labelflip import analysis
 from labelflip.analysis import (
     BowkerResult,
     SpearmanResult,
@@ -526,3 +527,48 @@ def test_entropy_of_a_single_landing_class_is_plus_zero():
 
     h = normalized_entropy([0.0, 3.0, 0.0])
     assert h == 0.0 and math.copysign(1.0, h) == 1.0  # shown as 0.0, not -0.0
+
+
+# ---------------------------------------------------------------- label space
+
+D3 = np.array([[0.0, 0.2, 0.9], [0.2, 0.0, 0.5], [0.9, 0.5, 0.0]])
+
+
+def test_flip_distances_and_mean_by_hand():
+    true = [0, 0, 1, 2, 2]
+    adv = [1, 0, 2, 0, 2]
+    assert analysis.flip_distances(true, adv, D3).tolist() == [0.2, 0.0, 0.5, 0.9, 0.0]
+    # flips: 0->1 (0.2), 1->2 (0.5), 2->0 (0.9); non-flips are left out of the mean
+    assert analysis.mean_flip_distance(true, adv, D3) == pytest.approx((0.2 + 0.5 + 0.9) / 3)
+    mask = np.array([True, True, True, False, True])
+    assert analysis.mean_flip_distance(true, adv, D3, mask) == pytest.approx(0.35)
+    assert math.isnan(analysis.mean_flip_distance([0, 1], [0, 1], D3))
+
+
+def test_flip_distance_errors():
+    with pytest.raises(LabelflipError, match="labels must lie"):
+        analysis.flip_distances([0, 3], [1, 1], D3)
+    with pytest.raises(LabelflipError, match="square"):
+        analysis.mean_flip_distance([0], [1], np.zeros((2, 3)))
+    with pytest.raises(LabelflipError, match="boolean"):
+        analysis.mean_flip_distance([0], [1], D3, mask=[1])
+
+
+def test_attack_rate_counts_clean_correct_samples_only():
+    true = [0, 1, 2, 2]
+    clean = [0, 1, 1, 2]  # sample 2 misclassified before the attack: left out
+    adv = [1, 1, 0, 0]
+    assert analysis.attack_rate(true, clean, adv) == pytest.approx(2 / 3)
+    assert math.isnan(analysis.attack_rate([0], [1], [1]))
+    with pytest.raises(LabelflipError, match="one length"):
+        analysis.attack_rate([0, 1], [0], [0, 1])
+
+
+def test_mean_squared_perturbation_is_labelfools_measure():
+    # 2x2 RGB image, one pixel changed by (0.1, 0.2, 0.2): ||Δ_p||² = 0.09,
+    # ||Δ|| = 0.09 / 4 pixels; l2 of that perturbation is 0.3
+    assert analysis.mean_squared_perturbation([0.3], 2, 2) == pytest.approx(0.0225)
+    assert analysis.mean_squared_perturbation([0.3, 0.0], 2, 2) == pytest.approx(0.01125)
+    assert math.isnan(analysis.mean_squared_perturbation([], 2, 2))
+    with pytest.raises(LabelflipError, match="image size"):
+        analysis.mean_squared_perturbation([1.0], 0, 2)

@@ -47,6 +47,7 @@ VARIANTS = [
     ("deepfool", {"norm": "l2"}),
     ("deepfool", {"norm": "linf"}),
     ("cw-l2", CW_SETTINGS),
+    ("labelfool", {}),
 ]
 # The Foolbox adapter (optional extra): fixed-epsilon attacks in both norms
 # and a minimization attack.
@@ -70,7 +71,7 @@ def _id(name: str, settings: dict) -> str:
 
 
 IDS = [_id(n, s) for n, s in VARIANTS]
-TARGETED = {"fgsm", "pgd", "cw-l2"}
+TARGETED = {"fgsm", "pgd", "cw-l2", "labelfool"}
 EPS_ATTACKS = {"fgsm", "pgd"}
 
 
@@ -125,6 +126,12 @@ def _gen(seed: int = 1) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+def _required_target(name: str, y: torch.Tensor) -> torch.Tensor | None:
+    """Targets for an attack that requires them (one with a default target
+    strategy, e.g. labelfool), else None: the table runs the rest untargeted."""
+    return _targets(y) if get_attack(name).default_target else None
+
+
 # ---------------------------------------------------------------- property table
 
 
@@ -139,7 +146,8 @@ def test_table_covers_every_registered_attack_and_norm():
 @pytest.mark.parametrize("name,settings", VARIANTS, ids=IDS)
 def test_result_shapes_dtypes_bounds_and_success(digits_model, batch, name, settings):
     x, y = batch
-    r = run_attack(name, digits_model, x, y, settings, generator=_gen())
+    target = _required_target(name, y)
+    r = run_attack(name, digits_model, x, y, settings, target=target, generator=_gen())
     n = len(x)
     assert isinstance(r, AttackResult) and len(r) == n
     assert r.x_adv.shape == x.shape and r.x_adv.dtype == x.dtype
@@ -149,7 +157,7 @@ def test_result_shapes_dtypes_bounds_and_success(digits_model, batch, name, sett
     assert r.success.dtype == torch.bool and r.success.shape == (n,)
     for field in ("l1", "l2", "linf"):
         assert getattr(r, field).dtype == torch.float64
-    assert r.target is None
+    assert r.target is None if target is None else torch.equal(r.target, target)
     lo, hi = digits_model.bounds
     assert float(r.x_adv.min()) >= lo and float(r.x_adv.max()) <= hi
     # success and predictions come from a fresh evaluation of the model
@@ -158,7 +166,7 @@ def test_result_shapes_dtypes_bounds_and_success(digits_model, batch, name, sett
         clean = digits_model(x).argmax(1)
     assert torch.equal(r.adv_pred, fresh)
     assert torch.equal(r.clean_pred, clean)
-    assert torch.equal(r.success, fresh != y)
+    assert torch.equal(r.success, fresh != y if target is None else fresh == target)
     # norms are those of x_adv - x
     d = (r.x_adv - x).flatten(1).double()
     assert torch.allclose(r.l2, d.norm(dim=1))
@@ -166,15 +174,16 @@ def test_result_shapes_dtypes_bounds_and_success(digits_model, batch, name, sett
     assert torch.allclose(r.l1, d.abs().sum(1))
     assert torch.equal(r.l0, (d != 0).sum(1))
     assert (r.iterations >= 0).all() and (r.backwards <= r.forwards).all()
-    if name in ("deepfool", "cw-l2") or settings.get("attack") == "L2DeepFoolAttack":
+    if name in ("deepfool", "cw-l2", "labelfool") or settings.get("attack") == "L2DeepFoolAttack":
         assert r.success.float().mean() >= 0.7  # minimal-perturbation attacks succeed
 
 
 @pytest.mark.parametrize("name,settings", VARIANTS, ids=IDS)
 def test_equal_generators_give_identical_results(digits_model, batch, name, settings):
     x, y = batch
-    a = run_attack(name, digits_model, x, y, settings, generator=_gen(7))
-    b = run_attack(name, digits_model, x, y, settings, generator=_gen(7))
+    t = _required_target(name, y)
+    a = run_attack(name, digits_model, x, y, settings, target=t, generator=_gen(7))
+    b = run_attack(name, digits_model, x, y, settings, target=t, generator=_gen(7))
     for f in dataclasses.fields(AttackResult):
         va, vb = getattr(a, f.name), getattr(b, f.name)
         assert (va is None and vb is None) or torch.equal(va, vb), f.name
@@ -213,6 +222,7 @@ TARGETED_VARIANTS = [
     ("pgd", {"norm": "linf", "eps": 0.3, "steps": 20, "abs_stepsize": 0.05}, 0.8),
     ("pgd", {"norm": "l2", "eps": 3.0, "steps": 20, "abs_stepsize": 0.5}, 0.8),
     ("cw-l2", CW_SETTINGS, 0.6),
+    ("labelfool", {}, 0.9),
 ]
 if HAVE_FOOLBOX:
     TARGETED_VARIANTS.append(
@@ -563,7 +573,8 @@ def test_generator_must_be_a_generator(digits_model, batch):
 def test_empty_batch(digits_model, batch):
     x, y = batch
     for name, settings in VARIANTS:
-        r = run_attack(name, digits_model, x[:0], y[:0], settings)
+        t = _required_target(name, y[:0])
+        r = run_attack(name, digits_model, x[:0], y[:0], settings, target=t)
         assert len(r) == 0 and r.x_adv.shape == (0, 1, 8, 8)
 
 
@@ -586,7 +597,8 @@ def test_follows_the_device_of_x(digits_model, batch):
     x, y = batch
     clf = copy.deepcopy(digits_model).cuda()
     for name, settings in VARIANTS:
-        r = run_attack(name, clf, x.cuda(), y, settings, generator=_gen())
+        t = _required_target(name, y)
+        r = run_attack(name, clf, x.cuda(), y, settings, target=t, generator=_gen())
         assert r.x_adv.device.type == "cuda" and r.success.device.type == "cuda"
-        cpu = run_attack(name, digits_model, x, y, settings, generator=_gen())
+        cpu = run_attack(name, digits_model, x, y, settings, target=t, generator=_gen())
         assert (r.success.cpu() == cpu.success).float().mean() > 0.9

@@ -54,6 +54,7 @@ from labelflip._text import slug
 from labelflip.errors import LabelflipError
 
 SELECTIONS = ("first", "random")
+TARGET_KEY = "target"  # the job-level setting of an [[attacks]] entry naming its target strategy
 
 
 @dataclass(frozen=True)
@@ -93,8 +94,48 @@ class AttackConfig:
 
 
 @dataclass(frozen=True)
+class SimilarityConfig:
+    """The ``[similarity]`` table: which class-distance matrices a run computes
+    (see :mod:`labelflip.similarity`); they are saved with the run, drive the
+    ``nearest`` / ``farthest`` / ``labelfool`` target strategies and the
+    report's label-space section.
+
+    - ``perceptual``: LabelFool's Hausdorff distance between classes in a
+      model's feature space, computed on the ``split`` images (the training
+      split, as in the paper), at most ``per_class`` images per class (a
+      seeded choice; all when omitted), features from ``layer`` (default: the
+      penultimate layer) of ``checkpoint`` (default: the attacked model).
+    - ``hierarchy``: ``"auto"`` (a built-in hierarchy whose leaves are the
+      dataset's classes, if there is one), ``"none"``, a built-in name or a
+      JSON file: the semantic (tree) distance.
+    - ``confusion``: the symmetrised clean confusion of the attacked samples.
+    """
+
+    perceptual: bool = True
+    split: str = "train"
+    per_class: int | None = None
+    layer: str | None = None
+    checkpoint: str | None = None
+    hierarchy: str = "auto"
+    confusion: bool = True
+
+    def available(self) -> tuple[str, ...]:
+        """Names of the distances this config may provide (semantic only if a
+        hierarchy is found for the dataset at run time)."""
+        out = []
+        if self.perceptual:
+            out.append("perceptual")
+        if self.hierarchy != "none":
+            out.append("semantic")
+        if self.confusion:
+            out.append("confusion")
+        return tuple(out)
+
+
+@dataclass(frozen=True)
 class JobSpec:
-    """One expanded job: a single attack with scalar settings."""
+    """One expanded job: a single attack with scalar settings and, for a
+    targeted job, its target strategy (``{"strategy": name, **settings}``)."""
 
     job_id: str
     attack: str
@@ -102,6 +143,11 @@ class JobSpec:
     label: str
     group: str
     sweep_value: float | None
+    target: dict[str, Any] | None = None
+
+    def stored_settings(self) -> dict[str, Any]:
+        """The settings recorded in the run's job table (the target strategy under ``target``)."""
+        return {**self.settings, "target": self.target} if self.target else dict(self.settings)
 
 
 @dataclass(frozen=True)
@@ -116,6 +162,7 @@ class RunConfig:
     gallery: int = 8
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    similarity: SimilarityConfig = field(default_factory=SimilarityConfig)
     attacks: tuple[AttackConfig, ...] = ()
 
     def jobs(self) -> list[JobSpec]:
@@ -238,6 +285,10 @@ def parse_config(data: Mapping[str, Any], source: str = "config") -> RunConfig:
         kwargs["data"] = _section(f"{source}: [data]", data["data"], DataConfig)
     if "model" in data:
         kwargs["model"] = _section(f"{source}: [model]", data["model"], ModelConfig)
+    if "similarity" in data:
+        kwargs["similarity"] = _section(
+            f"{source}: [similarity]", data["similarity"], SimilarityConfig
+        )
     raw_attacks = data.get("attacks", [])
     if not isinstance(raw_attacks, list) or not all(isinstance(a, Mapping) for a in raw_attacks):
         raise LabelflipError(f"{source}: 'attacks' must be a list of [[attacks]] tables")
@@ -246,6 +297,7 @@ def parse_config(data: Mapping[str, Any], source: str = "config") -> RunConfig:
     )
     cfg = RunConfig(**kwargs)
     _validate(cfg, source)
+    _validate_targets(cfg, source)
     return cfg
 
 
@@ -267,9 +319,52 @@ def _attack_entry(where: str, raw: Mapping[str, Any]) -> AttackConfig:
         if isinstance(value, list) and not value:
             raise LabelflipError(f"{where}: '{key}' is an empty list")
     entry = AttackConfig(attack=name, settings=raw, label=label)
-    for spec in expand(entry):  # validate every grid point now
+    try:
+        specs = expand(entry)  # validates every grid point's target strategy
+    except LabelflipError as e:
+        raise LabelflipError(f"{where}: {e}") from None
+    for spec in specs:  # and every grid point's settings
         _validated(where, spec.attack, spec.settings)
     return entry
+
+
+def target_spec(attack: str, value: Any) -> dict[str, Any] | None:
+    """The normalised target strategy of a job, ``{"strategy": name, **settings}``
+    (validated), from its ``target`` setting: a strategy name or a table.
+    ``None`` (no target) gives the attack's default strategy, if it has one."""
+    from labelflip.attacks import get_attack
+
+    spec = get_attack(attack)
+    if value is None:
+        default = getattr(spec, "default_target", None)
+        if default is None:
+            return None
+        value = default
+    if not getattr(spec, "accepts_target", True):
+        raise LabelflipError(f"attack '{attack}' is untargeted; it takes no 'target'")
+    if not isinstance(value, (str, Mapping)):
+        raise LabelflipError(
+            f"'target' must be a strategy name or a table with 'strategy', got {value!r}"
+        )
+    from labelflip.targets import strategy_settings_from_mapping
+
+    strategy, settings = strategy_settings_from_mapping(value)
+    return {"strategy": strategy.name, **dataclasses.asdict(settings)}
+
+
+def _validate_targets(cfg: RunConfig, source: str) -> None:
+    """Every target strategy that measures class distances names one the
+    ``[similarity]`` table provides."""
+    available = cfg.similarity.available()
+    for i, entry in enumerate(cfg.attacks):
+        for spec in expand(entry):
+            distance = (spec.target or {}).get("distance")
+            if distance is not None and distance not in available:
+                raise LabelflipError(
+                    f"{source}: attack #{i + 1}: target strategy '{spec.target['strategy']}' "
+                    f"uses the '{distance}' distance, which the [similarity] table does not "
+                    f"provide (available: {', '.join(available) or 'none'})"
+                )
 
 
 def _validated(where: str, attack: str, settings: Mapping[str, Any]) -> Any:
@@ -336,6 +431,8 @@ def expand(entry: AttackConfig) -> list[JobSpec]:
     axes = [entry.settings[k] for k in grid]
 
     def part(k: str, v: Any) -> str:
+        if k == TARGET_KEY:
+            return "to-" + (_fmt(v) if isinstance(v, str) else part("", v))
         if isinstance(v, Mapping):
             return "-".join(part(kk, vv) for kk, vv in v.items())
         return _fmt(v) if isinstance(v, str) else f"{k}{_fmt(v)}"
@@ -353,5 +450,6 @@ def expand(entry: AttackConfig) -> list[JobSpec]:
         sweep = None
         if len(grid) == 1 and isinstance(combo[0], (int, float)) and not isinstance(combo[0], bool):
             sweep = float(combo[0])
-        out.append(JobSpec(jid, entry.attack, settings, label, group, sweep))
+        target = target_spec(entry.attack, settings.pop(TARGET_KEY, None))
+        out.append(JobSpec(jid, entry.attack, settings, label, group, sweep, target))
     return out

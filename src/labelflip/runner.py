@@ -253,9 +253,13 @@ def run(
                 raise LabelflipError(
                     f"cannot resume {run_dir}: the dataset's samples changed since the run started"
                 )
+            distances = _stored_distances(store)
         else:
             with torch.no_grad():
-                clean_acc = float((clf.predict(x_all.to(device)).cpu() == y_all).float().mean())
+                clean_pred = clf.predict(x_all.to(device)).cpu()
+            clean_acc = float((clean_pred == y_all).float().mean())
+            distances = class_distances(cfg, clf, data.class_names, y_all, clean_pred, device)
+            store.set_meta("distances", [d.to_dict() for d in distances.values()])
             noise_pred = _white_noise(clf, cfg, device)
             for key, value in {
                 "name": cfg.name,
@@ -286,7 +290,7 @@ def run(
             job = Job(
                 job_id=spec.job_id,
                 attack=spec.attack,
-                settings=spec.settings,
+                settings=spec.stored_settings(),
                 seed=cfg.seed,
                 model_sha256=sha,
                 versions=versions if resume is None else _old_versions(store, spec, versions),
@@ -296,6 +300,7 @@ def run(
             )
             store.add_job(job)
 
+        _check_target_distances(jobs, distances)
         n = len(indices)
         total_jobs = len(jobs)
         for j, spec in enumerate(jobs, 1):
@@ -317,6 +322,7 @@ def run(
                 device,
                 progress,
                 f"[{j}/{total_jobs}] {spec.job_id}",
+                distances,
             )
             store.mark_done(spec.job_id)
         store.set_meta("finished", datetime.now().isoformat(timespec="seconds"))
@@ -324,6 +330,77 @@ def run(
 
     write_gallery_npz(run_dir, [s.job_id for s in jobs])
     return RunOutcome(run_dir, time.perf_counter() - t_start)
+
+
+def class_distances(
+    cfg: RunConfig,
+    clf,
+    class_names,
+    y: torch.Tensor,
+    clean_pred: torch.Tensor,
+    device: torch.device,
+) -> dict[str, Any]:
+    """The class-distance matrices the config's ``[similarity]`` table asks for
+    (name -> :class:`~labelflip.similarity.ClassDistance`)."""
+    from labelflip import similarity
+    from labelflip.data import load_dataset
+
+    sim = cfg.similarity
+    names = list(class_names)
+    out: dict[str, Any] = {}
+    if sim.perceptual:
+        feature_model = clf
+        if sim.checkpoint is not None:
+            from labelflip.models import load_checkpoint
+
+            feature_model, _ = load_checkpoint(Path(sim.checkpoint).expanduser(), device=device)
+        train = load_dataset(cfg.data.dataset, sim.split, cfg.data.data_dir)
+        _log(
+            f"perceptual class distance: {cfg.data.dataset} {sim.split} split "
+            f"({len(train)} images, per class cap {sim.per_class})"
+        )
+        out["perceptual"] = similarity.perceptual_distance(
+            feature_model,
+            train.x,
+            train.y,
+            class_names=names,
+            layer=sim.layer,
+            per_class=sim.per_class,
+            generator=torch.Generator().manual_seed(cfg.seed),
+            device=device,
+            split=sim.split,
+        )
+        info = out["perceptual"].info
+        _log(
+            f"perceptual class distance: {info.get('seconds_features', 0):.1f} s features, "
+            f"{info.get('seconds_distances', 0):.1f} s Hausdorff"
+        )
+    hierarchy = sim.hierarchy
+    if hierarchy == "auto":
+        hierarchy = similarity.builtin_hierarchy_for(names) or "none"
+    if hierarchy != "none":
+        out["semantic"] = similarity.semantic_distance(hierarchy, names)
+    if sim.confusion:
+        out["confusion"] = similarity.confusion_distance(y.numpy(), clean_pred.numpy(), names)
+    return out
+
+
+def _stored_distances(store) -> dict[str, Any]:
+    from labelflip.similarity import ClassDistance
+
+    return {d["name"]: ClassDistance.from_dict(d) for d in store.meta("distances") or []}
+
+
+def _check_target_distances(jobs: list[JobSpec], distances: dict[str, Any]) -> None:
+    for spec in jobs:
+        name = (spec.target or {}).get("distance")
+        if name is not None and name not in distances:
+            raise LabelflipError(
+                f"job {spec.job_id}: target strategy '{spec.target['strategy']}' needs the "
+                f"'{name}' class distance, which this run does not have "
+                f"(have: {', '.join(distances) or 'none'}; semantic needs a hierarchy: set "
+                "[similarity] hierarchy)"
+            )
 
 
 def _old_versions(store, spec: JobSpec, versions: dict[str, Any]) -> dict[str, Any]:
@@ -375,8 +452,11 @@ def _run_job(
     device: torch.device,
     progress: bool,
     desc: str,
+    distances: dict[str, Any],
 ) -> None:
     import dataclasses
+
+    from labelflip.targets import choose_targets
 
     n = len(indices)
     bs = cfg.batch_size
@@ -399,7 +479,20 @@ def _run_job(
         y = y_all[b:stop].to(device)
         gen = torch.Generator().manual_seed(batch_seed(cfg.seed, spec.job_id, b // bs))
         t = time.perf_counter()
-        result = attack.fn(clf, x, y, target=None, generator=gen, **kwargs)
+        target = None
+        if spec.target is not None:
+            with torch.no_grad():
+                logits = clf(x)
+            d = distances.get(spec.target.get("distance", ""))
+            target = choose_targets(
+                spec.target,
+                logits,
+                labels=y,
+                distances=None if d is None else torch.as_tensor(d.matrix),
+                generator=gen,
+                class_names=clf.class_names,
+            )
+        result = attack.fn(clf, x, y, target=target, generator=gen, **kwargs)
         seconds = time.perf_counter() - t
         cols = result.to_numpy()
         m = stop - b

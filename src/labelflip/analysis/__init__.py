@@ -18,18 +18,28 @@ from labelflip.analysis.correlation import (
 )
 from labelflip.analysis.counts import confusion_matrix, per_class_accuracy
 from labelflip.analysis.flips import flip_matrix, row_rates, top_flips
+from labelflip.analysis.labelspace import (
+    attack_rate,
+    flip_distances,
+    mean_flip_distance,
+    mean_squared_perturbation,
+)
 from labelflip.analysis.symmetry import BowkerResult, bowker_test, symmetry_ci, symmetry_score
 
 __all__ = [
     "BowkerResult",
     "SpearmanResult",
+    "attack_rate",
     "attractor_summary",
     "bowker_test",
     "class_distribution",
     "confusion_matrix",
     "flip_distance_correlation",
+    "flip_distances",
     "flip_matrix",
     "landing_shares",
+    "mean_flip_distance",
+    "mean_squared_perturbation",
     "normalized_entropy",
     "per_class_accuracy",
     "rank_correlation",

@@ -12,7 +12,9 @@ device of ``x`` followed. ``target=None`` means untargeted. ``success`` and
 >>> result.summary()["success_rate"]                       # doctest: +SKIP
 
 Registered names: ``fgsm`` (norm ``linf``/``l2``), ``pgd`` (``linf``/``l2``),
-``deepfool`` (``l2``/``linf``), ``cw-l2`` and ``foolbox``: any Foolbox 3
+``deepfool`` (``l2``/``linf``), ``cw-l2``, ``labelfool`` (targeted; LabelFool's
+sample generation, needs target classes: see :mod:`labelflip.targets`) and
+``foolbox``: any Foolbox 3
 attack by name through the same interface (optional extra, ``pip install
 'labelflip[foolbox]'``; see :func:`~labelflip.attacks.foolbox_adapter.foolbox_attack`).
 ``foolbox:<Attack>`` is shorthand with the attack preset:
@@ -33,6 +35,7 @@ from labelflip.attacks.carlini_wagner import CarliniWagnerL2Settings, carlini_wa
 from labelflip.attacks.deepfool import DeepFoolSettings, deepfool
 from labelflip.attacks.fgsm import FGSMSettings, fgsm
 from labelflip.attacks.foolbox_adapter import FoolboxSettings, foolbox_attack
+from labelflip.attacks.labelfool import LabelFoolSettings, labelfool
 from labelflip.attacks.pgd import PGDSettings, pgd
 
 __all__ = [
@@ -43,6 +46,7 @@ __all__ = [
     "DeepFoolSettings",
     "FGSMSettings",
     "FoolboxSettings",
+    "LabelFoolSettings",
     "PGDSettings",
     "carlini_wagner_l2",
     "deepfool",
@@ -50,6 +54,7 @@ __all__ = [
     "finalize",
     "foolbox_attack",
     "get_attack",
+    "labelfool",
     "pgd",
     "run_attack",
     "settings_from_mapping",

@@ -22,6 +22,7 @@ from labelflip.attacks.carlini_wagner import CarliniWagnerL2Settings, carlini_wa
 from labelflip.attacks.deepfool import DeepFoolSettings, deepfool
 from labelflip.attacks.fgsm import FGSMSettings, fgsm
 from labelflip.attacks.foolbox_adapter import FoolboxSettings, attack_class, foolbox_attack
+from labelflip.attacks.labelfool import LabelFoolSettings, labelfool
 from labelflip.attacks.pgd import PGDSettings, pgd
 from labelflip.errors import LabelflipError, unknown_name
 from labelflip.models.classifier import Classifier
@@ -31,12 +32,19 @@ from labelflip.models.classifier import Classifier
 class AttackSpec:
     """A registered attack: its config ``name``, the function, the frozen
     settings dataclass whose fields are the function's keyword settings, and
-    a one-line description."""
+    a one-line description.
+
+    ``accepts_target``: whether the attack takes target classes at all.
+    ``default_target``: the target strategy (a name in
+    :data:`labelflip.targets.TARGET_STRATEGIES`) used when a config gives this
+    attack none; an attack with a default target requires targets."""
 
     name: str
     fn: Callable[..., AttackResult]
     settings_type: type
     description: str
+    accepts_target: bool = True
+    default_target: str | None = None
 
     def default_settings(self) -> Any:
         return self.settings_type()
@@ -62,12 +70,20 @@ ATTACKS: dict[str, AttackSpec] = {
             deepfool,
             DeepFoolSettings,
             "DeepFool (l2, linf), untargeted minimal perturbation, Moosavi-Dezfooli et al. 2016",
+            accepts_target=False,
         ),
         AttackSpec(
             "cw-l2",
             carlini_wagner_l2,
             CarliniWagnerL2Settings,
             "Carlini & Wagner L2 attack with binary search over c, Carlini & Wagner 2017",
+        ),
+        AttackSpec(
+            "labelfool",
+            labelfool,
+            LabelFoolSettings,
+            "LabelFool sample generation (targeted DeepFool-style, Algorithm 1), Liu et al. 2019",
+            default_target="labelfool",
         ),
         AttackSpec(
             "foolbox",

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -167,6 +168,106 @@ def _groups(
     return "".join(parts)
 
 
+DISTANCE_NOTES = {
+    "perceptual": "Hausdorff distance between the classes' feature sets, image distance "
+    "1 − cos of the features (LabelFool §III-A)",
+    "semantic": "edges between the classes in a class hierarchy (our own grouping)",
+    "confusion": "1 − symmetrised clean confusion rate of the attacked samples",
+}
+
+
+def _distance_info(d: Mapping[str, Any]) -> str:
+    info = d.get("info") or {}
+    if d["name"] == "perceptual":
+        parts = [
+            f"layer {info.get('layer', '–')}",
+            f"{info.get('images', '–')} {info.get('split', '')} images".replace("  ", " "),
+        ]
+        if info.get("per_class") is not None:
+            parts.append(f"at most {info['per_class']} per class")
+        if "seconds_features" in info and "seconds_distances" in info:
+            parts.append(
+                f"{info['seconds_features']:.1f} s features + "
+                f"{info['seconds_distances']:.1f} s distances"
+            )
+        return ", ".join(parts)
+    if d["name"] == "semantic":
+        return f"hierarchy {info.get('hierarchy', info.get('source', '–'))}"
+    if d["name"] == "confusion":
+        return f"{info.get('samples', '–')} samples"
+    return ""
+
+
+def _fmt_sq(x: float | None) -> str:
+    return "–" if x is None or x <= 0 else f"{x:.3g} (ln {math.log(x):.2f})"
+
+
+def _label_space(summary: Mapping[str, Any], figures: Mapping[str, Png]) -> str:
+    distances = summary.get("distances") or []
+    jobs = [j for j in summary["jobs"] if j["n"] > 0]
+    if not distances and not any(j["label_space"]["strategy"] for j in jobs):
+        return ""
+    names = [d["name"] for d in distances]
+    parts = [
+        "<h2>Label space</h2>",
+        "<p>Where in label space do the flips land? For each job: the target strategy "
+        "(untargeted: none), the attack rate (clean-correct samples whose label flipped), the "
+        "mean class distance between true and adversarial class over those flips under each "
+        "distance (smaller = a nearer, less noticeable flip) and LabelFool's image-space "
+        "measure ‖Δ‖ = mean squared perturbation per pixel over the flips.</p>",
+    ]
+    header = ["job", "target", "attack rate", "flips", *[f"mean {n} distance" for n in names]]
+    header.append("‖Δ‖")
+    rows = []
+    for j in jobs:
+        ls = j["label_space"]
+        strategy = ls["strategy"] or "untargeted"
+        if ls.get("distance_used"):
+            strategy = f"{strategy} ({ls['distance_used']})"
+        rate = ls["attack_rate"]
+        rows.append(
+            [
+                j["label"],
+                strategy,
+                "–" if rate is None else f"{100 * rate:.1f}%",
+                ls["n_flips"],
+                *[
+                    "–" if ls["flip_distance"].get(n) is None else f"{ls['flip_distance'][n]:.4f}"
+                    for n in names
+                ],
+                _fmt_sq(ls["mean_sq_perturbation"]),
+            ]
+        )
+    parts.append(_table(header, rows, numeric=range(2, len(header))))
+    untargeted = [j for j in jobs if j["label_space"]["flip_correlation"]]
+    if untargeted and names:
+        parts.append(
+            "<h3>Do untargeted attacks land in near classes?</h3><p class='note'>Spearman "
+            "correlation between the symmetrised flip rates of the clean flip matrix and each "
+            "class distance (pairs above the diagonal). Negative: the nearer two classes, the "
+            "more examples flip between them.</p>"
+        )
+        crow = []
+        for j in untargeted:
+            cells = []
+            for n in names:
+                c = j["label_space"]["flip_correlation"].get(n)
+                if c is None or c["rho"] is None:
+                    cells.append("–")
+                else:
+                    cells.append(f"{c['rho']:.2f} (p = {format_p(c['p_value'])})")
+            crow.append([j["label"], *cells])
+        parts.append(_table(["job", *[f"rho vs {n}" for n in names]], crow))
+    for d in distances:
+        parts.append(f"<h3>{esc(d['name'])} distance</h3>")
+        note = DISTANCE_NOTES.get(d["name"], "")
+        info = _distance_info(d)
+        parts.append(f"<p class='note'>{esc(note)}{'; ' if note and info else ''}{esc(info)}.</p>")
+        if d["name"] in figures:
+            parts.append(img(figures[d["name"]], f"{d['name']} class distance matrix"))
+    return "".join(parts)
+
+
 def _job_table(job: Mapping[str, Any]) -> str:
     wn = job["white_noise_spearman"]
     rho = "–" if wn["rho"] is None else f"{wn['rho']:.2f} (p = {wn['p_value']:.3g})"
@@ -225,9 +326,11 @@ def render(
     gallery_notes: Mapping[str, str],
     groups: Mapping[str, tuple[Png | None, Png | None]],
     white_noise: Png | None,
+    distances: Mapping[str, Png] | None = None,
 ) -> str:
     """The whole report page for ``summary`` (from :func:`summarize`) and its figures
-    (keyed by job id, or group name for ``groups``: (small multiples, line plot))."""
+    (keyed by job id, or group name for ``groups``: (small multiples, line plot);
+    ``distances`` by distance name)."""
     jobs = "".join(
         _job(
             j,
@@ -244,6 +347,7 @@ def render(
             _incomplete(summary),
             _summary_table(summary),
             _white_noise(summary, white_noise),
+            _label_space(summary, distances or {}),
             _groups(summary, groups),
             "<h2>Jobs</h2>" if summary["jobs"] else "<h2>Jobs</h2><p>The run has no jobs.</p>",
             jobs,

@@ -139,6 +139,42 @@ def flip_heatmap(counts: Sequence[Sequence[int]], names: Sequence[str], title: s
     return _png(fig)
 
 
+def distance_heatmap(matrix: Sequence[Sequence[float]], names: Sequence[str], title: str) -> bytes:
+    """A class-distance matrix (symmetric, zero diagonal), values annotated for
+    up to :data:`ANNOTATE_MAX` classes; darker = nearer."""
+    d = np.asarray(matrix, dtype=np.float64).reshape(len(names), len(names))
+    k = d.shape[0]
+    side = min(max(3.5, 0.5 * k + 2.0), 16.0)
+    fig = _figure(side + 1.0, side)
+    ax = fig.add_subplot()
+    off = _off_diagonal(d)
+    vmax = float(off.max()) if k > 1 and off.count() else 1.0
+    vmin = float(off.min()) if k > 1 and off.count() else 0.0
+    _draw_diagonal(ax, k)
+    image = ax.imshow(off, cmap=_cmap("viridis"), vmin=vmin, vmax=max(vmax, vmin + 1e-12))
+    ax.set_xlim(-0.5, k - 0.5)
+    ax.set_ylim(k - 0.5, -0.5)
+    if k <= ANNOTATE_MAX:
+        size = 8 if k <= 10 else 6
+        for i in range(k):
+            for j in range(k):
+                if i != j:
+                    bright = d[i, j] > vmin + 0.6 * (vmax - vmin)
+                    ax.text(
+                        j,
+                        i,
+                        f"{d[i, j]:.2g}",
+                        ha="center",
+                        va="center",
+                        fontsize=size,
+                        color="black" if bright else "white",
+                    )
+    _class_ticks(ax, names)
+    ax.set_title(_plain(title), fontsize=10)
+    fig.colorbar(image, ax=ax, shrink=0.8, label="class distance")
+    return _png(fig)
+
+
 def flip_multiples(
     matrices: Sequence[Sequence[Sequence[int]]],
     titles: Sequence[str],

@@ -29,6 +29,7 @@ from labelflip.store import Job, RunStore
 SUMMARY_VERSION = 1
 TOP_FLIPS = 5
 NORMS = ("l0", "l2", "linf")
+DISTANCE_NAMES = ("perceptual", "semantic", "confusion")  # jobs.csv columns, in this order
 
 
 # ---------------------------------------------------------------- JSON values
@@ -132,6 +133,65 @@ def _flip_entries(A: np.ndarray, names: list[str]) -> list[dict[str, Any]]:
     ]
 
 
+def _distances(meta: Mapping[str, Any], k: int) -> dict[str, dict[str, Any]]:
+    """The run's class-distance matrices (``meta["distances"]``), by name; those
+    whose size does not match the classes are left out."""
+    out = {}
+    for d in meta.get("distances") or []:
+        matrix = np.asarray(d.get("matrix"), dtype=np.float64)
+        if matrix.shape == (k, k) and np.all(np.isfinite(matrix)):
+            out[str(d["name"])] = {**d, "matrix": matrix}
+    return out
+
+
+def _image_size(meta: Mapping[str, Any]) -> tuple[int, int] | None:
+    shape = meta.get("input_shape")
+    if isinstance(shape, (list, tuple)) and len(shape) == 3:
+        return int(shape[1]), int(shape[2])
+    return None
+
+
+def _label_space(
+    job: Job,
+    rec: Mapping[str, np.ndarray],
+    A: np.ndarray,
+    distances: Mapping[str, Mapping[str, Any]],
+    image_size: tuple[int, int] | None,
+    targeted: bool,
+) -> dict[str, Any]:
+    """Label-space numbers of one job (LabelFool §IV): target strategy, attack
+    rate (clean-correct samples whose label flipped), mean class distance of
+    the flips under each distance, LabelFool's ``‖Δ‖`` over those flips, and,
+    for untargeted jobs, the Spearman correlation of flip rates with each
+    distance (negative: the model sends examples to near classes)."""
+    true, clean, adv = rec["true"], rec["clean_pred"], rec["adv_pred"]
+    correct = clean == true
+    flipped = correct & (adv != true)
+    target = job.settings.get("target") if isinstance(job.settings, Mapping) else None
+    strategy = target.get("strategy") if isinstance(target, Mapping) else None
+    correlation = {}
+    if not targeted:
+        for name, d in distances.items():
+            r = analysis.flip_distance_correlation(A, d["matrix"])
+            correlation[name] = {"rho": r.rho, "p_value": r.p_value}
+    return {
+        "strategy": strategy,
+        "distance_used": target.get("distance") if isinstance(target, Mapping) else None,
+        "attack_rate": analysis.attack_rate(true, clean, adv) if true.size else math.nan,
+        "n_flips": int(flipped.sum()),
+        "flip_distance": {
+            name: analysis.mean_flip_distance(true, adv, d["matrix"], correct)
+            for name, d in distances.items()
+        },
+        "mean_sq_perturbation": (
+            analysis.mean_squared_perturbation(rec["l2"][flipped], *image_size)
+            if image_size
+            else math.nan
+        ),
+        "flip_correlation": correlation,
+    }
+
+
 def _job_summary(
     job: Job,
     status: str,
@@ -142,6 +202,8 @@ def _job_summary(
     n_boot: int,
     level: float,
     seed: int,
+    distances: Mapping[str, Mapping[str, Any]] | None = None,
+    image_size: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
     """Everything the report says about one job (numpy values, NaN allowed).
 
@@ -153,7 +215,7 @@ def _job_summary(
     ([low, high]), symmetry_level, bowker {statistic, df, p_value}, top_flips
     [{from, to, count, from_name, to_name}], landing_shares, baseline_shares,
     entropy, top_attractor {class, name, share}, white_noise_spearman
-    {rho, p_value}.
+    {rho, p_value}, label_space (see :func:`_label_space`).
     """
     k = len(names)
     true, adv = rec["true"], rec["adv_pred"]
@@ -170,6 +232,7 @@ def _job_summary(
         if noise is not None
         else analysis.SpearmanResult(math.nan, math.nan)
     )
+    targeted = bool(np.any(rec["target"] >= 0))
     return {
         "job_id": job.job_id,
         "label": job.label or job.job_id,
@@ -180,7 +243,7 @@ def _job_summary(
         "seed": job.seed,
         "status": status,
         "complete": status == "done",
-        "targeted": bool(np.any(rec["target"] >= 0)),
+        "targeted": targeted,
         "n": int(true.size),
         "n_clean_correct": int(correct.sum()),
         "n_success_clean": int(ok.sum()),
@@ -204,6 +267,7 @@ def _job_summary(
             "share": attract["top_share"],
         },
         "white_noise_spearman": {"rho": rho.rho, "p_value": rho.p_value},
+        "label_space": _label_space(job, rec, A, distances or {}, image_size, targeted),
     }
 
 
@@ -241,7 +305,8 @@ def summarize(
     Keys: ``version``; ``run`` (name, dataset, split, model, class names,
     sample count, bounds, generation time); ``white_noise`` (the model's
     prediction distribution on uniform noise, or ``None`` if the run has no
-    ``white_noise_pred``); ``jobs``, one dict per job in run order (keys in
+    ``white_noise_pred``); ``distances``, the run's class-distance matrices
+    (name, class_names, matrix, info); ``jobs``, one dict per job in run order (keys in
     :func:`_job_summary`; symmetry with a ``level`` percentile
     bootstrap interval of ``n_boot`` replicates seeded with ``seed``); and
     ``groups``, the sweep groups with at least two jobs, ordered by sweep
@@ -256,6 +321,8 @@ def summarize(
     names = _class_names(meta, records)
     noise = _white_noise(meta, names)
     noise_dist = None if noise is None else noise["distribution"]
+    distances = _distances(meta, len(names))
+    image_size = _image_size(meta)
     job_summaries = [
         _job_summary(
             job,
@@ -266,6 +333,8 @@ def summarize(
             n_boot=n_boot,
             level=level,
             seed=seed,
+            distances=distances,
+            image_size=image_size,
         )
         for job, rec in zip(jobs, records, strict=True)
     ]
@@ -276,6 +345,10 @@ def summarize(
             "version": SUMMARY_VERSION,
             "run": _run_info(meta, names, n_samples),
             "white_noise": noise,
+            "distances": [
+                {k: d[k] for k in ("name", "class_names", "matrix", "info") if k in d}
+                for d in distances.values()
+            ],
             "jobs": job_summaries,
             "groups": _groups(job_summaries),
         }
@@ -388,6 +461,10 @@ CSV_COLUMNS = (
     "white_noise_rho",
     "white_noise_p",
     "top_flips",
+    "target_strategy",
+    "attack_rate",
+    *(f"flip_distance_{name}" for name in DISTANCE_NAMES),
+    "mean_sq_perturbation",
 )
 
 
@@ -407,6 +484,13 @@ def csv_rows(summary: Mapping[str, Any]) -> list[list[Any]]:
             "white_noise_rho": j["white_noise_spearman"]["rho"],
             "white_noise_p": j["white_noise_spearman"]["p_value"],
             "top_flips": format_flips(j) if j["top_flips"] else None,
+            "target_strategy": j["label_space"]["strategy"],
+            "attack_rate": j["label_space"]["attack_rate"],
+            **{
+                f"flip_distance_{name}": j["label_space"]["flip_distance"].get(name)
+                for name in DISTANCE_NAMES
+            },
+            "mean_sq_perturbation": j["label_space"]["mean_sq_perturbation"],
         }
         rows.append([values[c] for c in CSV_COLUMNS])
     return rows

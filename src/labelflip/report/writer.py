@@ -227,6 +227,13 @@ def write_report(
         else None
     )
     groups = _group_figures(summary, names)
+    distances = {
+        d["name"]: Png(
+            f"distance__{_slug(d['name'])}.png",
+            plots.distance_heatmap(d["matrix"], names, f"{d['name']} class distance"),
+        )
+        for d in summary.get("distances") or []
+    }
     page = render(
         summary,
         heatmaps=heatmaps,
@@ -234,6 +241,7 @@ def write_report(
         gallery_notes=notes,
         groups=groups,
         white_noise=white_noise,
+        distances=distances,
     )
 
     out = run_dir / REPORT_DIR
@@ -241,7 +249,7 @@ def write_report(
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise LabelflipError(f"cannot create report directory {out}: {exc}") from None
-    pngs = [*heatmaps.values(), *galleries.values(), white_noise]
+    pngs = [*heatmaps.values(), *galleries.values(), *distances.values(), white_noise]
     pngs += [p for pair in groups.values() for p in pair]
     for png in pngs:
         if png is not None:

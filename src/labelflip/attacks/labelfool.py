@@ -1,0 +1,168 @@
+"""LabelFool's sample generation: a targeted DeepFool-style iteration.
+
+Liu, Jiang & Jiang, "LabelFool: A Trick In The Label Space" (2019), §III-B
+and Algorithm 1. The target class ``t`` of every sample is
+given (LabelFool's label selection, §III-A eqs. 1–6, lives in
+:mod:`labelflip.targets`: ``choose_targets("labelfool", logits,
+distances=...)``). At each iteration the classifier is linearised around the
+current point ``x_i`` and the point moves to the linearised boundary
+``F_t`` (eq. 7) between the current class ``ĝ = argmax f(x_i)`` (recomputed
+every iteration, Algorithm 1 line 9) and the target ``t``:
+
+- ``w = ∇f_t(x_i) - ∇f_ĝ(x_i)``, ``k = f_ĝ(x_i) - f_t(x_i) ≥ 0``,
+- ``r_i = (|k| + 1e-4) / (||w||_2^2 + 1e-8) · w`` (Algorithm 1 line 6; eqs. 8–9).
+
+The paper prints ``w = ∇f_ĝ - ∇f_t`` (eq. 8, Algorithm 1 line 4) and adds
+``r_i`` to ``x_i``; that step moves *away* from the target class. Since the
+stated aim is to move "towards F_t until it is classified as t", we use the
+sign that does so: ``w`` points from ``ĝ`` to ``t``.
+
+As in DeepFool's reference code and Foolbox 3 (see
+:mod:`labelflip.attacks.deepfool`): the distance gets ``+1e-4`` and the
+squared norm ``+1e-8`` for numerical stability, and the overshoot is applied
+to the accumulated perturbation, ``x_{i+1} = clip(x_0 + (1 + η) Σ r_i)``; at
+most ``steps`` iterations.
+
+Batched execution: a sample whose prediction equals its target leaves the
+active batch (one already predicted as its target takes 0 iterations and is
+returned unchanged). The gradient of ``f_t - f_ĝ`` of all active samples
+comes from ONE forward and ONE backward pass (the gradient of the sum over
+the batch: each output depends only on its own input); ``ĝ`` is read from the
+logits of that same forward pass. No Python loop over samples or classes.
+
+Pass counting, per sample, as in :func:`~labelflip.attacks.deepfool.deepfool`:
+1 forward for the initial logits; then per iteration 1 forward + 1 backward
+for the gradient and 1 forward (no gradient) to check whether the new point
+is classified as the target (skipped after the last allowed iteration, where
+the final evaluation decides).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from labelflip.attacks._common import check_number, new_counts, prepare_inputs, rows
+from labelflip.attacks._result import AttackResult, finalize
+from labelflip.attacks.deepfool import _predict, _sample_chunks
+from labelflip.errors import LabelflipError
+from labelflip.models.classifier import Classifier
+
+
+@dataclass(frozen=True)
+class LabelFoolSettings:
+    """Settings of :func:`labelfool` (DeepFool's defaults: 50 steps, overshoot 0.02)."""
+
+    steps: int = 50
+    overshoot: float = 0.02
+
+    def validate(self) -> None:
+        check_number("labelfool", "steps", self.steps, integer=True, positive=True)
+        check_number("labelfool", "overshoot", self.overshoot, minimum=0.0)
+
+
+def target_gradients(
+    clf: Classifier, x: torch.Tensor, target: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``k = f_ĝ(x) - f_t(x)`` (≥ 0) and ``w = ∇f_t(x) - ∇f_ĝ(x)`` for every row
+    of ``x``, with ``ĝ = argmax f(x)`` taken from the same forward pass: shapes
+    ``(A,)`` and ``x.shape``. One forward and one backward pass (on a CPU,
+    over chunks of the batch)."""
+    parts = [_target_gradients(clf, x[c], target[c]) for c in _sample_chunks(len(x), 1, x.device)]
+    if len(parts) == 1:
+        return parts[0]
+    return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+
+
+def _target_gradients(
+    clf: Classifier, x: torch.Tensor, target: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    with torch.enable_grad():
+        xg = x.detach().requires_grad_(True)
+        logits = clf(xg)
+        current = logits.detach().argmax(1, keepdim=True)
+        diff = (logits.gather(1, target.unsqueeze(1)) - logits.gather(1, current)).squeeze(1)
+        (w,) = torch.autograd.grad(diff.sum(), xg)
+    return -diff.detach(), w
+
+
+def labelfool(
+    clf: Classifier,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    steps: int = 50,
+    overshoot: float = 0.02,
+    target: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> AttackResult:
+    """LabelFool sample generation (Algorithm 1, eqs. 7–9) towards ``target``.
+
+    ``target`` is required (one class per sample; choose them with
+    :func:`labelflip.targets.choose_targets`). Deterministic; ``generator`` is
+    accepted for a uniform signature and unused. ``iterations`` is the number
+    of steps a sample took (0 for a sample already predicted as its target).
+    ``success`` is ``adv_pred == target``, decided by
+    :func:`~labelflip.attacks._result.finalize`.
+    """
+    s = LabelFoolSettings(steps=steps, overshoot=overshoot)
+    s.validate()
+    if target is None:
+        raise LabelflipError(
+            "labelfool needs target classes; choose them with "
+            "labelflip.targets.choose_targets('labelfool', logits, distances=...)"
+        )
+    x0, y, t = prepare_inputs(clf, x, y, target, generator)
+    assert t is not None
+    n = len(x0)
+    iterations, forwards, backwards = new_counts(n, x0.device)
+    x_adv = x0.clone()
+    if n == 0:
+        return finalize(
+            clf,
+            x0,
+            y,
+            x_adv,
+            target=t,
+            iterations=iterations,
+            forwards=forwards,
+            backwards=backwards,
+        )
+    scale = 1.0 + s.overshoot
+
+    logits = _predict(clf, x0)
+    forwards += 1
+    active = torch.nonzero(logits.argmax(1) != t).squeeze(1)
+    p_total = torch.zeros_like(x0)
+
+    for step in range(s.steps):
+        if active.numel() == 0:
+            break
+        ta = t[active]
+        k, w = target_gradients(clf, x_adv[active], ta)
+        wnorm2 = w.flatten(1).pow(2).sum(1)
+        r = rows((k.abs() + 1e-4) / (wnorm2 + 1e-8), w) * w
+        p_new = p_total[active] + r
+        p_total[active] = p_new
+        xa = clf.clip(x0[active] + scale * p_new)
+        x_adv[active] = xa
+        iterations[active] += 1
+        forwards[active] += 1
+        backwards[active] += 1
+        if step + 1 == s.steps:
+            break
+        still = _predict(clf, xa).argmax(1) != ta
+        forwards[active] += 1
+        active = active[still]
+
+    return finalize(
+        clf,
+        x0,
+        y,
+        x_adv,
+        target=t,
+        iterations=iterations,
+        forwards=forwards,
+        backwards=backwards,
+    )

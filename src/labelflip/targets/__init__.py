@@ -1,0 +1,58 @@
+"""Target-label strategies for targeted attacks (design notes: ``targets/``).
+
+A strategy maps the model's logits (and optionally the true labels and a
+class-distance matrix) to one target class per sample; pass the result as
+``target=`` to any targeted attack:
+
+>>> t = choose_targets("labelfool", clf(x), labels=y, distances=D)   # doctest: +SKIP
+>>> result = run_attack("labelfool", clf, x, y, target=t)             # doctest: +SKIP
+
+Registered names: ``random``, ``easiest``, ``hardest`` (Carlini & Wagner
+2017's average, best and worst case), ``nearest`` / ``farthest`` (in a
+class-distance matrix), ``mapping`` (a fixed source -> target table) and
+``labelfool`` (LabelFool's label selection, Liu et al. 2019, eqs. 1–6). In a
+config a strategy is a name or a table ``{strategy = "labelfool", delta1 =
+0.9}`` (see :func:`strategy_settings_from_mapping`).
+"""
+
+from labelflip.targets.strategies import (
+    TARGET_STRATEGIES,
+    DistanceSettings,
+    LabelFoolTargetSettings,
+    MappingSettings,
+    NoSettings,
+    TargetStrategy,
+    check_distances,
+    choose_targets,
+    easiest_target,
+    farthest_target,
+    get_strategy,
+    hardest_target,
+    labelfool_target,
+    mapped_target,
+    nearest_target,
+    random_target,
+    resolve_mapping,
+    strategy_settings_from_mapping,
+)
+
+__all__ = [
+    "TARGET_STRATEGIES",
+    "DistanceSettings",
+    "LabelFoolTargetSettings",
+    "MappingSettings",
+    "NoSettings",
+    "TargetStrategy",
+    "check_distances",
+    "choose_targets",
+    "easiest_target",
+    "farthest_target",
+    "get_strategy",
+    "hardest_target",
+    "labelfool_target",
+    "mapped_target",
+    "nearest_target",
+    "random_target",
+    "resolve_mapping",
+    "strategy_settings_from_mapping",
+]

@@ -1,0 +1,593 @@
+"""Target-label strategies for targeted attacks, and their registry.
+
+A strategy chooses one target class per sample from the model's output:
+``fn(logits (N, k), *, labels=None, distances=None, generator=None,
+class_names=None, **settings) -> (N,) long`` on ``logits``' device. All
+strategies are batched (no Python loop over samples) and deterministic given
+their inputs (``random`` given its ``torch.Generator``).
+
+Excluded targets, for every strategy except ``mapping`` (an explicit choice
+of the user): the current prediction ``argmax(logits)`` (a target equal to it
+makes no attack) and, when ``labels`` are given and ``k >= 3``, the true
+label. With ``k == 2`` only the prediction is excluded, so that one class
+always remains (for a misclassified sample that class is its true label).
+
+Distance-based strategies (``nearest``, ``farthest``) measure from the
+*source* class: the true label when ``labels`` are given, else the
+prediction; ``distances[a, b]`` is read as the distance from class ``a`` to
+class ``b`` (rows are sources). Ties go to the lowest class index.
+
+The ``random``, ``easiest`` and ``hardest`` strategies follow the target
+choices of Carlini & Wagner, "Towards Evaluating the Robustness of Neural
+Networks" (IEEE S&P 2017), used in their evaluation: the "average case"
+(target uniform among the incorrect labels), the "best case" (the least
+difficult target) and the "worst case" (the most difficult target). C&W find
+the best and worst cases by attacking every target; here the logit is the
+cheap proxy for difficulty (highest logit among the allowed classes =
+easiest, lowest = hardest). ``labelfool`` is LabelFool's label selection
+(Liu, Jiang & Jiang, "LabelFool: A Trick In The Label Space", 2019, §III-A,
+eqs. 1–6).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import typing
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from labelflip.attacks._common import check_number, generator_or_default
+from labelflip.attacks._registry import _coerce
+from labelflip.errors import LabelflipError, unknown_name
+
+# ---------------------------------------------------------------------- settings
+
+
+@dataclass(frozen=True)
+class NoSettings:
+    """Settings of the strategies without any (``random``, ``easiest``, ``hardest``)."""
+
+    def validate(self) -> None:
+        pass
+
+
+def _check_distance_name(strategy: str, value: object) -> None:
+    if not isinstance(value, str) or not value.strip():
+        raise LabelflipError(
+            f"{strategy}: distance must be the name of a class-distance matrix, got {value!r}"
+        )
+
+
+@dataclass(frozen=True)
+class DistanceSettings:
+    """Settings of ``nearest`` / ``farthest``: ``distance`` names the
+    class-distance matrix the caller computes and passes as ``distances``
+    (the strategy itself only receives the matrix)."""
+
+    distance: str = "perceptual"
+
+    def validate(self) -> None:
+        _check_distance_name("nearest/farthest", self.distance)
+
+
+@dataclass(frozen=True)
+class MappingSettings:
+    """Settings of ``mapping``: source class -> target class. Keys are class
+    indices (as strings, as in TOML, or integers) or class names; values are
+    target indices or class names."""
+
+    mapping: dict[str, int | str] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        if not isinstance(self.mapping, Mapping) or not self.mapping:
+            raise LabelflipError(
+                "mapping: setting 'mapping' must be a non-empty table of "
+                "source class -> target class"
+            )
+        for key, value in self.mapping.items():
+            if isinstance(key, bool) or not isinstance(key, (str, int)):
+                raise LabelflipError(
+                    f"mapping: source classes must be class names or indices, got {key!r}"
+                )
+            if isinstance(value, bool) or not isinstance(value, (str, int)):
+                raise LabelflipError(
+                    f"mapping: target of {key!r} must be a class name or index, got {value!r}"
+                )
+
+
+@dataclass(frozen=True)
+class LabelFoolTargetSettings:
+    """Settings of the ``labelfool`` strategy (LabelFool §III-A): ``delta1``
+    is the confidence threshold of eq. 6, ``delta2`` the sampling threshold
+    of eq. 3, ``distance`` names the class-distance matrix (perceptual:
+    Hausdorff over cosine distances of pre-trained features in the paper)."""
+
+    delta1: float = 0.8
+    delta2: float = 0.01
+    distance: str = "perceptual"
+
+    def validate(self) -> None:
+        for name in ("delta1", "delta2"):
+            value = getattr(self, name)
+            check_number("labelfool", name, value, minimum=0.0)
+            if value > 1:
+                raise LabelflipError(f"labelfool: {name} must be <= 1, got {value!r}")
+        _check_distance_name("labelfool", self.distance)
+
+
+# ------------------------------------------------------------------------ inputs
+
+
+def _check_logits(logits: object) -> torch.Tensor:
+    if not isinstance(logits, torch.Tensor):
+        raise LabelflipError(f"logits must be a torch tensor, got {type(logits).__name__}")
+    if logits.ndim != 2 or logits.shape[1] < 2:
+        raise LabelflipError(
+            f"logits must have shape (N, k) with k >= 2 classes, got {tuple(logits.shape)}"
+        )
+    if not logits.dtype.is_floating_point:
+        raise LabelflipError(f"logits must be floating-point, got dtype {logits.dtype}")
+    if logits.shape[0] and not bool(torch.isfinite(logits).all()):
+        raise LabelflipError("logits contain NaN or Inf values")
+    return logits.detach()
+
+
+def _check_labels(labels: object, n: int, k: int, device: torch.device) -> torch.Tensor | None:
+    if labels is None:
+        return None
+    if not isinstance(labels, torch.Tensor):
+        try:
+            labels = torch.as_tensor(labels)
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise LabelflipError(f"labels must be integer class labels ({exc})") from None
+    if labels.dtype == torch.bool or labels.dtype.is_floating_point or labels.dtype.is_complex:
+        raise LabelflipError(f"labels must be integer class labels, got dtype {labels.dtype}")
+    if tuple(labels.shape) != (n,):
+        raise LabelflipError(
+            f"labels must have shape ({n},) to match the logits, got {tuple(labels.shape)}"
+        )
+    if n and (int(labels.min()) < 0 or int(labels.max()) >= k):
+        raise LabelflipError(
+            f"labels must lie in [0, {k - 1}], got values in "
+            f"[{int(labels.min())}, {int(labels.max())}]"
+        )
+    return labels.detach().to(device=device, dtype=torch.long)
+
+
+def check_distances(strategy: str, distances: object, k: int, device: torch.device) -> torch.Tensor:
+    """``distances`` as a finite float64 ``(k, k)`` tensor on ``device`` (a
+    one-line error if it is missing or malformed)."""
+    if distances is None:
+        raise LabelflipError(
+            f"target strategy '{strategy}' needs a class-distance matrix (distances=...)"
+        )
+    try:
+        d = torch.as_tensor(distances)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise LabelflipError(f"distances must be a (k, k) matrix of numbers ({exc})") from None
+    if d.dtype == torch.bool or d.dtype.is_complex:
+        raise LabelflipError(f"distances must be real numbers, got dtype {d.dtype}")
+    if tuple(d.shape) != (k, k):
+        raise LabelflipError(
+            f"distances must have shape ({k}, {k}) for {k} classes, got {tuple(d.shape)}"
+        )
+    d = d.detach().to(device=device, dtype=torch.float64)
+    if not bool(torch.isfinite(d).all()):
+        raise LabelflipError("distances contain NaN or Inf values")
+    return d
+
+
+def _prepare(
+    logits: object, labels: object
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor]:
+    """(logits, labels, prediction, allowed mask (N, k)) after the input checks."""
+    z = _check_logits(logits)
+    n, k = z.shape
+    y = _check_labels(labels, n, k, z.device)
+    pred = z.argmax(1)
+    rows = torch.arange(n, device=z.device)
+    allowed = torch.ones(n, k, dtype=torch.bool, device=z.device)
+    allowed[rows, pred] = False
+    if y is not None and k >= 3:
+        allowed[rows, y] = False
+    return z, y, pred, allowed
+
+
+def _masked_argmin(score: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+    """Per row, the lowest index of the smallest ``score`` among the allowed classes."""
+    inf = torch.tensor(float("inf"), dtype=score.dtype, device=score.device)
+    return torch.where(allowed, score, inf).argmin(1)
+
+
+def _masked_argmax(score: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+    """Per row, the lowest index of the largest ``score`` among the allowed classes."""
+    inf = torch.tensor(float("-inf"), dtype=score.dtype, device=score.device)
+    return torch.where(allowed, score, inf).argmax(1)
+
+
+# -------------------------------------------------------------------- strategies
+
+
+def random_target(
+    logits: torch.Tensor,
+    *,
+    labels: torch.Tensor | None = None,
+    distances: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+    class_names: Sequence[str] | None = None,
+) -> torch.Tensor:
+    """Uniform among the allowed classes: C&W's "average case". One draw per
+    sample from ``generator`` (a fresh one seeded with 0 when ``None``) on the
+    generator's device, so equal generators give equal targets."""
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise LabelflipError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+    z, _, _, allowed = _prepare(logits, labels)
+    gen = generator_or_default(generator)
+    u = torch.rand(len(z), generator=gen, device=gen.device, dtype=torch.float64).to(z.device)
+    count = allowed.sum(1)
+    rank = (u * count).long().clamp(max=count - 1)  # which allowed class, 0-based
+    position = allowed.long().cumsum(1) - 1  # rank of every allowed class in its row
+    return (allowed & (position == rank.unsqueeze(1))).long().argmax(1)
+
+
+def easiest_target(
+    logits: torch.Tensor,
+    *,
+    labels: torch.Tensor | None = None,
+    distances: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+    class_names: Sequence[str] | None = None,
+) -> torch.Tensor:
+    """The allowed class with the highest logit (usually the runner-up): C&W's
+    "best case", with the logit as the proxy for how easy a target is."""
+    z, _, _, allowed = _prepare(logits, labels)
+    return _masked_argmax(z, allowed)
+
+
+def hardest_target(
+    logits: torch.Tensor,
+    *,
+    labels: torch.Tensor | None = None,
+    distances: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+    class_names: Sequence[str] | None = None,
+) -> torch.Tensor:
+    """The allowed class with the lowest logit: C&W's "worst case", with the
+    logit as the proxy for how hard a target is."""
+    z, _, _, allowed = _prepare(logits, labels)
+    return _masked_argmin(z, allowed)
+
+
+def _source_distances(
+    strategy: str,
+    logits: object,
+    labels: object,
+    distances: object,
+    distance: str,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    DistanceSettings(distance=distance).validate()
+    z, y, pred, allowed = _prepare(logits, labels)
+    d = check_distances(strategy, distances, z.shape[1], z.device)
+    source = pred if y is None else y
+    return d[source], allowed
+
+
+def nearest_target(
+    logits: torch.Tensor,
+    *,
+    labels: torch.Tensor | None = None,
+    distances: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+    class_names: Sequence[str] | None = None,
+    distance: str = "perceptual",
+) -> torch.Tensor:
+    """The allowed class nearest to the source class: ``argmin_i
+    distances[source, i]`` (ties: lowest index)."""
+    d, allowed = _source_distances("nearest", logits, labels, distances, distance)
+    return _masked_argmin(d, allowed)
+
+
+def farthest_target(
+    logits: torch.Tensor,
+    *,
+    labels: torch.Tensor | None = None,
+    distances: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+    class_names: Sequence[str] | None = None,
+    distance: str = "perceptual",
+) -> torch.Tensor:
+    """The allowed class farthest from the source class: ``argmax_i
+    distances[source, i]`` (ties: lowest index)."""
+    d, allowed = _source_distances("farthest", logits, labels, distances, distance)
+    return _masked_argmax(d, allowed)
+
+
+def _resolve_class(what: str, value: str | int, names: Sequence[str]) -> int:
+    k = len(names)
+    if isinstance(value, int) and not isinstance(value, bool):
+        index = value
+    elif value in names:
+        return names.index(value)
+    elif value.strip().lstrip("-").isdigit():
+        index = int(value)
+    else:
+        raise unknown_name(f"class in mapping {what}", value, names)
+    if not 0 <= index < k:
+        raise LabelflipError(f"mapping: class index {value!r} ({what}) is not in [0, {k - 1}]")
+    return index
+
+
+def resolve_mapping(
+    mapping: Mapping[str | int, str | int], class_names: Sequence[str]
+) -> dict[int, int]:
+    """``mapping`` (source -> target, by index or class name) as class indices.
+    A name is looked up first; a string of digits that is no class name is an
+    index. A target equal to its source, or two entries for one source with
+    different targets, raise a one-line error."""
+    names = list(class_names)
+    out: dict[int, int] = {}
+    for key, value in mapping.items():
+        src = _resolve_class("key", key, names)
+        dst = _resolve_class("value", value, names)
+        if dst == src:
+            raise LabelflipError(
+                f"mapping: class '{names[src]}' is mapped to itself; a target must differ "
+                "from its source"
+            )
+        if out.get(src, dst) != dst:
+            raise LabelflipError(
+                f"mapping: class '{names[src]}' is mapped twice, to '{names[out[src]]}' "
+                f"and '{names[dst]}'"
+            )
+        out[src] = dst
+    return out
+
+
+def mapped_target(
+    logits: torch.Tensor,
+    *,
+    labels: torch.Tensor | None = None,
+    distances: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+    class_names: Sequence[str] | None = None,
+    mapping: Mapping[str | int, str | int] | None = None,
+) -> torch.Tensor:
+    """A fixed source -> target table (source: the true label when ``labels``
+    are given, else the prediction). The table is the user's explicit choice,
+    so the prediction is not excluded: a sample already predicted as its
+    mapped target gets that target anyway (the attack then has nothing to
+    do). A source class missing from the table raises a one-line error.
+    ``class_names`` (default ``"0"``, ``"1"``, ...) resolve names in the table."""
+    s = MappingSettings(mapping=dict(mapping or {}))
+    s.validate()
+    z, y, pred, _ = _prepare(logits, labels)
+    k = z.shape[1]
+    if class_names is None:
+        names = [str(i) for i in range(k)]
+    else:
+        names = [str(c) for c in class_names]
+        if len(names) != k:
+            raise LabelflipError(f"{len(names)} class names given for logits with {k} classes")
+    table = resolve_mapping(s.mapping, names)
+    lookup = torch.full((k,), -1, dtype=torch.long)
+    for src, dst in table.items():
+        lookup[src] = dst
+    lookup = lookup.to(z.device)
+    source = pred if y is None else y
+    target = lookup[source]
+    missing = torch.unique(source[target < 0]).tolist()
+    if missing:
+        listed = ", ".join(f"'{names[c]}'" for c in missing)
+        raise LabelflipError(f"mapping: no target for source class {listed}")
+    return target
+
+
+def labelfool_target(
+    logits: torch.Tensor,
+    *,
+    labels: torch.Tensor | None = None,
+    distances: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+    class_names: Sequence[str] | None = None,
+    delta1: float = 0.8,
+    delta2: float = 0.01,
+    distance: str = "perceptual",
+) -> torch.Tensor:
+    """LabelFool's label selection (§III-A, eqs. 1–6) on ``p̂ = softmax(logits)``.
+
+    - ``p̂_1 > δ1`` (eq. 6, first case): ``ĝ = argmax p̂`` (eq. 1) and
+      ``t = argmin_i D[ĝ, i]`` (eq. 2);
+    - otherwise: ``S = {j : p̂_j > δ2}`` (eq. 3) and ``t = argmin_i Σ_{j∈S}
+      p̂_j D[j, i]`` (eqs. 4–5), the expected distance to ``g ~ p̂``.
+
+    The argmins run over the allowed classes only: unlike eq. 5 we exclude
+    the current prediction ``ĝ`` (and the true label when ``labels`` are
+    known), since a target equal to the current class makes no attack. The
+    source is always the model's estimate (``ĝ`` and ``p̂``, as in the paper);
+    ``labels`` only add the exclusion. ``D`` is read with rows as sources
+    (``D[a, b]``: from ``a`` to ``b``); the paper's Hausdorff distance is
+    symmetric, where the orientation does not matter. ``ĝ`` is always counted
+    in ``S`` (it is whenever ``p̂_1 > δ2``), so that ``S`` is never empty.
+    Batched; ties go to the lowest class index.
+    """
+    s = LabelFoolTargetSettings(delta1=delta1, delta2=delta2, distance=distance)
+    s.validate()
+    z, _, pred, allowed = _prepare(logits, labels)
+    n, k = z.shape
+    d = check_distances("labelfool", distances, k, z.device)
+    p = z.double().softmax(1)
+    rows = torch.arange(n, device=z.device)
+    confident = p[rows, pred] > s.delta1
+    # eq. 2: distances from the estimated ground truth ĝ
+    nearest = d[pred]
+    # eqs. 3-5: expected distance under p̂ restricted to S
+    in_s = p > s.delta2
+    in_s[rows, pred] = True
+    expected = (p * in_s) @ d
+    score = torch.where(confident.unsqueeze(1), nearest, expected)
+    return _masked_argmin(score, allowed)
+
+
+# ---------------------------------------------------------------------- registry
+
+
+@dataclass(frozen=True)
+class TargetStrategy:
+    """A registered target strategy: its config ``name``, the function, the
+    frozen settings dataclass whose fields are the function's keyword
+    settings, whether it needs a class-distance matrix, and a description."""
+
+    name: str
+    fn: Callable[..., torch.Tensor]
+    settings_type: type
+    needs_distance: bool
+    description: str
+
+    def default_settings(self) -> Any:
+        return self.settings_type()
+
+
+TARGET_STRATEGIES: dict[str, TargetStrategy] = {
+    s.name: s
+    for s in (
+        TargetStrategy(
+            "random",
+            random_target,
+            NoSettings,
+            False,
+            "uniform among the classes other than the prediction and the true label "
+            "(Carlini & Wagner 2017, average case)",
+        ),
+        TargetStrategy(
+            "easiest",
+            easiest_target,
+            NoSettings,
+            False,
+            "highest logit after the prediction (Carlini & Wagner 2017, best case)",
+        ),
+        TargetStrategy(
+            "hardest",
+            hardest_target,
+            NoSettings,
+            False,
+            "lowest logit (Carlini & Wagner 2017, worst case)",
+        ),
+        TargetStrategy(
+            "nearest",
+            nearest_target,
+            DistanceSettings,
+            True,
+            "class nearest to the true (else predicted) class in a class-distance matrix",
+        ),
+        TargetStrategy(
+            "farthest",
+            farthest_target,
+            DistanceSettings,
+            True,
+            "class farthest from the true (else predicted) class in a class-distance matrix",
+        ),
+        TargetStrategy(
+            "mapping",
+            mapped_target,
+            MappingSettings,
+            False,
+            "a fixed source -> target class table",
+        ),
+        TargetStrategy(
+            "labelfool",
+            labelfool_target,
+            LabelFoolTargetSettings,
+            True,
+            "LabelFool label selection, eqs. 1-6 (Liu et al. 2019)",
+        ),
+    )
+}
+
+
+def get_strategy(name: str) -> TargetStrategy:
+    """The strategy registered as ``name`` (a one-line error with a suggestion otherwise)."""
+    spec = TARGET_STRATEGIES.get(name) if isinstance(name, str) else None
+    if spec is None:
+        raise unknown_name("target strategy", str(name), TARGET_STRATEGIES)
+    return spec
+
+
+def strategy_settings_from_mapping(
+    mapping: str | Mapping[str, Any],
+) -> tuple[TargetStrategy, Any]:
+    """The strategy and its validated settings from a config value: a plain
+    name (default settings) or a mapping like ``{"strategy": "labelfool",
+    "delta1": 0.9}``. Unknown keys raise a one-line error with a "did you
+    mean"; wrong types and out-of-range values raise one-line errors."""
+    if isinstance(mapping, str):
+        spec = get_strategy(mapping)
+        settings = spec.settings_type()
+        settings.validate()
+        return spec, settings
+    if not isinstance(mapping, Mapping):
+        raise LabelflipError(
+            f"a target strategy must be a name or a table with a 'strategy' key, got {mapping!r}"
+        )
+    rest = dict(mapping)
+    if "strategy" not in rest:
+        raise LabelflipError(
+            f"target strategy table needs a 'strategy' key (one of "
+            f"{', '.join(sorted(TARGET_STRATEGIES))}), got keys {sorted(map(str, rest))}"
+        )
+    spec = get_strategy(rest.pop("strategy"))
+    hints = typing.get_type_hints(spec.settings_type)
+    names = [f.name for f in dataclasses.fields(spec.settings_type)]
+    kwargs: dict[str, Any] = {}
+    for key, value in rest.items():
+        if key not in names:
+            known = ["strategy", *names]
+            close = difflib.get_close_matches(str(key), known, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise LabelflipError(
+                f"unknown setting '{key}' for target strategy '{spec.name}'{hint} "
+                f"(known: {', '.join(sorted(known))})"
+            )
+        kwargs[key] = _coerce(spec.name, key, value, hints[key])
+    settings = spec.settings_type(**kwargs)
+    settings.validate()
+    return spec, settings
+
+
+def choose_targets(
+    strategy: str | Mapping[str, Any],
+    logits: torch.Tensor,
+    *,
+    labels: torch.Tensor | None = None,
+    distances: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+    class_names: Sequence[str] | None = None,
+) -> torch.Tensor:
+    """Target classes ``(N,)`` (long, on ``logits``' device) chosen by
+    ``strategy`` (a name or a config mapping, see
+    :func:`strategy_settings_from_mapping`) from the model's ``logits``.
+
+    ``labels``: true labels, excluded as targets (``k >= 3``) and the source
+    of the distance-based strategies; ``distances``: the ``(k, k)`` finite
+    class-distance matrix the strategy needs (a one-line error if it needs
+    one and gets none); ``generator``: randomness of ``random`` (seed 0 when
+    ``None``); ``class_names``: for ``mapping``.
+
+    >>> t = choose_targets("labelfool", clf(x), distances=D)   # doctest: +SKIP
+    >>> labelfool(clf, x, y, target=t)                          # doctest: +SKIP
+    """
+    spec, settings = strategy_settings_from_mapping(strategy)
+    z = _check_logits(logits)
+    if spec.needs_distance:
+        distances = check_distances(spec.name, distances, z.shape[1], z.device)
+    return spec.fn(
+        z,
+        labels=labels,
+        distances=distances,
+        generator=generator,
+        class_names=class_names,
+        **dataclasses.asdict(settings),
+    )
