@@ -42,16 +42,28 @@ def test_default_run_writes_a_report_that_renders(tmp_path):
     assert run_dir.parent == tmp_path / "runs"
     summary = json.loads((report.parent / "summary.json").read_text())
     jobs = summary["jobs"]
-    assert [j["attack"] for j in jobs] == ["fgsm"] + ["pgd"] * 6 + ["deepfool", "cw-l2"]
+    assert [j["attack"] for j in jobs] == ["fgsm"] + ["pgd"] * 6 + [
+        "deepfool",
+        "cw-l2",
+        "labelfool",
+        "labelfool",
+    ]
     assert all(j["complete"] and j["n"] == 359 for j in jobs)
     assert summary["run"]["model"]["clean_accuracy"] > 0.95
     by_attack = {j["attack"]: j for j in jobs}
     assert by_attack["deepfool"]["success_rate_clean"] >= 0.99
+    # label space: LabelFool's targets are perceptually nearer than random ones
+    assert [d["name"] for d in summary["distances"]] == ["perceptual", "confusion"]
+    space = {j["job_id"]: j["label_space"] for j in jobs}
+    lf, rnd = space["labelfool-to-labelfool"], space["labelfool-to-random"]
+    assert lf["flip_distance"]["perceptual"] < rnd["flip_distance"]["perceptual"]
+    assert lf["attack_rate"] >= 0.99
     # the end-of-run table names every job
     for j in jobs:
         assert j["label"] in proc.stdout
     html = report.read_text(encoding="utf-8")
     assert len(DATA_URI.findall(html)) >= 2 * len(jobs)  # heatmap + gallery per job
+    assert "<h2>Label space</h2>" in html
     assert_not_blank(render(report, tmp_path))
     # the model was cached: a second run does not train again
     again = subprocess.run(
