@@ -55,9 +55,11 @@ def test_default_run_writes_a_report_that_renders(tmp_path):
     # label space: LabelFool's targets are perceptually nearer than random ones
     assert [d["name"] for d in summary["distances"]] == ["perceptual", "confusion"]
     space = {j["job_id"]: j["label_space"] for j in jobs}
-    lf, rnd = space["labelfool-to-labelfool"], space["labelfool-to-random"]
-    assert lf["flip_distance"]["perceptual"] < rnd["flip_distance"]["perceptual"]
-    assert lf["attack_rate"] >= 0.99
+    lf = space["labelfool-to-labelfool"]
+    print({k: (v["flip_distance"]["perceptual"], v["attack_rate"]) for k, v in space.items()})
+    for other in ("fgsm-eps0.1", "deepfool-l2", "labelfool-to-random"):
+        assert lf["flip_distance"]["perceptual"] < space[other]["flip_distance"]["perceptual"]
+    assert lf["attack_rate"] >= space["deepfool-l2"]["attack_rate"]
     # the end-of-run table names every job
     for j in jobs:
         assert j["label"] in proc.stdout

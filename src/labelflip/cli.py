@@ -2,7 +2,9 @@
 
 Every error a user can cause is a :class:`LabelflipError`: the command
 prints ``labelflip: error: <one line>`` to stderr and exits with status 1
-(status 2 for command-line usage errors, 130 on Ctrl-C).
+(status 2 for command-line usage errors, also one line; 130 on Ctrl-C).
+Failures of the machine (disk full, read-only directory) are one line too,
+and warnings print as one ``labelflip: warning: <text>`` line.
 """
 
 from __future__ import annotations
@@ -10,13 +12,16 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from labelflip._text import slug
-from labelflip.errors import LabelflipError
+from labelflip.errors import LabelflipError, os_error
 
 EXIT_ERROR = 1
+EXIT_USAGE = 2
 EXIT_INTERRUPT = 130
 
 
@@ -25,24 +30,42 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
-        return 2
-    try:
-        return int(args.func(args) or 0)
-    except LabelflipError as e:
-        print(f"labelflip: error: {e}", file=sys.stderr)
-        return EXIT_ERROR
-    except KeyboardInterrupt:
-        print("labelflip: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPT
-    except BrokenPipeError:  # output piped into e.g. `head`, which closed early
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return EXIT_ERROR
+        return EXIT_USAGE
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        try:
+            return int(args.func(args) or 0)
+        except LabelflipError as e:
+            print(f"labelflip: error: {e}", file=sys.stderr)
+            return EXIT_ERROR
+        except KeyboardInterrupt as e:  # a run stopped by Ctrl-C says how to resume
+            print(f"labelflip: interrupted{f': {e}' if str(e) else ''}", file=sys.stderr)
+            return EXIT_INTERRUPT
+        except BrokenPipeError:  # output piped into e.g. `head`, which closed early
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return EXIT_ERROR
+        except OSError as e:  # disk full, read-only or vanished files not caught closer by
+            where = f"cannot access {e.filename}" if e.filename else "input/output failed"
+            print(f"labelflip: error: {os_error(where, e)}", file=sys.stderr)
+            return EXIT_ERROR
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    text = " ".join(str(message).split())
+    print(f"labelflip: warning: {text}", file=sys.stderr if file is None else file)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line, like every other error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"labelflip: error: {message} (see '{self.prog} --help')\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
     from labelflip import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="labelflip",
         description="Where do adversarial examples land? Train, attack and analyse label flips.",
     )
@@ -140,7 +163,11 @@ def build_parser() -> argparse.ArgumentParser:
         "(offline: digits, a digits-cnn trained on first use, FGSM, a PGD sweep, DeepFool, C&W).",
     )
     p.add_argument("config", nargs="?", help="TOML config (default: the built-in default)")
-    p.add_argument("--resume", metavar="RUNDIR", help="continue an interrupted run")
+    p.add_argument(
+        "--resume",
+        metavar="RUNDIR",
+        help="continue an interrupted run (with its own config; a CONFIG given must match it)",
+    )
     p.add_argument("--out", metavar="RUNDIR", help="run directory (default: OUTPUT/NAME-DATE-TIME)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--no-report", action="store_true", help="skip the HTML report at the end")
@@ -358,10 +385,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(default_config_text(), end="")
         return 0
     if args.resume:
-        if args.config or args.out:
-            raise LabelflipError("--resume takes the config and directory of the run; give neither")
+        if args.out:
+            raise LabelflipError("--resume continues RUNDIR in place; --out does not go with it")
         outcome = run(
-            None,
+            load_config(args.config) if args.config else None,  # must be the run's own config
             resume=Path(args.resume),
             progress=not args.no_progress,
         )
@@ -369,7 +396,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         cfg = load_config(args.config)
         text = Path(args.config).read_text() if args.config else default_config_text()
         run_dir = Path(args.out) if args.out else new_run_dir(cfg, None)
-        print(f"run directory: {run_dir}", file=sys.stderr)
         outcome = run(
             cfg,
             config_text=text,

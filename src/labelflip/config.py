@@ -76,7 +76,8 @@ class DataConfig:
 class ModelConfig:
     """A ``checkpoint`` to load, or an ``arch`` to train on the dataset's train
     split first (with its recipe; ``epochs`` overrides the recipe's), cached
-    so later runs reuse it."""
+    so later runs reuse it. A checkpoint of a user model also names its code,
+    ``arch = "module:function"``, to trust it (the CLI's ``--arch``)."""
 
     checkpoint: str | None = None
     arch: str | None = None
@@ -399,14 +400,38 @@ def _validate(cfg: RunConfig, source: str) -> None:
         raise LabelflipError(f"{source}: [data] samples must be >= 1, got {d.samples}")
     if d.start < 0 or (d.stop is not None and d.stop <= d.start):
         raise LabelflipError(f"{source}: [data] needs 0 <= start < stop, got {d.start}, {d.stop}")
-    if (m.checkpoint is None) == (m.arch is None):
+    if m.checkpoint is None and m.arch is None:
         raise LabelflipError(
             f"{source}: [model] needs exactly one of 'checkpoint' or 'arch' (to train first)"
         )
+    if m.checkpoint is not None and m.arch is not None and ":" not in m.arch:
+        raise LabelflipError(
+            f"{source}: [model] needs exactly one of 'checkpoint' or 'arch' (to train first); "
+            "beside a checkpoint, 'arch' may only name its user code (module:function) to trust"
+        )
+    _validate_names(cfg, source)
     if m.epochs is not None and (m.checkpoint is not None or m.epochs < 1):
         raise LabelflipError(f"{source}: [model] epochs must be >= 1 and only go with 'arch'")
     if not cfg.attacks:
         raise LabelflipError(f"{source}: no [[attacks]] given")
+
+
+def _validate_names(cfg: RunConfig, source: str) -> None:
+    """Unknown dataset and architecture names fail at load time, with a "did you mean"."""
+    from labelflip.data import IMAGEFOLDER_PREFIX, REGISTRY
+    from labelflip.errors import unknown_name
+    from labelflip.models.registry import get_architecture
+
+    name = cfg.data.dataset
+    if not name.startswith(IMAGEFOLDER_PREFIX) and name not in REGISTRY:
+        known = [*REGISTRY, f"{IMAGEFOLDER_PREFIX}<path>"]
+        raise LabelflipError(f"{source}: [data] {unknown_name('dataset', name, known)}")
+    arch = cfg.model.arch
+    if arch is not None and ":" not in arch:
+        try:
+            get_architecture(arch)
+        except LabelflipError as e:
+            raise LabelflipError(f"{source}: [model] {e}") from None
 
 
 # ------------------------------------------------------------------ job expansion
@@ -415,6 +440,8 @@ def _validate(cfg: RunConfig, source: str) -> None:
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:g}"
+    if isinstance(value, Mapping):  # e.g. a target table: "nearest semantic"
+        return " ".join(_fmt(v) for v in value.values())
     return str(value)
 
 

@@ -8,7 +8,10 @@ one-line message; the CLI prints that line and exits non-zero.
 from __future__ import annotations
 
 import difflib
+import errno
 from collections.abc import Iterable
+
+_NO_SPACE = {errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)}
 
 
 class LabelflipError(Exception):
@@ -16,6 +19,29 @@ class LabelflipError(Exception):
 
     def __init__(self, message: str) -> None:
         super().__init__(" ".join(str(message).split()))
+
+
+class LabelflipWarning(UserWarning):
+    """Something the user should know that does not stop the work (the CLI
+    prints it as one ``labelflip: warning:`` line)."""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped a run cleanly between batches; the message says how to resume."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(" ".join(str(message).split()))
+
+
+def os_error(action: str, exc: OSError) -> LabelflipError:
+    """A one-line error for an operating-system failure while ``action``
+    (e.g. "cannot write runs/x/config.json"): the system's reason, plus the
+    likely cause when that reason is cryptic (``File too large``: a full disk
+    or a file-size limit)."""
+    reason = exc.strerror or str(exc)
+    if exc.errno in _NO_SPACE:
+        reason += " (the disk is full or a file-size limit was reached)"
+    return LabelflipError(f"{action}: {reason}")
 
 
 def unknown_name(kind: str, name: str, known: Iterable[str]) -> LabelflipError:

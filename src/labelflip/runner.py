@@ -7,7 +7,15 @@ batches of a job are fixed slices of the sample list; the generator of batch
 is one store transaction, so a run killed at any moment and resumed with
 ``labelflip run --resume RUNDIR`` redoes only the batches that were not
 committed, and its records equal those of an uninterrupted run (apart from
-the measured seconds).
+the measured seconds). Ctrl-C (SIGINT) stops a run cleanly after the batch in
+hand (a second Ctrl-C stops at once); it is resumed the same way.
+
+Everything a user can get wrong (dataset, model, samples, budgets, a model
+whose logits are NaN) is checked before the run directory is made, and the
+run directory appears atomically with its config and an empty store: a run
+that fails before any work leaves nothing behind, and a run directory that
+exists can always be resumed. Before attacking, the clean accuracy on the
+chosen samples is checked (:func:`clean_accuracy_warning`).
 
 A run directory holds ``config.json`` (the resolved config), ``config.toml``
 (the text it came from), ``records.sqlite`` (job table, records, metadata;
@@ -17,12 +25,18 @@ the first few samples, shown in the report) and, at the end, ``report/``.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import shlex
+import shutil
+import signal
 import sys
+import threading
 import time
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -33,7 +47,7 @@ import torch
 
 from labelflip._text import slug
 from labelflip.config import JobSpec, RunConfig, config_from_json
-from labelflip.errors import LabelflipError
+from labelflip.errors import LabelflipError, LabelflipWarning, RunInterrupted, os_error
 
 CONFIG_JSON = "config.json"
 CONFIG_TOML = "config.toml"
@@ -137,8 +151,11 @@ def obtain_model(cfg: RunConfig, device: torch.device, progress: bool):
 
 def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except OSError as e:
+        raise os_error(f"cannot write {path}", e) from None
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
@@ -199,90 +216,38 @@ def run(
     resume: Path | None = None,
     progress: bool = True,
 ) -> RunOutcome:
-    """Run a config into a new run directory, or resume ``resume``."""
-    from labelflip.attacks import get_attack, settings_from_mapping
-    from labelflip.data import load_dataset
+    """Run a config into a new run directory, or resume ``resume`` (then
+    ``cfg``, if given, must be the config the run was made with)."""
     from labelflip.models.checkpoint import library_versions
     from labelflip.store import Job, RunStore
 
     t_start = time.perf_counter()
     if resume is not None:
         run_dir = Path(resume)
-        cfile = run_dir / CONFIG_JSON
-        if not cfile.is_file():
-            raise LabelflipError(f"cannot resume {run_dir}: no {CONFIG_JSON} (not a run directory)")
-        cfg = config_from_json(cfile.read_text(), str(cfile))
-        store = RunStore.open(run_dir)
-        _log(f"resuming {run_dir}")
+        cfg = _resume_config(run_dir, cfg)
     else:
         assert cfg is not None and run_dir is not None
-        if run_dir.exists() and any(run_dir.iterdir()):
+        if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
             raise LabelflipError(
                 f"run directory {run_dir} already exists and is not empty "
                 "(use --resume to continue it)"
             )
-        run_dir.mkdir(parents=True, exist_ok=True)
-        _write_atomic(
-            run_dir / CONFIG_JSON, lambda p: p.write_text(json.dumps(cfg.to_dict(), indent=2))
-        )
-        if config_text:
-            _write_atomic(run_dir / CONFIG_TOML, lambda p: p.write_text(config_text))
-        store = RunStore.create(run_dir, meta={})
+    inputs = prepare(cfg, progress)  # every input check, before the run directory is touched
+    if resume is None:
+        _create_run_dir(run_dir, cfg, config_text)
+        _log(f"run directory: {run_dir}")
+    store = RunStore.open(run_dir)
 
-    with store:
-        device = resolve_device(cfg.device)
-        data = load_dataset(cfg.data.dataset, cfg.data.split, cfg.data.data_dir)
-        clf, meta, ckpt = obtain_model(cfg, device, progress)
-        if tuple(clf.input_shape or data.input_shape) != tuple(data.input_shape) or (
-            clf.num_classes != data.num_classes
-        ):
-            raise LabelflipError(
-                f"model {ckpt} ({clf.num_classes} classes, inputs {clf.input_shape}) does not "
-                f"fit dataset '{cfg.data.dataset}' ({data.num_classes} classes, inputs "
-                f"{tuple(data.input_shape)})"
-            )
-        sha = meta.weights_sha256
-        indices = select_samples(len(data), cfg)
-        x_all = data.x[torch.as_tensor(indices)]
-        y_all = data.y[torch.as_tensor(indices)]
-        clf.check_inputs(x_all)
-
+    with store, _stop_on_sigint() as stop:
+        started = store.meta("started") is not None
         if resume is not None:
-            recorded = store.meta("samples")
-            if recorded is not None and list(recorded) != indices.tolist():
-                raise LabelflipError(
-                    f"cannot resume {run_dir}: the dataset's samples changed since the run started"
-                )
+            if started:
+                _check_unchanged(store, run_dir, inputs)
+            _log(f"resuming {run_dir}")
+        if started:
             distances = _stored_distances(store)
-        else:
-            with torch.no_grad():
-                clean_pred = clf.predict(x_all.to(device)).cpu()
-            clean_acc = float((clean_pred == y_all).float().mean())
-            distances = class_distances(cfg, clf, data.class_names, y_all, clean_pred, device)
-            store.set_meta("distances", [d.to_dict() for d in distances.values()])
-            noise_pred = _white_noise(clf, cfg, device)
-            for key, value in {
-                "name": cfg.name,
-                "dataset": cfg.data.dataset,
-                "split": cfg.data.split,
-                "class_names": list(data.class_names),
-                "num_classes": data.num_classes,
-                "bounds": list(clf.bounds),
-                "input_shape": list(data.input_shape),
-                "samples": indices.tolist(),
-                "seed": cfg.seed,
-                "model": {
-                    "arch": meta.architecture,
-                    "checkpoint": str(ckpt),
-                    "sha256": sha,
-                    "clean_accuracy": clean_acc,
-                    "trained_on": meta.dataset,
-                },
-                "white_noise_pred": noise_pred,
-                "started": datetime.now().isoformat(timespec="seconds"),
-            }.items():
-                store.set_meta(key, value)
-            _save_gallery_originals(run_dir, cfg, x_all, y_all)
+        else:  # a new run, or one killed before its setup was saved
+            distances = _record_setup(store, run_dir, cfg, inputs)
 
         versions = library_versions()
         jobs = cfg.jobs()
@@ -292,7 +257,7 @@ def run(
                 attack=spec.attack,
                 settings=spec.stored_settings(),
                 seed=cfg.seed,
-                model_sha256=sha,
+                model_sha256=inputs.meta.weights_sha256,
                 versions=versions if resume is None else _old_versions(store, spec, versions),
                 label=spec.label,
                 group=spec.group,
@@ -301,28 +266,26 @@ def run(
             store.add_job(job)
 
         _check_target_distances(jobs, distances)
-        n = len(indices)
+        n = len(inputs.indices)
         total_jobs = len(jobs)
         for j, spec in enumerate(jobs, 1):
             if store.job_status(spec.job_id) == "done":
                 continue
-            attack = get_attack(spec.attack)
-            settings = settings_from_mapping(attack, spec.settings)
+            _stop_if_asked(stop, store, run_dir, jobs, n)
             _run_job(
                 store,
                 run_dir,
                 spec,
-                attack,
-                settings,
-                clf,
-                x_all,
-                y_all,
-                indices,
+                inputs.clf,
+                inputs.x,
+                inputs.y,
+                inputs.indices,
                 cfg,
-                device,
+                inputs.device,
                 progress,
                 f"[{j}/{total_jobs}] {spec.job_id}",
                 distances,
+                lambda: _stop_if_asked(stop, store, run_dir, jobs, n),
             )
             store.mark_done(spec.job_id)
         store.set_meta("finished", datetime.now().isoformat(timespec="seconds"))
@@ -330,6 +293,240 @@ def run(
 
     write_gallery_npz(run_dir, [s.job_id for s in jobs])
     return RunOutcome(run_dir, time.perf_counter() - t_start)
+
+
+@dataclass
+class RunInputs:
+    """What :func:`prepare` checked and computed: the model, the chosen samples
+    and their clean predictions."""
+
+    device: torch.device
+    clf: Any
+    meta: Any  # CheckpointMeta
+    checkpoint: Path
+    class_names: tuple[str, ...]
+    input_shape: tuple[int, int, int]
+    indices: np.ndarray
+    x: torch.Tensor
+    y: torch.Tensor
+    clean_pred: torch.Tensor
+    clean_accuracy: float
+
+
+def prepare(cfg: RunConfig, progress: bool = False) -> RunInputs:
+    """Load the data and the model and check everything a user can get wrong
+    before any work: the model fits the data, the samples exist, the inputs
+    lie in the model's bounds, every budget fits the input range, and the
+    model runs on the chosen samples and gives finite logits. Warns if the
+    clean accuracy is implausibly low (:func:`clean_accuracy_warning`)."""
+    from labelflip.data import load_dataset
+    from labelflip.models.classifier import checked_logits
+
+    device = resolve_device(cfg.device)
+    data = load_dataset(cfg.data.dataset, cfg.data.split, cfg.data.data_dir)
+    indices = select_samples(len(data), cfg)
+    clf, meta, ckpt = obtain_model(cfg, device, progress)
+    if tuple(clf.input_shape or data.input_shape) != tuple(data.input_shape) or (
+        clf.num_classes != data.num_classes
+    ):
+        raise LabelflipError(
+            f"model {ckpt} ({clf.num_classes} classes, inputs {clf.input_shape}) does not "
+            f"fit dataset '{cfg.data.dataset}' ({data.num_classes} classes, inputs "
+            f"{tuple(data.input_shape)})"
+        )
+    x_all = data.x[torch.as_tensor(indices)]
+    y_all = data.y[torch.as_tensor(indices)]
+    clf.check_inputs(x_all)
+    _check_budgets(cfg.jobs(), clf, x_all)
+    clean_pred = checked_logits(clf, x_all, cfg.batch_size, f"model {ckpt.name}").argmax(1)
+    clean_acc = float((clean_pred == y_all).float().mean())
+    reported = meta.clean_test_accuracy if meta.dataset == cfg.data.dataset else None
+    note = clean_accuracy_warning(clean_acc, len(indices), clf.num_classes, reported)
+    if note is not None:
+        warnings.warn(note, LabelflipWarning, stacklevel=2)
+    return RunInputs(
+        device=device,
+        clf=clf,
+        meta=meta,
+        checkpoint=ckpt,
+        class_names=tuple(data.class_names),
+        input_shape=tuple(data.input_shape),
+        indices=indices,
+        x=x_all,
+        y=y_all,
+        clean_pred=clean_pred,
+        clean_accuracy=clean_acc,
+    )
+
+
+def clean_accuracy_warning(
+    accuracy: float, n: int, num_classes: int, reported: float | None = None
+) -> str | None:
+    """The sanity check before attacking (AutoAttack, Croce & Hein 2020, also
+    reports clean accuracy first): the text of a warning when the clean
+    accuracy on the ``n`` chosen samples is implausibly low, else ``None``.
+
+    Implausibly low means below twice chance (``2 / k``, capped at halfway
+    between chance and 100 % so that two classes give 0.75), or below half
+    the clean test accuracy ``reported`` by the checkpoint for the same
+    dataset. A weak model may be attacked on purpose, so this only warns.
+    """
+    chance = 1.0 / num_classes
+    floor = min(2 * chance, (1 + chance) / 2)
+    if accuracy < floor:
+        why = f"below twice chance ({floor:.2f} for {num_classes} classes)"
+    elif reported is not None and accuracy < reported / 2:
+        why = f"less than half the {reported:.2f} its checkpoint reports on this dataset"
+    else:
+        return None
+    return (
+        f"clean accuracy on the {n} chosen samples is {accuracy:.2f}, {why}: wrong "
+        "normalisation, dataset or class order? attacking anyway"
+    )
+
+
+def _check_budgets(jobs: list[JobSpec], clf, x: torch.Tensor) -> None:
+    """Every ``eps`` must fit the model's input range (checked again by the attack)."""
+    from labelflip.attacks import get_attack, settings_from_mapping
+    from labelflip.attacks._common import check_eps
+
+    for spec in jobs:
+        settings = settings_from_mapping(get_attack(spec.attack), spec.settings)
+        eps, norm = getattr(settings, "eps", None), getattr(settings, "norm", None)
+        if isinstance(eps, (int, float)) and norm in ("linf", "l2"):
+            try:
+                check_eps(spec.attack, float(eps), norm, clf, x[:1])
+            except LabelflipError as e:
+                raise LabelflipError(f"job {spec.job_id}: {e}") from None
+
+
+def _resume_config(run_dir: Path, given: RunConfig | None) -> RunConfig:
+    """The config saved in ``run_dir``; ``given`` (if any) must equal it."""
+    cfile = run_dir / CONFIG_JSON
+    if not cfile.is_file():
+        what = "does not exist" if not run_dir.exists() else f"has no {CONFIG_JSON}"
+        raise LabelflipError(f"cannot resume {run_dir}: it {what} (not a run directory)")
+    try:
+        text = cfile.read_text()
+    except OSError as e:
+        raise os_error(f"cannot read {cfile}", e) from None
+    stored = config_from_json(text, str(cfile))
+    if given is not None:
+        a, b = stored.to_dict(), given.to_dict()
+        diff = [k for k in a if k != "output" and a[k] != b.get(k)]
+        if diff:
+            raise LabelflipError(
+                f"cannot resume {run_dir}: it was made with a different config (differs in: "
+                f"{', '.join(diff)}); resume it without a config, or run the new one elsewhere"
+            )
+    return stored
+
+
+def _check_unchanged(store, run_dir: Path, inputs: RunInputs) -> None:
+    """A resumed run must see the samples and the model it started with."""
+    if list(store.meta("samples")) != inputs.indices.tolist():
+        raise LabelflipError(
+            f"cannot resume {run_dir}: the dataset's samples changed since the run started"
+        )
+    was = (store.meta("model") or {}).get("sha256")
+    now = inputs.meta.weights_sha256
+    if was != now:
+        raise LabelflipError(
+            f"cannot resume {run_dir}: the model changed since the run started "
+            f"({inputs.checkpoint} has SHA-256 {now[:12]}..., the run used {str(was)[:12]}...)"
+        )
+
+
+def _create_run_dir(run_dir: Path, cfg: RunConfig, config_text: str) -> None:
+    """Make ``run_dir`` with the config and an empty store, atomically: both
+    are written into a hidden staging directory that is then renamed."""
+    from labelflip.store import RunStore
+
+    staging = run_dir.parent / f".{run_dir.name}.{os.getpid()}.tmp"
+    try:
+        staging.mkdir(parents=True)
+    except OSError as e:
+        raise os_error(f"cannot create run directory {run_dir}", e) from None
+    try:
+        _write_atomic(
+            staging / CONFIG_JSON, lambda p: p.write_text(json.dumps(cfg.to_dict(), indent=2))
+        )
+        if config_text:
+            _write_atomic(staging / CONFIG_TOML, lambda p: p.write_text(config_text))
+        try:
+            RunStore.create(staging, meta={}).close()
+        except LabelflipError as e:  # name the run directory, not the staging one
+            raise LabelflipError(str(e).replace(str(staging), str(run_dir))) from None
+        try:
+            os.rename(staging, run_dir)  # also replaces an empty run_dir
+        except OSError as e:
+            raise os_error(f"cannot create run directory {run_dir}", e) from None
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def _record_setup(store, run_dir: Path, cfg: RunConfig, inputs: RunInputs) -> dict[str, Any]:
+    """Compute and save the run's setup (distances, white-noise prior, gallery
+    originals, metadata); ``started`` is written last and marks it complete."""
+    clf, device = inputs.clf, inputs.device
+    distances = class_distances(cfg, clf, inputs.class_names, inputs.y, inputs.clean_pred, device)
+    store.set_meta("distances", [d.to_dict() for d in distances.values()])
+    noise_pred = _white_noise(clf, cfg, device)
+    _save_gallery_originals(run_dir, cfg, inputs.x, inputs.y)
+    for key, value in {
+        "name": cfg.name,
+        "dataset": cfg.data.dataset,
+        "split": cfg.data.split,
+        "class_names": list(inputs.class_names),
+        "num_classes": len(inputs.class_names),
+        "bounds": list(clf.bounds),
+        "input_shape": list(inputs.input_shape),
+        "samples": inputs.indices.tolist(),
+        "seed": cfg.seed,
+        "model": {
+            "arch": inputs.meta.architecture,
+            "checkpoint": str(inputs.checkpoint),
+            "sha256": inputs.meta.weights_sha256,
+            "clean_accuracy": inputs.clean_accuracy,
+            "trained_on": inputs.meta.dataset,
+        },
+        "white_noise_pred": noise_pred,
+        "started": datetime.now().isoformat(timespec="seconds"),
+    }.items():
+        store.set_meta(key, value)
+    return distances
+
+
+@contextlib.contextmanager
+def _stop_on_sigint() -> Iterator[threading.Event]:
+    """While running: the first Ctrl-C sets the returned event (the run stops
+    after the batch in hand); a second one interrupts at once."""
+    stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        _log("labelflip: stopping after the current batch (Ctrl-C again to stop at once)")
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _stop_if_asked(stop: threading.Event, store, run_dir: Path, jobs: list[JobSpec], n: int):
+    if stop.is_set():
+        kept = sum(len(store.done_samples(s.job_id)) for s in jobs)
+        raise RunInterrupted(
+            f"stopped after a finished batch, {kept} of {len(jobs) * n} records kept; "
+            f"resume with: labelflip run --resume {shlex.quote(str(run_dir))}"
+        )
 
 
 def class_distances(
@@ -442,8 +639,6 @@ def _run_job(
     store,
     run_dir: Path,
     spec: JobSpec,
-    attack,
-    settings,
     clf,
     x_all: torch.Tensor,
     y_all: torch.Tensor,
@@ -453,10 +648,15 @@ def _run_job(
     progress: bool,
     desc: str,
     distances: dict[str, Any],
+    after_batch: Callable[[], None],
 ) -> None:
     import dataclasses
 
+    from labelflip.attacks import get_attack, settings_from_mapping
     from labelflip.targets import choose_targets
+
+    attack = get_attack(spec.attack)
+    settings = settings_from_mapping(attack, spec.settings)
 
     n = len(indices)
     bs = cfg.batch_size
@@ -473,47 +673,50 @@ def _run_job(
         _log(f"{desc}: {n - len(done)} samples to attack")
     gallery = gallery_size(cfg, n)
     kwargs = dataclasses.asdict(settings)
-    for b in batches:
-        stop = min(b + bs, n)
-        x = x_all[b:stop].to(device)
-        y = y_all[b:stop].to(device)
-        gen = torch.Generator().manual_seed(batch_seed(cfg.seed, spec.job_id, b // bs))
-        t = time.perf_counter()
-        target = None
-        if spec.target is not None:
-            with torch.no_grad():
-                logits = clf(x)
-            d = distances.get(spec.target.get("distance", ""))
-            target = choose_targets(
-                spec.target,
-                logits,
-                labels=y,
-                distances=None if d is None else torch.as_tensor(d.matrix),
-                generator=gen,
-                class_names=clf.class_names,
-            )
-        result = attack.fn(clf, x, y, target=target, generator=gen, **kwargs)
-        seconds = time.perf_counter() - t
-        cols = result.to_numpy()
-        m = stop - b
-        records = {
-            "job_id": np.array([spec.job_id] * m),
-            "sample": np.arange(b, stop, dtype=np.int64),
-            "index": indices[b:stop].astype(np.int64),
-            "true": cols.pop("y").astype(np.int64),
-            **{k: v.astype(np.float64 if k in _FLOAT else np.int64) for k, v in cols.items()},
-            "seconds": np.full(m, seconds / m),
-        }
-        x_adv = result.x_adv.detach().cpu().numpy().astype(np.float32)
-        if b == 0 and gallery:  # saved before the batch commits: a committed batch has it
-            _save_npy(run_dir / GALLERY_DIR / f"adv__{spec.job_id}.npy", x_adv[:gallery])
-        store.write_batch(spec.job_id, records, x_adv if cfg.save_adversarials else None)
+    try:
+        for b in batches:
+            stop = min(b + bs, n)
+            x = x_all[b:stop].to(device)
+            y = y_all[b:stop].to(device)
+            gen = torch.Generator().manual_seed(batch_seed(cfg.seed, spec.job_id, b // bs))
+            t = time.perf_counter()
+            target = None
+            if spec.target is not None:
+                with torch.no_grad():
+                    logits = clf(x)
+                d = distances.get(spec.target.get("distance", ""))
+                target = choose_targets(
+                    spec.target,
+                    logits,
+                    labels=y,
+                    distances=None if d is None else torch.as_tensor(d.matrix),
+                    generator=gen,
+                    class_names=clf.class_names,
+                )
+            result = attack.fn(clf, x, y, target=target, generator=gen, **kwargs)
+            seconds = time.perf_counter() - t
+            cols = result.to_numpy()
+            m = stop - b
+            records = {
+                "job_id": np.array([spec.job_id] * m),
+                "sample": np.arange(b, stop, dtype=np.int64),
+                "index": indices[b:stop].astype(np.int64),
+                "true": cols.pop("y").astype(np.int64),
+                **{k: v.astype(np.float64 if k in _FLOAT else np.int64) for k, v in cols.items()},
+                "seconds": np.full(m, seconds / m),
+            }
+            x_adv = result.x_adv.detach().cpu().numpy().astype(np.float32)
+            if b == 0 and gallery:  # saved before the batch commits: a committed batch has it
+                _save_npy(run_dir / GALLERY_DIR / f"adv__{spec.job_id}.npy", x_adv[:gallery])
+            store.write_batch(spec.job_id, records, x_adv if cfg.save_adversarials else None)
+            if bar is not None:
+                bar.update(m)
+                ok = store_success_rate(result)
+                bar.set_postfix(success=f"{ok:.3f}")
+            after_batch()  # Ctrl-C: stop here, after a committed batch
+    finally:
         if bar is not None:
-            bar.update(m)
-            ok = store_success_rate(result)
-            bar.set_postfix(success=f"{ok:.3f}")
-    if bar is not None:
-        bar.close()
+            bar.close()
 
 
 def store_success_rate(result) -> float:

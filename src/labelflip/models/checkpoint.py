@@ -18,6 +18,7 @@ import json
 import os
 import pickle
 import platform
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -159,7 +160,8 @@ def load_checkpoint(
     if ":" in meta.architecture and trust_code != meta.architecture:
         raise LabelflipError(
             f"checkpoint {weights.name} needs user code '{meta.architecture}'; "
-            f"pass --arch {meta.architecture} to trust and import it"
+            f"pass --arch {meta.architecture} (in a config: [model] arch = "
+            f'"{meta.architecture}") to trust and import it'
         )
     try:
         state = load_file(str(weights))
@@ -215,7 +217,9 @@ def import_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
             raise LabelflipError(f"cannot read weights {p}: {e}") from None
     else:
         try:
-            obj = torch.load(p, map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():  # torch's protocol notices: the refusal says enough
+                warnings.simplefilter("ignore")
+                obj = torch.load(p, map_location="cpu", weights_only=True)
         except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise LabelflipError(

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from labelflip.errors import LabelflipError
+from labelflip.errors import LabelflipError, LabelflipWarning
 
 
 class Classifier(nn.Module):
@@ -70,8 +70,7 @@ class Classifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.model.training:
-            warnings.warn("the wrapped model was in train mode; switched to eval", stacklevel=2)
-            self.model.eval()
+            self._force_eval()
         if self.input_shape is not None and tuple(x.shape[1:]) != self.input_shape:
             raise LabelflipError(
                 f"input shape {tuple(x.shape[1:])} does not match the model's "
@@ -80,6 +79,20 @@ class Classifier(nn.Module):
         if self.mean.device != x.device:
             self.to(x.device)
         return self.model((x - self.mean) / self.std)
+
+    def _force_eval(self) -> None:
+        """Switch every submodule to eval mode, even past a ``train()`` override
+        that keeps the model stochastic (e.g. Monte-Carlo dropout); say so once."""
+        if not getattr(self, "_warned_train_mode", False):
+            self._warned_train_mode = True
+            warnings.warn(
+                f"the wrapped model ({type(self.model).__name__}) was in train mode; "
+                "switched to eval (dropout off, batch-norm statistics frozen)",
+                LabelflipWarning,
+                stacklevel=3,
+            )
+        for m in self.model.modules():
+            m.training = False
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
@@ -104,6 +117,51 @@ class Classifier(nn.Module):
     def clip(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` clipped into ``bounds``."""
         return x.clamp(*self.bounds)
+
+
+@torch.no_grad()
+def checked_logits(
+    clf: Classifier, x: torch.Tensor, batch_size: int = 512, what: str = "the model"
+) -> torch.Tensor:
+    """The logits of ``x`` (computed in batches on the classifier's device,
+    returned on the CPU), checked as a model's first contact with data: a
+    model that fails on the inputs, or whose outputs are not ``(N, classes)``
+    finite logits, is a one-line :class:`LabelflipError`."""
+    dev = clf.mean.device
+    out = []
+    for i in range(0, len(x), batch_size):
+        batch = x[i : i + batch_size].to(dev)
+        try:
+            logits = clf(batch)
+        except (RuntimeError, ValueError, TypeError, IndexError) as e:
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+            raise LabelflipError(
+                f"{what} fails on inputs of shape {tuple(batch.shape[1:])}: {first}"
+            ) from None
+        check_logits(logits, clf.num_classes, what, finite=False)
+        out.append(logits.cpu())
+    logits = torch.cat(out) if out else torch.empty(0, clf.num_classes)
+    check_logits(logits, clf.num_classes, what)
+    return logits
+
+
+def check_logits(
+    logits: torch.Tensor, num_classes: int, what: str = "the model", *, finite: bool = True
+) -> None:
+    """Raise a one-line error unless ``logits`` is ``(N, num_classes)`` (and finite)."""
+    if logits.ndim != 2 or logits.shape[1] != num_classes:
+        raise LabelflipError(
+            f"{what} returns outputs of shape {tuple(logits.shape[1:])} per input, expected "
+            f"{num_classes} logits (one per class)"
+        )
+    if not finite:
+        return
+    bad = ~torch.isfinite(logits).all(dim=1)
+    if bool(bad.any()):
+        raise LabelflipError(
+            f"{what} returns NaN or Inf logits for {int(bad.sum())} of {len(logits)} inputs "
+            f"(first at position {int(bad.nonzero()[0])}); check its weights and normalisation"
+        )
 
 
 def _channel_vector(

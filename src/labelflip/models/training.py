@@ -26,7 +26,7 @@ from torch import nn
 from labelflip.data import Dataset
 from labelflip.errors import LabelflipError
 from labelflip.models.architectures import Recipe
-from labelflip.models.classifier import Classifier
+from labelflip.models.classifier import Classifier, checked_logits
 from labelflip.models.registry import build_model
 
 
@@ -202,9 +202,7 @@ def train(
 @torch.no_grad()
 def predict(clf: Classifier, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
     """Predicted classes of ``x`` (moved batch by batch to the classifier's device)."""
-    dev = clf.mean.device
-    out = [clf(x[i : i + batch_size].to(dev)).argmax(1).cpu() for i in range(0, len(x), batch_size)]
-    return torch.cat(out) if out else torch.empty(0, dtype=torch.long)
+    return checked_logits(clf, x, batch_size).argmax(1)
 
 
 def accuracy(clf: Classifier, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512) -> float:

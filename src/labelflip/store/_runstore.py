@@ -80,6 +80,11 @@ _DTYPES = {
     for name in _DATA_COLUMNS
 }
 _ADV_DTYPE = np.dtype("<f4")
+_SQLITE_HINTS = {  # primary result codes of write failures a user can fix
+    8: "the run directory is read-only",  # SQLITE_READONLY
+    10: "the disk may be full, at a file-size limit or failing",  # SQLITE_IOERR
+    13: "the disk is full or a file-size limit was reached",  # SQLITE_FULL
+}
 _SQL_CHUNK = 500  # keeps IN (...) lists far below SQLite's variable limit
 
 
@@ -446,7 +451,9 @@ class RunStore:
         try:
             yield
         except sqlite3.DatabaseError as exc:
-            raise LabelflipError(f"run store {self.path}: {action} failed: {exc}") from None
+            hint = _SQLITE_HINTS.get((getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF)
+            hint = f" ({hint}; committed batches are kept: resume when fixed)" if hint else ""
+            raise LabelflipError(f"run store {self.path}: {action} failed: {exc}{hint}") from None
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
