@@ -126,6 +126,12 @@ EXAMPLES = sorted((__import__("pathlib").Path(__file__).parents[1] / "examples")
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])
 def test_examples_are_valid(path):
     cfg = load_config(path)
+    if path.name.startswith("labelfool-"):  # the label-space comparisons
+        strategies = [j.target["strategy"] for j in cfg.jobs() if j.attack == "labelfool"]
+        assert strategies[:4] == ["labelfool", "random", "easiest", "hardest"]
+        assert {"fgsm", "deepfool"} <= {j.attack for j in cfg.jobs()}
+        assert cfg.similarity.perceptual and cfg.similarity.split == "train"
+        return
     eps = [j.sweep_value for j in cfg.jobs() if j.group == "pgd-linf"]
     assert eps == [0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0]
     assert {"deepfool", "cw-l2"} <= {j.attack for j in cfg.jobs()}
