@@ -336,7 +336,10 @@ def prepare(cfg: RunConfig, progress: bool = False) -> RunInputs:
         )
     x_all = data.x[torch.as_tensor(indices)]
     y_all = data.y[torch.as_tensor(indices)]
-    clf.check_inputs(x_all)
+    try:
+        clf.check_inputs(x_all)
+    except LabelflipError as e:
+        raise LabelflipError(f"{cfg.data.dataset} {cfg.data.split} samples: {e} ({ckpt})") from None
     _check_budgets(cfg.jobs(), clf, x_all)
     clean_pred = checked_logits(clf, x_all, cfg.batch_size, f"model {ckpt.name}").argmax(1)
     clean_acc = float((clean_pred == y_all).float().mean())

@@ -18,6 +18,7 @@ import json
 import os
 import pickle
 import platform
+import re
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -221,10 +222,9 @@ def import_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
                 warnings.simplefilter("ignore")
                 obj = torch.load(p, map_location="cpu", weights_only=True)
         except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise LabelflipError(
                 f"refusing to load {p}: not a plain tensor state dict "
-                f"(torch.load weights_only=True failed: {first[:200]})"
+                f"(torch.load weights_only=True refused it: {_weights_only_reason(e)})"
             ) from None
     for key in ("state_dict", "model_state_dict", "model"):
         if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
@@ -233,6 +233,19 @@ def import_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise LabelflipError(f"{p} does not hold a state dict of tensors")
     return {(k[7:] if k.startswith("module.") else k): v for k, v in obj.items()}
+
+
+def _weights_only_reason(e: Exception) -> str:
+    """The gist of torch's (long, multi-line) weights-only refusal."""
+    text = str(e)
+    found = re.search(r"GLOBAL ([\w.]+)", text)
+    if found:
+        return f"it would import {found.group(1)}"
+    found = re.search(r"WeightsUnpickler error:\s*(.+)", text)
+    if found:
+        return found.group(1).strip()[:200]
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return lines[0][:200] if lines else type(e).__name__
 
 
 def _refuse_pickle(p: Path) -> None:

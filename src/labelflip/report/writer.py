@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from labelflip.errors import LabelflipError
+from labelflip.errors import LabelflipError, os_error
 from labelflip.report import plots
 from labelflip.report.page import Png, render
 from labelflip.report.summary import CSV_COLUMNS, csv_rows, jsonable, summarize
@@ -45,7 +45,7 @@ def _atomic_write(path: Path, data: bytes) -> None:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except OSError as exc:
-        raise LabelflipError(f"cannot write {path}: {exc}") from None
+        raise os_error(f"cannot write {path}", exc) from None
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -248,7 +248,7 @@ def write_report(
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise LabelflipError(f"cannot create report directory {out}: {exc}") from None
+        raise os_error(f"cannot create report directory {out}", exc) from None
     pngs = [*heatmaps.values(), *galleries.values(), *distances.values(), white_noise]
     pngs += [p for pair in groups.values() for p in pair]
     for png in pngs:
