@@ -134,7 +134,11 @@ def _field_kinds(tp: Any) -> tuple[type, bool]:
     return tp, False
 
 
-def _coerce(attack: str, key: str, value: Any, tp: Any) -> Any:
+def coerce_setting(attack: str, key: str, value: Any, tp: Any) -> Any:
+    """``value`` checked against the settings field type ``tp`` (bool, int,
+    float, str, mapping, optionally None), ints widened to float; a one-line
+    error naming ``attack`` and ``key`` otherwise. Shared with the target
+    strategies' settings."""
     base, optional = _field_kinds(tp)
     if value is None:
         if optional:
@@ -182,7 +186,7 @@ def settings_from_mapping(spec: AttackSpec, mapping: Mapping[str, Any] | None) -
                 f"unknown setting '{key}' for attack '{spec.name}'{hint} "
                 f"(known: {', '.join(sorted(names))})"
             )
-        kwargs[key] = _coerce(spec.name, key, value, hints[key])
+        kwargs[key] = coerce_setting(spec.name, key, value, hints[key])
     settings = spec.settings_type(**kwargs)
     settings.validate()
     return settings

@@ -41,7 +41,7 @@ from typing import Any
 import torch
 
 from labelflip.attacks._common import check_number, generator_or_default
-from labelflip.attacks._registry import _coerce
+from labelflip.attacks._registry import coerce_setting
 from labelflip.errors import LabelflipError, unknown_name
 
 # ---------------------------------------------------------------------- settings
@@ -551,7 +551,7 @@ def strategy_settings_from_mapping(
                 f"unknown setting '{key}' for target strategy '{spec.name}'{hint} "
                 f"(known: {', '.join(sorted(known))})"
             )
-        kwargs[key] = _coerce(spec.name, key, value, hints[key])
+        kwargs[key] = coerce_setting(spec.name, key, value, hints[key])
     settings = spec.settings_type(**kwargs)
     settings.validate()
     return spec, settings
