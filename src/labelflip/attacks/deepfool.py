@@ -37,6 +37,7 @@ iteration, where the final evaluation decides).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -80,17 +81,37 @@ class DeepFoolSettings:
 CPU_ROWS_PER_PASS = 256
 
 
-def _sample_chunks(n: int, rows_per_sample: int, device: torch.device) -> list[slice]:
-    if device.type != "cpu":
+def sample_chunks(n: int, rows_per_sample: int, device: torch.device) -> list[slice]:
+    """Slices of ``n`` samples processed per pass: all at once on an
+    accelerator, at most ``CPU_ROWS_PER_PASS // rows_per_sample`` on a CPU;
+    always at least one (possibly empty) slice."""
+    if device.type != "cpu" or n == 0:
         return [slice(0, n)]
     step = max(1, CPU_ROWS_PER_PASS // rows_per_sample)
     return [slice(i, i + step) for i in range(0, n, step)]
 
 
-def _predict(clf: Classifier, x: torch.Tensor) -> torch.Tensor:
+def map_chunks(
+    fn: Callable[..., tuple[torch.Tensor, ...]],
+    rows_per_sample: int,
+    x: torch.Tensor,
+    *per_sample: torch.Tensor,
+) -> tuple[torch.Tensor, ...]:
+    """``fn(x[c], *(t[c] for t in per_sample))`` over :func:`sample_chunks`,
+    its tuple of per-sample outputs concatenated."""
+    parts = [
+        fn(x[c], *(t[c] for t in per_sample))
+        for c in sample_chunks(len(x), rows_per_sample, x.device)
+    ]
+    if len(parts) == 1:
+        return parts[0]
+    return tuple(torch.cat(p) for p in zip(*parts, strict=True))
+
+
+def predict_logits(clf: Classifier, x: torch.Tensor) -> torch.Tensor:
     """Logits of ``x`` without gradients (in CPU-sized chunks on a CPU)."""
     with torch.no_grad():
-        return torch.cat([clf(x[c]) for c in _sample_chunks(len(x), 1, x.device)])
+        return torch.cat([clf(x[c]) for c in sample_chunks(len(x), 1, x.device)])
 
 
 def candidate_gradients(
@@ -101,12 +122,8 @@ def candidate_gradients(
     ``(A, k-1, *x.shape[1:])``. One forward and one backward pass over a batch
     of ``A * (k-1)`` rows (on a CPU, over chunks of that batch)."""
     m = classes.shape[1] - 1
-    parts = [
-        _candidate_gradients(clf, x[c], classes[c]) for c in _sample_chunks(len(x), m, x.device)
-    ]
-    if len(parts) == 1:
-        return parts[0]
-    return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+    diffs, grads = map_chunks(lambda xc, cc: _candidate_gradients(clf, xc, cc), m, x, classes)
+    return diffs, grads
 
 
 def _candidate_gradients(
@@ -147,27 +164,15 @@ def deepfool(
     if target is not None:
         raise LabelflipError("deepfool is an untargeted attack; it takes no target classes")
     x0, y, _ = prepare_inputs(clf, x, y, None, generator)
-    n = len(x0)
-    iterations, forwards, backwards = new_counts(n, x0.device)
+    iterations, forwards, backwards = new_counts(len(x0), x0.device)
     x_adv = x0.clone()
-    if n == 0:
-        return finalize(
-            clf,
-            x0,
-            y,
-            x_adv,
-            target=None,
-            iterations=iterations,
-            forwards=forwards,
-            backwards=backwards,
-        )
     k = clf.num_classes if s.candidates is None else min(s.candidates, clf.num_classes)
     if k < 2:
         raise LabelflipError(f"deepfool needs a model with at least 2 classes, got {k}")
     scale = 1.0 + s.overshoot
     linf = s.norm == "linf"
 
-    logits = _predict(clf, x0)
+    logits = predict_logits(clf, x0)
     forwards += 1
     classes = logits.argsort(dim=1, descending=True)[:, :k]
     active = torch.nonzero(logits.argmax(1) == y).squeeze(1)
@@ -197,7 +202,7 @@ def deepfool(
         backwards[active] += 1
         if step + 1 == s.steps:
             break
-        still = _predict(clf, xa).argmax(1) == y[active]
+        still = predict_logits(clf, xa).argmax(1) == y[active]
         forwards[active] += 1
         active = active[still]
 

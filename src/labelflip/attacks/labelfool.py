@@ -45,7 +45,7 @@ import torch
 
 from labelflip.attacks._common import check_number, new_counts, prepare_inputs, rows
 from labelflip.attacks._result import AttackResult, finalize
-from labelflip.attacks.deepfool import _predict, _sample_chunks
+from labelflip.attacks.deepfool import map_chunks, predict_logits
 from labelflip.errors import LabelflipError
 from labelflip.models.classifier import Classifier
 
@@ -74,10 +74,8 @@ def target_gradients(
     of ``x``, with ``ĝ = argmax f(x)`` taken from the same forward pass: shapes
     ``(A,)`` and ``x.shape``. One forward and one backward pass (on a CPU,
     over chunks of the batch)."""
-    parts = [_target_gradients(clf, x[c], target[c]) for c in _sample_chunks(len(x), 1, x.device)]
-    if len(parts) == 1:
-        return parts[0]
-    return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+    k, w = map_chunks(lambda xc, tc: _target_gradients(clf, xc, tc), 1, x, target)
+    return k, w
 
 
 def _target_gradients(
@@ -120,23 +118,11 @@ def labelfool(
         )
     x0, y, t = prepare_inputs(clf, x, y, target, generator)
     assert t is not None
-    n = len(x0)
-    iterations, forwards, backwards = new_counts(n, x0.device)
+    iterations, forwards, backwards = new_counts(len(x0), x0.device)
     x_adv = x0.clone()
-    if n == 0:
-        return finalize(
-            clf,
-            x0,
-            y,
-            x_adv,
-            target=t,
-            iterations=iterations,
-            forwards=forwards,
-            backwards=backwards,
-        )
     scale = 1.0 + s.overshoot
 
-    logits = _predict(clf, x0)
+    logits = predict_logits(clf, x0)
     forwards += 1
     active = torch.nonzero(logits.argmax(1) != t).squeeze(1)
     p_total = torch.zeros_like(x0)
@@ -157,7 +143,7 @@ def labelfool(
         backwards[active] += 1
         if step + 1 == s.steps:
             break
-        still = _predict(clf, xa).argmax(1) != ta
+        still = predict_logits(clf, xa).argmax(1) != ta
         forwards[active] += 1
         active = active[still]
 
