@@ -167,29 +167,44 @@ def coerce_setting(attack: str, key: str, value: Any, tp: Any) -> Any:
     return value  # pragma: no cover - every settings field has one of the types above
 
 
-def settings_from_mapping(spec: AttackSpec, mapping: Mapping[str, Any] | None) -> Any:
-    """Build and validate ``spec``'s settings from a config mapping.
+def build_settings(
+    settings_type: type,
+    mapping: Mapping[str, Any] | None,
+    *,
+    owner: str,
+    name: str,
+    extra_keys: tuple[str, ...] = (),
+) -> Any:
+    """A validated frozen ``settings_type`` from a config mapping, for the
+    ``owner`` (e.g. "attack", "target strategy") called ``name``.
 
-    Unknown keys raise a one-line error with a "did you mean"; values of the
-    wrong type (a string for a number, a bool for a number, ...) and values
-    out of range raise one-line errors too. Missing keys take the defaults.
+    Unknown keys raise a one-line error with a "did you mean" (``extra_keys``
+    are keys the caller consumed and lists as known); values of the wrong
+    type and values out of range raise one-line errors too. Missing keys take
+    the defaults.
     """
-    mapping = dict(mapping or {})
-    hints = typing.get_type_hints(spec.settings_type)
-    names = [f.name for f in dataclasses.fields(spec.settings_type)]
+    hints = typing.get_type_hints(settings_type)
+    names = [f.name for f in dataclasses.fields(settings_type)]
+    known = [*extra_keys, *names]
     kwargs: dict[str, Any] = {}
-    for key, value in mapping.items():
+    for key, value in dict(mapping or {}).items():
         if key not in names:
-            close = difflib.get_close_matches(str(key), names, n=1)
+            close = difflib.get_close_matches(str(key), known, n=1)
             hint = f"; did you mean '{close[0]}'?" if close else ""
             raise LabelflipError(
-                f"unknown setting '{key}' for attack '{spec.name}'{hint} "
-                f"(known: {', '.join(sorted(names))})"
+                f"unknown setting '{key}' for {owner} '{name}'{hint} "
+                f"(known: {', '.join(sorted(known))})"
             )
-        kwargs[key] = coerce_setting(spec.name, key, value, hints[key])
-    settings = spec.settings_type(**kwargs)
+        kwargs[key] = coerce_setting(name, key, value, hints[key])
+    settings = settings_type(**kwargs)
     settings.validate()
     return settings
+
+
+def settings_from_mapping(spec: AttackSpec, mapping: Mapping[str, Any] | None) -> Any:
+    """Build and validate ``spec``'s settings from a config mapping
+    (:func:`build_settings`)."""
+    return build_settings(spec.settings_type, mapping, owner="attack", name=spec.name)
 
 
 def run_attack(

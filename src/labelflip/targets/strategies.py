@@ -32,8 +32,6 @@ eqs. 1–6).
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,7 +39,7 @@ from typing import Any
 import torch
 
 from labelflip.attacks._common import check_number, generator_or_default
-from labelflip.attacks._registry import coerce_setting
+from labelflip.attacks._registry import build_settings
 from labelflip.errors import LabelflipError, unknown_name
 
 # ---------------------------------------------------------------------- settings
@@ -524,10 +522,7 @@ def strategy_settings_from_mapping(
     "delta1": 0.9}``. Unknown keys raise a one-line error with a "did you
     mean"; wrong types and out-of-range values raise one-line errors."""
     if isinstance(mapping, str):
-        spec = get_strategy(mapping)
-        settings = spec.settings_type()
-        settings.validate()
-        return spec, settings
+        mapping = {"strategy": mapping}
     if not isinstance(mapping, Mapping):
         raise LabelflipError(
             f"a target strategy must be a name or a table with a 'strategy' key, got {mapping!r}"
@@ -539,21 +534,9 @@ def strategy_settings_from_mapping(
             f"{', '.join(sorted(TARGET_STRATEGIES))}), got keys {sorted(map(str, rest))}"
         )
     spec = get_strategy(rest.pop("strategy"))
-    hints = typing.get_type_hints(spec.settings_type)
-    names = [f.name for f in dataclasses.fields(spec.settings_type)]
-    kwargs: dict[str, Any] = {}
-    for key, value in rest.items():
-        if key not in names:
-            known = ["strategy", *names]
-            close = difflib.get_close_matches(str(key), known, n=1)
-            hint = f"; did you mean '{close[0]}'?" if close else ""
-            raise LabelflipError(
-                f"unknown setting '{key}' for target strategy '{spec.name}'{hint} "
-                f"(known: {', '.join(sorted(known))})"
-            )
-        kwargs[key] = coerce_setting(spec.name, key, value, hints[key])
-    settings = spec.settings_type(**kwargs)
-    settings.validate()
+    settings = build_settings(
+        spec.settings_type, rest, owner="target strategy", name=spec.name, extra_keys=("strategy",)
+    )
     return spec, settings
 
 
