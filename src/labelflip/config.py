@@ -353,19 +353,31 @@ def target_spec(attack: str, value: Any) -> dict[str, Any] | None:
     return {"strategy": strategy.name, **dataclasses.asdict(settings)}
 
 
+def missing_target_distance(
+    jobs: list[JobSpec], available: tuple[str, ...] | list[str]
+) -> tuple[JobSpec, str] | None:
+    """The first job whose target strategy measures with a class distance not
+    in ``available``, and that distance's name; ``None`` when all are there."""
+    for spec in jobs:
+        distance = (spec.target or {}).get("distance")
+        if distance is not None and distance not in available:
+            return spec, distance
+    return None
+
+
 def _validate_targets(cfg: RunConfig, source: str) -> None:
     """Every target strategy that measures class distances names one the
     ``[similarity]`` table provides."""
     available = cfg.similarity.available()
     for i, entry in enumerate(cfg.attacks):
-        for spec in expand(entry):
-            distance = (spec.target or {}).get("distance")
-            if distance is not None and distance not in available:
-                raise LabelflipError(
-                    f"{source}: attack #{i + 1}: target strategy '{spec.target['strategy']}' "
-                    f"uses the '{distance}' distance, which the [similarity] table does not "
-                    f"provide (available: {', '.join(available) or 'none'})"
-                )
+        missing = missing_target_distance(expand(entry), available)
+        if missing is not None:
+            spec, distance = missing
+            raise LabelflipError(
+                f"{source}: attack #{i + 1}: target strategy '{spec.target['strategy']}' "
+                f"uses the '{distance}' distance, which the [similarity] table does not "
+                f"provide (available: {', '.join(available) or 'none'})"
+            )
 
 
 def _validated(where: str, attack: str, settings: Mapping[str, Any]) -> Any:

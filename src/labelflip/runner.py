@@ -46,7 +46,7 @@ import numpy as np
 import torch
 
 from labelflip._text import slug
-from labelflip.config import JobSpec, RunConfig, config_from_json
+from labelflip.config import JobSpec, RunConfig, config_from_json, missing_target_distance
 from labelflip.errors import LabelflipError, LabelflipWarning, RunInterrupted, os_error
 
 CONFIG_JSON = "config.json"
@@ -592,15 +592,15 @@ def _stored_distances(store) -> dict[str, Any]:
 
 
 def _check_target_distances(jobs: list[JobSpec], distances: dict[str, Any]) -> None:
-    for spec in jobs:
-        name = (spec.target or {}).get("distance")
-        if name is not None and name not in distances:
-            raise LabelflipError(
-                f"job {spec.job_id}: target strategy '{spec.target['strategy']}' needs the "
-                f"'{name}' class distance, which this run does not have "
-                f"(have: {', '.join(distances) or 'none'}; semantic needs a hierarchy: set "
-                "[similarity] hierarchy)"
-            )
+    missing = missing_target_distance(jobs, list(distances))
+    if missing is not None:
+        spec, name = missing
+        raise LabelflipError(
+            f"job {spec.job_id}: target strategy '{spec.target['strategy']}' needs the "
+            f"'{name}' class distance, which this run does not have "
+            f"(have: {', '.join(distances) or 'none'}; semantic needs a hierarchy: set "
+            "[similarity] hierarchy)"
+        )
 
 
 def _old_versions(store, spec: JobSpec, versions: dict[str, Any]) -> dict[str, Any]:
