@@ -98,11 +98,24 @@ def _labels(name: str, v: object, n: int, num_classes: int, device: torch.device
 
 
 def prepare_inputs(
-    clf: Classifier, x: object, y: object, target: object | None, generator: object = None
+    clf: Classifier,
+    x: object,
+    y: object,
+    target: object | None,
+    generator: object = None,
+    *,
+    multilabel: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Validate the attack inputs (and the type of ``generator``); returns
     detached ``x`` and ``y``/``target`` as long tensors on ``x``'s device.
-    Nothing the caller owns is modified."""
+    Nothing the caller owns is modified. Attacks built on class scores refuse
+    multi-label models unless ``multilabel`` (labels and targets are then
+    label-vector bitmasks)."""
+    if getattr(clf, "multilabel", False) and not multilabel:
+        raise LabelflipError(
+            "this attack needs class scores and does not apply to multi-label models; "
+            "use jma or ml-cw"
+        )
     if generator is not None and not isinstance(generator, torch.Generator):
         raise LabelflipError(f"generator must be a torch.Generator, got {type(generator).__name__}")
     if not isinstance(x, torch.Tensor):

@@ -37,7 +37,9 @@ class AttackSpec:
     ``accepts_target``: whether the attack takes target classes at all.
     ``default_target``: the target strategy (a name in
     :data:`labelflip.targets.TARGET_STRATEGIES`) used when a config gives this
-    attack none; an attack with a default target requires targets."""
+    attack none; an attack with a default target requires targets.
+    ``encodings``: the output encodings (:mod:`labelflip.models.encoding`) of
+    the models the attack applies to."""
 
     name: str
     fn: Callable[..., AttackResult]
@@ -45,6 +47,7 @@ class AttackSpec:
     description: str
     accepts_target: bool = True
     default_target: str | None = None
+    encodings: tuple[str, ...] = ("onehot", "ecoc")
 
     def default_settings(self) -> Any:
         return self.settings_type()

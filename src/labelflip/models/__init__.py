@@ -9,6 +9,7 @@ from labelflip.models.checkpoint import (
     save_checkpoint,
 )
 from labelflip.models.classifier import Classifier
+from labelflip.models.encoding import OutputEncoding, hadamard_codebook
 from labelflip.models.registry import build_model, get_architecture, recipe_for
 
 __all__ = [
@@ -16,9 +17,11 @@ __all__ = [
     "Architecture",
     "CheckpointMeta",
     "Classifier",
+    "OutputEncoding",
     "Recipe",
     "build_model",
     "get_architecture",
+    "hadamard_codebook",
     "import_state_dict",
     "load_checkpoint",
     "read_meta",

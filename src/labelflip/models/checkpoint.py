@@ -29,6 +29,7 @@ import torch
 
 from labelflip.errors import LabelflipError
 from labelflip.models.classifier import Classifier
+from labelflip.models.encoding import OutputEncoding
 from labelflip.models.registry import build_model
 
 FORMAT = "labelflip-checkpoint/1"
@@ -51,10 +52,23 @@ class CheckpointMeta:
     versions: dict[str, str] = field(default_factory=dict)
     weights_sha256: str = ""
     format: str = FORMAT
+    # Output encoding (labelflip.models.encoding): {"kind": "onehot"} unless
+    # an ECOC model ({"kind": "ecoc", "codebook": [[±1, ...], ...]}) or a
+    # multi-label model ({"kind": "multilabel"}; class_names are the labels).
+    encoding: dict[str, Any] = field(default_factory=lambda: {"kind": "onehot"})
 
     @property
     def num_classes(self) -> int:
+        """Named classes (labels, for a multi-label model)."""
         return len(self.class_names)
+
+    def output_encoding(self) -> OutputEncoding:
+        return OutputEncoding.from_dict(self.encoding, self.num_classes)
+
+    @property
+    def num_outputs(self) -> int:
+        """Outputs of the network (the codeword length of an ECOC model)."""
+        return self.output_encoding().num_outputs
 
 
 def library_versions() -> dict[str, str]:
@@ -168,7 +182,8 @@ def load_checkpoint(
         state = load_file(str(weights))
     except (SafetensorError, OSError) as e:
         raise LabelflipError(f"cannot read weights {weights}: {e}") from None
-    model = build_model(meta.architecture, tuple(meta.input_shape), meta.num_classes)
+    encoding = meta.output_encoding()
+    model = build_model(meta.architecture, tuple(meta.input_shape), encoding.num_outputs)
     load_state(model, state, f"checkpoint {weights.name}", meta)
     clf = Classifier(
         model,
@@ -178,6 +193,7 @@ def load_checkpoint(
         bounds=(meta.bounds[0], meta.bounds[1]),
         mean=meta.mean,
         std=meta.std,
+        encoding=encoding,
     )
     return clf.to(device), meta
 
@@ -192,8 +208,15 @@ def load_state(
         detail = next((ln.strip() for ln in str(e).splitlines()[1:] if ln.strip()), str(e))
         raise LabelflipError(
             f"{what} does not fit architecture '{meta.architecture}' with input shape "
-            f"{tuple(meta.input_shape)} and {meta.num_classes} classes: {detail}"
+            f"{tuple(meta.input_shape)} and {_outputs_phrase(meta)}: {detail}"
         ) from None
+
+
+def _outputs_phrase(meta: CheckpointMeta) -> str:
+    kind = meta.encoding.get("kind", "onehot") if isinstance(meta.encoding, dict) else "onehot"
+    if kind == "onehot":
+        return f"{meta.num_classes} classes"
+    return f"{meta.num_outputs} outputs ({kind})"
 
 
 def import_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:

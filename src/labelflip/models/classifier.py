@@ -15,14 +15,24 @@ import torch
 from torch import nn
 
 from labelflip.errors import LabelflipError, LabelflipWarning
+from labelflip.models.encoding import OutputEncoding
 
 
 class Classifier(nn.Module):
     """A trained model plus what attacks need to know about it.
 
-    ``forward(x)`` returns the logits for inputs ``x`` of shape
-    ``(N, *input_shape)`` with values inside ``bounds``. Gradients flow through
-    it (attacks differentiate it); it never switches to training mode.
+    ``forward(x)`` returns the class scores for inputs ``x`` of shape
+    ``(N, *input_shape)`` with values inside ``bounds``: the logits of a
+    one-hot model, the codeword correlations ``tanh(z)·c_k`` of an ECOC model,
+    the per-label logits of a multi-label model (see
+    :mod:`labelflip.models.encoding`); :meth:`outputs` returns the network's
+    raw outputs ``z`` and :meth:`predict` the decisions. Gradients flow
+    through it (attacks differentiate it); it never switches to training mode.
+
+    ``class_names`` names the ``num_classes`` classes (one-hot, ECOC) or, for
+    a multi-label ``encoding``, the ``num_classes`` labels; then
+    :attr:`label_names` keeps them and :attr:`num_classes` becomes the number
+    of label vectors, ``2**labels`` (decisions are bitmasks).
     """
 
     def __init__(
@@ -35,6 +45,7 @@ class Classifier(nn.Module):
         bounds: tuple[float, float] = (0.0, 1.0),
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
+        encoding: OutputEncoding | None = None,
     ) -> None:
         super().__init__()
         lo, hi = (float(b) for b in bounds)
@@ -46,9 +57,21 @@ class Classifier(nn.Module):
             raise LabelflipError(
                 f"{len(class_names)} class names given for a model with {num_classes} classes"
             )
+        if encoding is None:
+            encoding = OutputEncoding.onehot(num_classes)
+        named = encoding.num_outputs if encoding.kind == "multilabel" else encoding.num_classes
+        if named != num_classes:
+            raise LabelflipError(
+                f"{encoding.kind} encoding has {named} classes, but {num_classes} were named"
+            )
         self.model = model
-        self.num_classes = int(num_classes)
-        self.class_names = tuple(str(c) for c in class_names)
+        self.encoding = encoding
+        self.num_outputs = encoding.num_outputs
+        self.num_classes = encoding.num_classes
+        self.label_names = tuple(str(c) for c in class_names)
+        self._class_names: tuple[str, ...] | None = (
+            self.label_names if encoding.kind != "multilabel" else None
+        )
         self.input_shape = tuple(int(s) for s in input_shape) if input_shape else None
         self.bounds = (lo, hi)
         channels = self.input_shape[0] if self.input_shape else None
@@ -57,6 +80,20 @@ class Classifier(nn.Module):
         if bool((self.std <= 0).any()):
             raise LabelflipError("normalisation std must be positive")
         super().train(False)
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        """One name per decision class (for multi-label: per label vector,
+        e.g. ``3+7``, built on first use)."""
+        if self._class_names is None:
+            self._class_names = tuple(
+                self.encoding.class_name(i, self.label_names) for i in range(self.num_classes)
+            )
+        return self._class_names
+
+    @property
+    def multilabel(self) -> bool:
+        return self.encoding.kind == "multilabel"
 
     def train(self, mode: bool = True) -> Classifier:
         """Refuse training mode: attacks must see the deterministic eval model."""
@@ -69,6 +106,10 @@ class Classifier(nn.Module):
         return super().train(False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoding.scores(self.outputs(x))
+
+    def outputs(self, x: torch.Tensor) -> torch.Tensor:
+        """The network's raw outputs ``z`` (the logits before tanh/sigmoid/softmax)."""
         if self.model.training:
             self._force_eval()
         if self.input_shape is not None and tuple(x.shape[1:]) != self.input_shape:
@@ -96,12 +137,17 @@ class Classifier(nn.Module):
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
-        """Predicted class per input, computed in batches without gradients."""
+        """Decision per input (class index, or label bitmask for multi-label),
+        computed in batches without gradients."""
         if len(x) == 0:
             return torch.empty(0, dtype=torch.long, device=x.device)
         return torch.cat(
-            [self(x[i : i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)]
+            [self.decode(self(x[i : i + batch_size])) for i in range(0, len(x), batch_size)]
         )
+
+    def decode(self, scores: torch.Tensor) -> torch.Tensor:
+        """Decisions from the scores ``forward`` returned."""
+        return self.encoding.decode(scores)
 
     def check_inputs(self, x: torch.Tensor, atol: float = 1e-6) -> None:
         """Raise a one-line error if ``x`` has NaN/Inf or leaves ``bounds``."""
@@ -138,10 +184,10 @@ def checked_logits(
             raise LabelflipError(
                 f"{what} fails on inputs of shape {tuple(batch.shape[1:])}: {first}"
             ) from None
-        check_logits(logits, clf.num_classes, what, finite=False)
+        check_logits(logits, clf.encoding.num_scores, what, finite=False)
         out.append(logits.cpu())
-    logits = torch.cat(out) if out else torch.empty(0, clf.num_classes)
-    check_logits(logits, clf.num_classes, what)
+    logits = torch.cat(out) if out else torch.empty(0, clf.encoding.num_scores)
+    check_logits(logits, clf.encoding.num_scores, what)
     return logits
 
 
