@@ -13,7 +13,8 @@ device of ``x`` followed. ``target=None`` means untargeted. ``success`` and
 
 Registered names: ``fgsm`` (norm ``linf``/``l2``), ``pgd`` (``linf``/``l2``),
 ``deepfool`` (``l2``/``linf``), ``cw-l2``, ``labelfool`` (targeted; LabelFool's
-sample generation, needs target classes: see :mod:`labelflip.targets`) and
+sample generation, needs target classes: see :mod:`labelflip.targets`),
+``jma`` (targeted; one-hot, ECOC and multi-label models) and
 ``foolbox``: any Foolbox 3
 attack by name through the same interface (optional extra, ``pip install
 'labelflip[foolbox]'``; see :func:`~labelflip.attacks.foolbox_adapter.foolbox_attack`).
@@ -35,6 +36,7 @@ from labelflip.attacks.carlini_wagner import CarliniWagnerL2Settings, carlini_wa
 from labelflip.attacks.deepfool import DeepFoolSettings, deepfool
 from labelflip.attacks.fgsm import FGSMSettings, fgsm
 from labelflip.attacks.foolbox_adapter import FoolboxSettings, foolbox_attack
+from labelflip.attacks.jma import JMASettings, jma
 from labelflip.attacks.labelfool import LabelFoolSettings, labelfool
 from labelflip.attacks.pgd import PGDSettings, pgd
 
@@ -46,6 +48,7 @@ __all__ = [
     "DeepFoolSettings",
     "FGSMSettings",
     "FoolboxSettings",
+    "JMASettings",
     "LabelFoolSettings",
     "PGDSettings",
     "carlini_wagner_l2",
@@ -54,6 +57,7 @@ __all__ = [
     "finalize",
     "foolbox_attack",
     "get_attack",
+    "jma",
     "labelfool",
     "pgd",
     "run_attack",

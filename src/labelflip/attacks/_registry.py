@@ -22,6 +22,7 @@ from labelflip.attacks.carlini_wagner import CarliniWagnerL2Settings, carlini_wa
 from labelflip.attacks.deepfool import DeepFoolSettings, deepfool
 from labelflip.attacks.fgsm import FGSMSettings, fgsm
 from labelflip.attacks.foolbox_adapter import FoolboxSettings, attack_class, foolbox_attack
+from labelflip.attacks.jma import JMASettings, jma
 from labelflip.attacks.labelfool import LabelFoolSettings, labelfool
 from labelflip.attacks.pgd import PGDSettings, pgd
 from labelflip.errors import LabelflipError, unknown_name
@@ -87,6 +88,15 @@ ATTACKS: dict[str, AttackSpec] = {
             LabelFoolSettings,
             "LabelFool sample generation (targeted DeepFool-style, Algorithm 1), Liu et al. 2019",
             default_target="labelfool",
+        ),
+        AttackSpec(
+            "jma",
+            jma,
+            JMASettings,
+            "JMA, Jacobian-induced Mahalanobis distance attack (one-hot, ECOC, multi-label; "
+            "Algorithm 1), Guo et al. 2024",
+            default_target="random",
+            encodings=("onehot", "ecoc", "multilabel"),
         ),
         AttackSpec(
             "foolbox",
