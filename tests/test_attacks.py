@@ -47,7 +47,9 @@ VARIANTS = [
     ("deepfool", {"norm": "l2"}),
     ("deepfool", {"norm": "linf"}),
     ("cw-l2", CW_SETTINGS),
+    ("ml-cw", CW_SETTINGS),  # one-hot here; multi-label and ECOC in test_ml_cw.py
     ("labelfool", {}),
+    ("jma", {"eps": 0.5, "max_iterations": 40}),  # multi-label and ECOC in test_jma.py
 ]
 # The Foolbox adapter (optional extra): fixed-epsilon attacks in both norms
 # and a minimization attack.
@@ -71,7 +73,7 @@ def _id(name: str, settings: dict) -> str:
 
 
 IDS = [_id(n, s) for n, s in VARIANTS]
-TARGETED = {"fgsm", "pgd", "cw-l2", "labelfool"}
+TARGETED = {"fgsm", "pgd", "cw-l2", "ml-cw", "labelfool", "jma"}
 EPS_ATTACKS = {"fgsm", "pgd"}
 
 
@@ -222,7 +224,9 @@ TARGETED_VARIANTS = [
     ("pgd", {"norm": "linf", "eps": 0.3, "steps": 20, "abs_stepsize": 0.05}, 0.8),
     ("pgd", {"norm": "l2", "eps": 3.0, "steps": 20, "abs_stepsize": 0.5}, 0.8),
     ("cw-l2", CW_SETTINGS, 0.6),
+    ("ml-cw", CW_SETTINGS, 0.5),  # the ±1 identity code is weaker than f6 on one-hot logits
     ("labelfool", {}, 0.9),
+    ("jma", {"eps": 0.5, "max_iterations": 40}, 0.9),
 ]
 if HAVE_FOOLBOX:
     TARGETED_VARIANTS.append(

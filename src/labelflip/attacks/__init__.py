@@ -14,7 +14,8 @@ device of ``x`` followed. ``target=None`` means untargeted. ``success`` and
 Registered names: ``fgsm`` (norm ``linf``/``l2``), ``pgd`` (``linf``/``l2``),
 ``deepfool`` (``l2``/``linf``), ``cw-l2``, ``labelfool`` (targeted; LabelFool's
 sample generation, needs target classes: see :mod:`labelflip.targets`),
-``jma`` (targeted; one-hot, ECOC and multi-label models) and
+``jma`` (targeted; one-hot, ECOC and multi-label models), ``ml-cw``
+(targeted ML-C&W, per-output hinge; multi-label, ECOC and one-hot models) and
 ``foolbox``: any Foolbox 3
 attack by name through the same interface (optional extra, ``pip install
 'labelflip[foolbox]'``; see :func:`~labelflip.attacks.foolbox_adapter.foolbox_attack`).
@@ -38,6 +39,7 @@ from labelflip.attacks.fgsm import FGSMSettings, fgsm
 from labelflip.attacks.foolbox_adapter import FoolboxSettings, foolbox_attack
 from labelflip.attacks.jma import JMASettings, jma
 from labelflip.attacks.labelfool import LabelFoolSettings, labelfool
+from labelflip.attacks.ml_cw import MLCarliniWagnerSettings, ml_carlini_wagner
 from labelflip.attacks.pgd import PGDSettings, pgd
 
 __all__ = [
@@ -50,6 +52,7 @@ __all__ = [
     "FoolboxSettings",
     "JMASettings",
     "LabelFoolSettings",
+    "MLCarliniWagnerSettings",
     "PGDSettings",
     "carlini_wagner_l2",
     "deepfool",
@@ -59,6 +62,7 @@ __all__ = [
     "get_attack",
     "jma",
     "labelfool",
+    "ml_carlini_wagner",
     "pgd",
     "run_attack",
     "settings_from_mapping",

@@ -24,6 +24,7 @@ from labelflip.attacks.fgsm import FGSMSettings, fgsm
 from labelflip.attacks.foolbox_adapter import FoolboxSettings, attack_class, foolbox_attack
 from labelflip.attacks.jma import JMASettings, jma
 from labelflip.attacks.labelfool import LabelFoolSettings, labelfool
+from labelflip.attacks.ml_cw import MLCarliniWagnerSettings, ml_carlini_wagner
 from labelflip.attacks.pgd import PGDSettings, pgd
 from labelflip.errors import LabelflipError, unknown_name
 from labelflip.models.classifier import Classifier
@@ -81,6 +82,15 @@ ATTACKS: dict[str, AttackSpec] = {
             carlini_wagner_l2,
             CarliniWagnerL2Settings,
             "Carlini & Wagner L2 attack with binary search over c, Carlini & Wagner 2017",
+        ),
+        AttackSpec(
+            "ml-cw",
+            ml_carlini_wagner,
+            MLCarliniWagnerSettings,
+            "ML-C&W: C&W L2 with a hinge per output on the target code (multi-label, ECOC, "
+            "one-hot), Song et al. 2018 (JMA paper IV-B)",
+            default_target="random",
+            encodings=("onehot", "ecoc", "multilabel"),
         ),
         AttackSpec(
             "labelfool",

@@ -27,11 +27,17 @@ answer, ``x`` at distance 0, cannot be improved).
 Pass counting, per sample: 1 forward for the initial check, then 1 forward +
 1 backward per Adam step the sample takes; ``iterations`` is the number of
 Adam steps summed over the binary-search rounds.
+
+The optimisation itself (tanh space, Adam, binary search, abort early, best
+adversarial) is :func:`tanh_l2_search`, parameterised by the attack term and
+the adversarial check; ``ml-cw`` (:mod:`labelflip.attacks.ml_cw`) reuses it
+with the per-output hinge loss of ML-C&W.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -79,6 +85,120 @@ def _is_adv(margin: torch.Tensor, confidence: float) -> torch.Tensor:
     return margin + confidence < 0
 
 
+Objective = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+"""``objective(x_batch, idx) -> (term, adversarial)``: for the inputs
+``x_batch`` of the samples ``idx`` (positions in the attacked batch), the
+per-sample attack term ``f(x') >= 0`` that multiplies ``c`` (differentiable,
+one forward pass) and whether each input already counts as adversarial (bool,
+no gradient)."""
+
+
+def tanh_l2_search(
+    clf: Classifier,
+    x0: torch.Tensor,
+    objective: Objective,
+    *,
+    binary_search_steps: int,
+    steps: int,
+    stepsize: float,
+    initial_const: float,
+    abort_early: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The C&W L2 optimisation shared by ``cw-l2`` and ``ml-cw``: minimise
+    ``||x' - x||_2^2 + c · f(x')`` over ``x' = a + b · tanh(w)`` with Adam
+    and a per-sample binary search over ``c`` (module docstring), for the
+    attack term ``f`` and adversarial check given by ``objective``.
+
+    Returns ``(best_adv, iterations, forwards, backwards)``: per sample the
+    smallest-L2 input the objective called adversarial (``x0`` itself where
+    none was found, or where ``x0`` already is adversarial), and the pass
+    counts (1 forward for the initial check, then 1 forward + 1 backward per
+    Adam step the sample takes)."""
+    n = len(x0)
+    dev = x0.device
+    iterations, forwards, backwards = new_counts(n, dev)
+    best_adv = x0.clone()
+    if n == 0:
+        return best_adv, iterations, forwards, backwards
+
+    lo, hi = clf.bounds
+    a, b = (lo + hi) / 2, (hi - lo) / 2
+    w0 = torch.atanh(((x0 - a) / b) * 0.999999)
+    x_rec = torch.tanh(w0) * b + a
+    best_norm = torch.full((n,), math.inf, dtype=x0.dtype, device=dev)
+    every = torch.arange(n, device=dev)
+
+    with torch.no_grad():
+        _, done = objective(x0, every)
+    forwards += 1
+    best_norm[done] = 0.0
+    todo = torch.nonzero(~done).squeeze(1)
+
+    consts = torch.full((n,), float(initial_const), dtype=torch.float64, device=dev)
+    lower = torch.zeros(n, dtype=torch.float64, device=dev)
+    upper = torch.full((n,), math.inf, dtype=torch.float64, device=dev)
+    check_every = math.ceil(steps / 10)
+    beta1, beta2, adam_eps = 0.9, 0.999, 1e-8
+
+    for round_ in range(binary_search_steps):
+        if todo.numel() == 0:
+            break
+        if round_ == binary_search_steps - 1 and binary_search_steps >= 10:
+            consts = upper.clamp(max=1e10)
+        delta = torch.zeros_like(x0)
+        m = torch.zeros_like(x0)
+        v = torch.zeros_like(x0)
+        found = torch.zeros(n, dtype=torch.bool, device=dev)
+        prev_loss = torch.full((n,), math.inf, dtype=x0.dtype, device=dev)
+        active = todo
+        c_all = consts.to(x0.dtype)
+
+        for step in range(steps):
+            if active.numel() == 0:
+                break
+            with torch.enable_grad():
+                d_a = delta[active].requires_grad_(True)
+                x_a = torch.tanh(w0[active] + d_a) * b + a
+                term, adv = objective(x_a, active)
+                sq = (x_a - x_rec[active]).flatten(1).square().sum(1)
+                loss = c_all[active] * term + sq
+                (grad,) = torch.autograd.grad(loss.sum(), d_a)
+            iterations[active] += 1
+            forwards[active] += 1
+            backwards[active] += 1
+
+            # Adam (bias-corrected; every active sample is at the same step t)
+            t = step + 1
+            m_a = beta1 * m[active] + (1 - beta1) * grad
+            v_a = beta2 * v[active] + (1 - beta2) * grad.square()
+            m_hat = m_a / (1 - beta1**t)
+            v_hat = v_a / (1 - beta2**t)
+            m[active] = m_a
+            v[active] = v_a
+            delta[active] = d_a.detach() - stepsize * m_hat / (v_hat.sqrt() + adam_eps)
+
+            # record the point just evaluated (before the update) if it is better
+            x_a = x_a.detach()
+            found[active] |= adv
+            norms = (x_a - x0[active]).flatten(1).norm(dim=1)
+            better = adv & (norms < best_norm[active])
+            idx = active[better]
+            best_norm[idx] = norms[better]
+            best_adv[idx] = x_a[better]
+
+            if abort_early and step % check_every == 0:
+                loss_d = loss.detach()
+                progress = loss_d <= 0.9999 * prev_loss[active]
+                prev_loss[active] = loss_d
+                active = active[progress]
+
+        upper = torch.where(found, consts, upper)
+        lower = torch.where(found, lower, consts)
+        consts = torch.where(upper.isinf(), consts * 10, (lower + upper) / 2)
+
+    return best_adv, iterations, forwards, backwards
+
+
 def carlini_wagner_l2(
     clf: Classifier,
     x: torch.Tensor,
@@ -106,91 +226,24 @@ def carlini_wagner_l2(
     )
     s.validate()
     x0, y, target = prepare_inputs(clf, x, y, target, generator)
-    n = len(x0)
-    dev = x0.device
-    iterations, forwards, backwards = new_counts(n, dev)
     targeted = target is not None
     labels = target if targeted else y
     kappa = float(s.confidence)
-    best_adv = x0.clone()
 
-    if n:
-        lo, hi = clf.bounds
-        a, b = (lo + hi) / 2, (hi - lo) / 2
-        w0 = torch.atanh(((x0 - a) / b) * 0.999999)
-        x_rec = torch.tanh(w0) * b + a
-        best_norm = torch.full((n,), math.inf, dtype=x0.dtype, device=dev)
+    def objective(xb: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        margin = _margin(clf(xb), labels[idx], targeted)
+        return (margin + kappa).clamp(min=0), _is_adv(margin.detach(), kappa)
 
-        with torch.no_grad():
-            done = _is_adv(_margin(clf(x0), labels, targeted), kappa)
-        forwards += 1
-        best_norm[done] = 0.0
-        todo = torch.nonzero(~done).squeeze(1)
-
-        consts = torch.full((n,), float(s.initial_const), dtype=torch.float64, device=dev)
-        lower = torch.zeros(n, dtype=torch.float64, device=dev)
-        upper = torch.full((n,), math.inf, dtype=torch.float64, device=dev)
-        check_every = math.ceil(s.steps / 10)
-        beta1, beta2, adam_eps = 0.9, 0.999, 1e-8
-
-        for round_ in range(s.binary_search_steps):
-            if todo.numel() == 0:
-                break
-            if round_ == s.binary_search_steps - 1 and s.binary_search_steps >= 10:
-                consts = upper.clamp(max=1e10)
-            delta = torch.zeros_like(x0)
-            m = torch.zeros_like(x0)
-            v = torch.zeros_like(x0)
-            found = torch.zeros(n, dtype=torch.bool, device=dev)
-            prev_loss = torch.full((n,), math.inf, dtype=x0.dtype, device=dev)
-            active = todo
-            c_all = consts.to(x0.dtype)
-
-            for step in range(s.steps):
-                if active.numel() == 0:
-                    break
-                with torch.enable_grad():
-                    d_a = delta[active].requires_grad_(True)
-                    x_a = torch.tanh(w0[active] + d_a) * b + a
-                    logits = clf(x_a)
-                    margin = _margin(logits, labels[active], targeted)
-                    sq = (x_a - x_rec[active]).flatten(1).square().sum(1)
-                    loss = c_all[active] * (margin + kappa).clamp(min=0) + sq
-                    (grad,) = torch.autograd.grad(loss.sum(), d_a)
-                iterations[active] += 1
-                forwards[active] += 1
-                backwards[active] += 1
-
-                # Adam (bias-corrected; every active sample is at the same step t)
-                t = step + 1
-                m_a = beta1 * m[active] + (1 - beta1) * grad
-                v_a = beta2 * v[active] + (1 - beta2) * grad.square()
-                m_hat = m_a / (1 - beta1**t)
-                v_hat = v_a / (1 - beta2**t)
-                m[active] = m_a
-                v[active] = v_a
-                delta[active] = d_a.detach() - s.stepsize * m_hat / (v_hat.sqrt() + adam_eps)
-
-                # record the point just evaluated (before the update) if it is better
-                x_a = x_a.detach()
-                adv = _is_adv(margin.detach(), kappa)
-                found[active] |= adv
-                norms = (x_a - x0[active]).flatten(1).norm(dim=1)
-                better = adv & (norms < best_norm[active])
-                idx = active[better]
-                best_norm[idx] = norms[better]
-                best_adv[idx] = x_a[better]
-
-                if s.abort_early and step % check_every == 0:
-                    loss_d = loss.detach()
-                    progress = loss_d <= 0.9999 * prev_loss[active]
-                    prev_loss[active] = loss_d
-                    active = active[progress]
-
-            upper = torch.where(found, consts, upper)
-            lower = torch.where(found, lower, consts)
-            consts = torch.where(upper.isinf(), consts * 10, (lower + upper) / 2)
-
+    best_adv, iterations, forwards, backwards = tanh_l2_search(
+        clf,
+        x0,
+        objective,
+        binary_search_steps=s.binary_search_steps,
+        steps=s.steps,
+        stepsize=s.stepsize,
+        initial_const=s.initial_const,
+        abort_early=s.abort_early,
+    )
     return finalize(
         clf,
         x0,

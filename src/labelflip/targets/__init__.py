@@ -10,14 +10,18 @@ class-distance matrix) to one target class per sample; pass the result as
 Registered names: ``random``, ``easiest``, ``hardest`` (Carlini & Wagner
 2017's average, best and worst case), ``nearest`` / ``farthest`` (in a
 class-distance matrix), ``mapping`` (a fixed source -> target table) and
-``labelfool`` (LabelFool's label selection, Liu et al. 2019, eqs. 1–6). In a
-config a strategy is a name or a table ``{strategy = "labelfool", delta1 =
-0.9}`` (see :func:`strategy_settings_from_mapping`).
+``labelfool`` (LabelFool's label selection, Liu et al. 2019, eqs. 1–6), and
+``flip-bits`` for multi-label models (the predicted label vector with
+``bits`` random labels flipped). Pass ``encoding=clf.encoding``: for
+multi-label models targets are label-vector bitmasks and only ``random`` and
+``flip-bits`` apply. In a config a strategy is a name or a table ``{strategy
+= "labelfool", delta1 = 0.9}`` (see :func:`strategy_settings_from_mapping`).
 """
 
 from labelflip.targets.strategies import (
     TARGET_STRATEGIES,
     DistanceSettings,
+    FlipBitsSettings,
     LabelFoolTargetSettings,
     MappingSettings,
     NoSettings,
@@ -26,6 +30,7 @@ from labelflip.targets.strategies import (
     choose_targets,
     easiest_target,
     farthest_target,
+    flip_bits_target,
     get_strategy,
     hardest_target,
     labelfool_target,
@@ -39,6 +44,7 @@ from labelflip.targets.strategies import (
 __all__ = [
     "TARGET_STRATEGIES",
     "DistanceSettings",
+    "FlipBitsSettings",
     "LabelFoolTargetSettings",
     "MappingSettings",
     "NoSettings",
@@ -47,6 +53,7 @@ __all__ = [
     "choose_targets",
     "easiest_target",
     "farthest_target",
+    "flip_bits_target",
     "get_strategy",
     "hardest_target",
     "labelfool_target",

@@ -27,6 +27,21 @@ cheap proxy for difficulty (highest logit among the allowed classes =
 easiest, lowest = hardest). ``labelfool`` is LabelFool's label selection
 (Liu, Jiang & Jiang, "LabelFool: A Trick In The Label Space", 2019, §III-A,
 eqs. 1–6).
+
+Output encodings (:mod:`labelflip.models.encoding`): every strategy takes an
+optional ``encoding`` (an :class:`OutputEncoding`, ``None`` = one-hot). For
+one-hot and ECOC models ``logits`` are the class scores the classifier
+returns (``clf(x)``: the logits, or the ECOC correlations ``tanh(z)·c_k``)
+and all strategies work on them alike. For multi-label models ``logits`` are
+the per-label logits ``z`` (N, labels) and targets are label vectors as
+bitmasks (``Σ_j bit_j 2^j``, the classifier's decisions); only ``random``
+(uniform over the ``2^labels`` vectors, same exclusions) and ``flip-bits``
+(the predicted vector with exactly ``bits`` labels flipped, as in the
+"k bits flipped" experiments of the JMA paper, §VII, Tables VII–IX) apply
+there. The strategies built on class scores (``easiest``, ``hardest``,
+``nearest``, ``farthest``, ``mapping``, ``labelfool``) refuse multi-label
+models, and ``flip-bits`` refuses the others, with a one-line error; the
+registry records this as :attr:`TargetStrategy.encodings`.
 """
 
 from __future__ import annotations
@@ -41,6 +56,7 @@ import torch
 from labelflip.attacks._common import check_number, generator_or_default
 from labelflip.attacks._registry import build_settings
 from labelflip.errors import LabelflipError, unknown_name
+from labelflip.models.encoding import OutputEncoding, bits_to_index, index_to_bits
 
 # ---------------------------------------------------------------------- settings
 
@@ -117,15 +133,72 @@ class LabelFoolTargetSettings:
         _check_distance_name("labelfool", self.distance)
 
 
+@dataclass(frozen=True)
+class FlipBitsSettings:
+    """Settings of ``flip-bits``: ``bits`` labels of the predicted label
+    vector are flipped; a negative value counts from the number of labels
+    (``-1``: all labels but one). Checked against the model's number of
+    labels when targets are chosen."""
+
+    bits: int = 1
+
+    def validate(self) -> None:
+        check_number("flip-bits", "bits", self.bits, integer=True)
+        if self.bits == 0:
+            raise LabelflipError(
+                "flip-bits: bits must not be 0 (a target equal to the prediction makes no attack)"
+            )
+
+
 # ------------------------------------------------------------------------ inputs
 
 
-def _check_logits(logits: object) -> torch.Tensor:
+def _check_encoding(strategy: str, encoding: object) -> OutputEncoding | None:
+    """``encoding`` checked against the encodings ``strategy`` applies to
+    (:attr:`TargetStrategy.encodings`; ``None`` is one-hot): a one-line error
+    for a wrong type or an encoding the strategy does not apply to."""
+    if encoding is not None and not isinstance(encoding, OutputEncoding):
+        raise LabelflipError(
+            f"encoding must be an OutputEncoding (clf.encoding), got {type(encoding).__name__}"
+        )
+    kind = "onehot" if encoding is None else encoding.kind
+    if kind not in TARGET_STRATEGIES[strategy].encodings:
+        if kind == "multilabel":
+            usable = ", ".join(
+                n for n, spec in TARGET_STRATEGIES.items() if "multilabel" in spec.encodings
+            )
+            raise LabelflipError(
+                f"target strategy '{strategy}' needs class scores and does not apply to "
+                f"multi-label models; use {usable}"
+            )
+        raise LabelflipError(
+            f"target strategy '{strategy}' applies to multi-label models only, not {kind} "
+            "(pass encoding=clf.encoding for a multi-label model)"
+        )
+    return encoding
+
+
+def _check_logits(logits: object, encoding: OutputEncoding | None = None) -> torch.Tensor:
+    """``logits`` as a detached finite float ``(N, k)`` tensor: ``k >= 2``
+    class scores, or ``k >= 1`` label logits for a multi-label ``encoding``;
+    with an ``encoding``, ``k`` must be its number of scores."""
     if not isinstance(logits, torch.Tensor):
         raise LabelflipError(f"logits must be a torch tensor, got {type(logits).__name__}")
-    if logits.ndim != 2 or logits.shape[1] < 2:
+    if encoding is not None and encoding.kind == "multilabel":
+        if logits.ndim != 2 or logits.shape[1] < 1:
+            raise LabelflipError(
+                f"logits of a multi-label model must have shape (N, labels), "
+                f"got {tuple(logits.shape)}"
+            )
+    elif logits.ndim != 2 or logits.shape[1] < 2:
         raise LabelflipError(
             f"logits must have shape (N, k) with k >= 2 classes, got {tuple(logits.shape)}"
+        )
+    if encoding is not None and logits.shape[1] != encoding.num_scores:
+        what = "labels" if encoding.kind == "multilabel" else "classes"
+        raise LabelflipError(
+            f"logits have {logits.shape[1]} columns, but the {encoding.kind} model has "
+            f"{encoding.num_scores} {what}"
         )
     if not logits.dtype.is_floating_point:
         raise LabelflipError(f"logits must be floating-point, got dtype {logits.dtype}")
@@ -180,10 +253,12 @@ def check_distances(strategy: str, distances: object, k: int, device: torch.devi
 
 
 def _prepare(
-    logits: object, labels: object
+    strategy: str, logits: object, labels: object, encoding: object
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor]:
-    """(logits, labels, prediction, allowed mask (N, k)) after the input checks."""
-    z = _check_logits(logits)
+    """(logits, labels, prediction, allowed mask (N, k)) after the input checks,
+    for a strategy on class scores (one-hot or ECOC ``encoding``)."""
+    enc = _check_encoding(strategy, encoding)
+    z = _check_logits(logits, enc)
     n, k = z.shape
     y = _check_labels(labels, n, k, z.device)
     pred = z.argmax(1)
@@ -217,19 +292,94 @@ def random_target(
     distances: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
     class_names: Sequence[str] | None = None,
+    encoding: OutputEncoding | None = None,
 ) -> torch.Tensor:
     """Uniform among the allowed classes: C&W's "average case". One draw per
     sample from ``generator`` (a fresh one seeded with 0 when ``None``) on the
-    generator's device, so equal generators give equal targets."""
+    generator's device, so equal generators give equal targets.
+
+    For a multi-label ``encoding``: uniform among the ``2^labels`` label
+    vectors other than the predicted one (``z_j > 0``) and, with ``labels``
+    and at least 2 labels, the true one; returned as bitmasks (see
+    :func:`_random_label_vectors`)."""
     if generator is not None and not isinstance(generator, torch.Generator):
         raise LabelflipError(f"generator must be a torch.Generator, got {type(generator).__name__}")
-    z, _, _, allowed = _prepare(logits, labels)
+    enc = _check_encoding("random", encoding)
+    if enc is not None and enc.kind == "multilabel":
+        return _random_label_vectors(logits, labels, enc, generator_or_default(generator))
+    z, _, _, allowed = _prepare("random", logits, labels, enc)
     gen = generator_or_default(generator)
     u = torch.rand(len(z), generator=gen, device=gen.device, dtype=torch.float64).to(z.device)
     count = allowed.sum(1)
     rank = (u * count).long().clamp(max=count - 1)  # which allowed class, 0-based
     position = allowed.long().cumsum(1) - 1  # rank of every allowed class in its row
     return (allowed & (position == rank.unsqueeze(1))).long().argmax(1)
+
+
+def _random_label_vectors(
+    logits: object, labels: object, encoding: OutputEncoding, gen: torch.Generator
+) -> torch.Tensor:
+    """Uniform among the label vectors (bitmasks in ``[0, 2^L)``) other than
+    the prediction and, for ``L >= 2``, the true vector, without listing the
+    ``2^L`` vectors: one uniform draw picks a rank ``r`` among the ``m``
+    allowed values (``m = 2^L - 1`` or ``2^L - 2``), mapped to the ``r``-th
+    allowed value in increasing order by skipping the excluded values, the
+    smaller first (as ``random`` does for classes)."""
+    z = _check_logits(logits, encoding)
+    n = z.shape[0]
+    k = encoding.num_classes
+    y = _check_labels(labels, n, k, z.device)
+    pred = encoding.decode(z)
+    other = pred if y is None or k < 3 else y
+    lo, hi = torch.minimum(pred, other), torch.maximum(pred, other)
+    two = (hi != lo).long()
+    count = k - 1 - two
+    u = torch.rand(n, generator=gen, device=gen.device, dtype=torch.float64).to(z.device)
+    rank = (u * count).long().clamp(max=count - 1)
+    value = rank + (rank >= lo).long()
+    return value + two * (value >= hi).long()
+
+
+def flip_bits_target(
+    logits: torch.Tensor,
+    *,
+    labels: torch.Tensor | None = None,
+    distances: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+    class_names: Sequence[str] | None = None,
+    encoding: OutputEncoding | None = None,
+    bits: int = 1,
+) -> torch.Tensor:
+    """The predicted label vector of a multi-label model with exactly
+    ``bits`` labels flipped (``bits < 0``: all but ``-bits`` of the ``L``
+    labels), the flipped labels a uniform random subset per sample: the
+    ``bits`` smallest of ``L`` uniform draws from ``generator`` (seed 0 when
+    ``None``). The JMA paper's "k bits flipped" targets (§VII, Tables VII–IX)
+    flip the ground-truth vector; here the prediction is the source, so that
+    every target is exactly ``bits`` labels away from the model's current
+    decision (the two agree on correctly classified samples). ``labels``
+    (bitmasks) are checked but not excluded: only a misclassified sample can
+    get its true vector as target. Returns bitmasks (N,)."""
+    FlipBitsSettings(bits=bits).validate()
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise LabelflipError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+    enc = _check_encoding("flip-bits", encoding)
+    assert enc is not None
+    z = _check_logits(logits, enc)
+    n, size = z.shape
+    _check_labels(labels, n, enc.num_classes, z.device)
+    k = bits if bits > 0 else size + bits
+    if not 1 <= k <= size:
+        raise LabelflipError(
+            f"flip-bits: bits={bits} does not fit a model with {size} labels "
+            f"(use 1..{size}, or -{size - 1}..-1 to count from the number of labels)"
+        )
+    gen = generator_or_default(generator)
+    u = torch.rand((n, size), generator=gen, device=gen.device, dtype=torch.float64)
+    chosen = u.argsort(dim=1, stable=True)[:, :k]
+    flip = torch.zeros(n, size, dtype=torch.long, device=gen.device).scatter(1, chosen, 1)
+    pred_bits = index_to_bits(enc.decode(z), size)
+    return bits_to_index(pred_bits ^ flip.to(z.device))
 
 
 def easiest_target(
@@ -239,10 +389,11 @@ def easiest_target(
     distances: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
     class_names: Sequence[str] | None = None,
+    encoding: OutputEncoding | None = None,
 ) -> torch.Tensor:
     """The allowed class with the highest logit (usually the runner-up): C&W's
     "best case", with the logit as the proxy for how easy a target is."""
-    z, _, _, allowed = _prepare(logits, labels)
+    z, _, _, allowed = _prepare("easiest", logits, labels, encoding)
     return _masked_argmax(z, allowed)
 
 
@@ -253,10 +404,11 @@ def hardest_target(
     distances: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
     class_names: Sequence[str] | None = None,
+    encoding: OutputEncoding | None = None,
 ) -> torch.Tensor:
     """The allowed class with the lowest logit: C&W's "worst case", with the
     logit as the proxy for how hard a target is."""
-    z, _, _, allowed = _prepare(logits, labels)
+    z, _, _, allowed = _prepare("hardest", logits, labels, encoding)
     return _masked_argmin(z, allowed)
 
 
@@ -266,9 +418,10 @@ def _source_distances(
     labels: object,
     distances: object,
     distance: str,
+    encoding: object,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     DistanceSettings(distance=distance).validate()
-    z, y, pred, allowed = _prepare(logits, labels)
+    z, y, pred, allowed = _prepare(strategy, logits, labels, encoding)
     d = check_distances(strategy, distances, z.shape[1], z.device)
     source = pred if y is None else y
     return d[source], allowed
@@ -281,11 +434,12 @@ def nearest_target(
     distances: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
     class_names: Sequence[str] | None = None,
+    encoding: OutputEncoding | None = None,
     distance: str = "perceptual",
 ) -> torch.Tensor:
     """The allowed class nearest to the source class: ``argmin_i
     distances[source, i]`` (ties: lowest index)."""
-    d, allowed = _source_distances("nearest", logits, labels, distances, distance)
+    d, allowed = _source_distances("nearest", logits, labels, distances, distance, encoding)
     return _masked_argmin(d, allowed)
 
 
@@ -296,11 +450,12 @@ def farthest_target(
     distances: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
     class_names: Sequence[str] | None = None,
+    encoding: OutputEncoding | None = None,
     distance: str = "perceptual",
 ) -> torch.Tensor:
     """The allowed class farthest from the source class: ``argmax_i
     distances[source, i]`` (ties: lowest index)."""
-    d, allowed = _source_distances("farthest", logits, labels, distances, distance)
+    d, allowed = _source_distances("farthest", logits, labels, distances, distance, encoding)
     return _masked_argmax(d, allowed)
 
 
@@ -352,6 +507,7 @@ def mapped_target(
     distances: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
     class_names: Sequence[str] | None = None,
+    encoding: OutputEncoding | None = None,
     mapping: Mapping[str | int, str | int] | None = None,
 ) -> torch.Tensor:
     """A fixed source -> target table (source: the true label when ``labels``
@@ -362,7 +518,7 @@ def mapped_target(
     ``class_names`` (default ``"0"``, ``"1"``, ...) resolve names in the table."""
     s = MappingSettings(mapping=dict(mapping or {}))
     s.validate()
-    z, y, pred, _ = _prepare(logits, labels)
+    z, y, pred, _ = _prepare("mapping", logits, labels, encoding)
     k = z.shape[1]
     if class_names is None:
         names = [str(i) for i in range(k)]
@@ -391,6 +547,7 @@ def labelfool_target(
     distances: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
     class_names: Sequence[str] | None = None,
+    encoding: OutputEncoding | None = None,
     delta1: float = 0.8,
     delta2: float = 0.01,
     distance: str = "perceptual",
@@ -414,7 +571,7 @@ def labelfool_target(
     """
     s = LabelFoolTargetSettings(delta1=delta1, delta2=delta2, distance=distance)
     s.validate()
-    z, _, pred, allowed = _prepare(logits, labels)
+    z, _, pred, allowed = _prepare("labelfool", logits, labels, encoding)
     n, k = z.shape
     d = check_distances("labelfool", distances, k, z.device)
     p = z.double().softmax(1)
@@ -437,13 +594,16 @@ def labelfool_target(
 class TargetStrategy:
     """A registered target strategy: its config ``name``, the function, the
     frozen settings dataclass whose fields are the function's keyword
-    settings, whether it needs a class-distance matrix, and a description."""
+    settings, whether it needs a class-distance matrix, a description, and
+    the output encodings (:mod:`labelflip.models.encoding`) of the models it
+    applies to (the function refuses the others with a one-line error)."""
 
     name: str
     fn: Callable[..., torch.Tensor]
     settings_type: type
     needs_distance: bool
     description: str
+    encodings: tuple[str, ...] = ("onehot", "ecoc")
 
     def default_settings(self) -> Any:
         return self.settings_type()
@@ -457,8 +617,18 @@ TARGET_STRATEGIES: dict[str, TargetStrategy] = {
             random_target,
             NoSettings,
             False,
-            "uniform among the classes other than the prediction and the true label "
-            "(Carlini & Wagner 2017, average case)",
+            "uniform among the classes (label vectors) other than the prediction and the "
+            "true label (Carlini & Wagner 2017, average case)",
+            encodings=("onehot", "ecoc", "multilabel"),
+        ),
+        TargetStrategy(
+            "flip-bits",
+            flip_bits_target,
+            FlipBitsSettings,
+            False,
+            "multi-label: the predicted label vector with `bits` random labels flipped "
+            "(JMA paper, Tables VII-IX)",
+            encodings=("multilabel",),
         ),
         TargetStrategy(
             "easiest",
@@ -548,6 +718,7 @@ def choose_targets(
     distances: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
     class_names: Sequence[str] | None = None,
+    encoding: OutputEncoding | None = None,
 ) -> torch.Tensor:
     """Target classes ``(N,)`` (long, on ``logits``' device) chosen by
     ``strategy`` (a name or a config mapping, see
@@ -557,13 +728,18 @@ def choose_targets(
     of the distance-based strategies; ``distances``: the ``(k, k)`` finite
     class-distance matrix the strategy needs (a one-line error if it needs
     one and gets none); ``generator``: randomness of ``random`` (seed 0 when
-    ``None``); ``class_names``: for ``mapping``.
+    ``None``); ``class_names``: for ``mapping``; ``encoding``: the model's
+    output encoding (``clf.encoding``; ``None`` = one-hot). For a
+    multi-label model ``logits`` are the per-label logits ``clf(x)``, and
+    ``labels`` and the returned targets are label-vector bitmasks; only
+    ``random`` and ``flip-bits`` apply (a one-line error otherwise).
 
     >>> t = choose_targets("labelfool", clf(x), distances=D)   # doctest: +SKIP
     >>> labelfool(clf, x, y, target=t)                          # doctest: +SKIP
     """
     spec, settings = strategy_settings_from_mapping(strategy)
-    z = _check_logits(logits)
+    enc = _check_encoding(spec.name, encoding)
+    z = _check_logits(logits, enc)
     if spec.needs_distance:
         distances = check_distances(spec.name, distances, z.shape[1], z.device)
     return spec.fn(
@@ -572,5 +748,6 @@ def choose_targets(
         distances=distances,
         generator=generator,
         class_names=class_names,
+        encoding=enc,
         **dataclasses.asdict(settings),
     )
