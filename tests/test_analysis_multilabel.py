@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from labelflip.analysis.multilabel import bit_flips, bit_success_rate, changed_bits
+from labelflip.analysis.multilabel import bit_flips, bit_success_rate, changed_bits, label_swaps
 from labelflip.errors import LabelflipError
 
 
@@ -45,3 +45,20 @@ def test_bad_inputs():
         changed_bits(np.array([0.5]), np.array([1]), 2)
     with pytest.raises(LabelflipError, match="same length"):
         bit_flips([1, 2], [1], 2)
+
+
+def test_label_swaps_by_hand():
+    clean = [0b0011, 0b0100, 0b0001, 0b0001]
+    adv = [0b0110, 0b1000, 0b0001, 0b0011]
+    # s0: 0 off, 2 on -> (0, 2); s1: 2 off, 3 on -> (2, 3); s2: nothing; s3: only 1 on (no swap)
+    s = label_swaps(clean, adv, 4)
+    expected = np.zeros((4, 4), dtype=np.int64)
+    expected[0, 2] = expected[2, 3] = 1
+    np.testing.assert_array_equal(s, expected)
+    # two off and one on: both pairs count
+    np.testing.assert_array_equal(
+        label_swaps([0b011], [0b100], 3), [[0, 0, 1], [0, 0, 1], [0, 0, 0]]
+    )
+    only = np.zeros((4, 4), dtype=np.int64)
+    only[2, 3] = 1
+    np.testing.assert_array_equal(label_swaps(clean, adv, 4, mask=[False, True, True, True]), only)

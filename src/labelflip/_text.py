@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 
@@ -12,3 +13,10 @@ def slug(text: str) -> str:
     if text.startswith("imagefolder:"):
         text = "imagefolder-" + Path(text.split(":", 1)[1]).name
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "model"
+
+
+def label_set_name(index: int, label_names: Sequence[str]) -> str:
+    """A multi-label decision's readable name: the labels present in the
+    bitmask ``index`` joined by ``+`` (``∅`` if none)."""
+    present = [label_names[j] for j in range(len(label_names)) if (int(index) >> j) & 1]
+    return "+".join(present) if present else "∅"

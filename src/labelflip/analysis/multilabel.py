@@ -10,7 +10,11 @@ A multi-label decision is a label vector, stored as an integer bitmask
   share of the bits the target asks to change that did change to the target
   value, averaged over samples; the whole-vector success (ASR) is
   ``adv == target``;
-- :func:`changed_bits`: the number of bits each target asks to change.
+- :func:`changed_bits`: the number of bits each target asks to change;
+- :func:`label_swaps`: the multi-label analogue of the flip matrix,
+  ``S[i, j]`` = samples on which label ``i`` was switched off *and* label
+  ``j`` switched on (e.g. a digit replaced by another): it has the flip
+  matrix's shape, so symmetry and the Bowker test apply unchanged.
 """
 
 from __future__ import annotations
@@ -70,3 +74,24 @@ def bit_success_rate(source: ArrayLike, adv: ArrayLike, target: ArrayLike, n: in
     if not keep.any():
         return float("nan")
     return float((reached.sum(1)[keep] / k[keep]).mean())
+
+
+def label_swaps(
+    clean: ArrayLike, adv: ArrayLike, n: int, mask: ArrayLike | None = None
+) -> np.ndarray:
+    """``S`` (n × n, int64): ``S[i, j]`` counts the samples (those in ``mask``,
+    if given) whose label ``i`` went 1 → 0 and label ``j`` went 0 → 1 between
+    the clean and the adversarial decision; a sample with several labels
+    switched each way adds to every such pair. The diagonal is 0."""
+    c, a = _masks(clean, "clean", n), _masks(adv, "adv", n)
+    if c.shape != a.shape:
+        raise LabelflipError("clean and adv must have the same length")
+    if mask is not None:
+        m = np.asarray(mask, dtype=bool)
+        if m.shape != c.shape:
+            raise LabelflipError("mask must have one entry per sample")
+        c, a = c[m], a[m]
+    cb, ab = _bits(c, n), _bits(a, n)
+    off = (cb == 1) & (ab == 0)
+    on = (cb == 0) & (ab == 1)
+    return (off.T.astype(np.int64) @ on.astype(np.int64)).astype(np.int64)

@@ -30,6 +30,7 @@ from typing import Any
 
 import torch
 
+from labelflip._text import label_set_name
 from labelflip.errors import LabelflipError
 
 ENCODINGS = ("onehot", "ecoc", "multilabel")
@@ -75,12 +76,6 @@ def index_to_bits(index: torch.Tensor, n: int) -> torch.Tensor:
     """Bitmasks ``index`` (N,) as label vectors (N, n) of 0/1 (int64)."""
     shifts = torch.arange(n, device=index.device)
     return (index.long().unsqueeze(-1) >> shifts) & 1
-
-
-def label_set_name(index: int, label_names: Sequence[str]) -> str:
-    """A label vector's readable name: the present labels joined by ``+`` (``∅`` if none)."""
-    present = [label_names[j] for j in range(len(label_names)) if (int(index) >> j) & 1]
-    return "+".join(present) if present else "∅"
 
 
 @dataclass(frozen=True, eq=False)

@@ -85,8 +85,9 @@ def _header(summary: Mapping[str, Any]) -> str:
         ("checkpoint", model.get("checkpoint")),
         ("model sha256", sha[:16] + "…" if isinstance(sha, str) and len(sha) > 16 else sha),
         ("model clean accuracy", f"{100 * acc:.2f}%" if isinstance(acc, (int, float)) else acc),
+        ("output encoding", _encoding(run.get("encoding"), run.get("num_classes"))),
         ("samples", run.get("n_samples")),
-        ("classes", run.get("num_classes")),
+        ("labels" if _is_multilabel(summary) else "classes", run.get("num_classes")),
         ("run started", run.get("started")),
         ("run finished", run.get("finished")),
         ("report generated", run.get("generated")),
@@ -94,6 +95,22 @@ def _header(summary: Mapping[str, Any]) -> str:
     rows = "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in items if v is not None)
     title = run.get("name") or "labelflip run"
     return f"<h1>{esc(title)}</h1><dl class='meta'>{rows}</dl>"
+
+
+def _is_multilabel(summary: Mapping[str, Any]) -> bool:
+    enc = summary["run"].get("encoding") or {}
+    return enc.get("kind") == "multilabel"
+
+
+def _encoding(enc: Mapping[str, Any] | None, k: int | None) -> str | None:
+    """``one-hot``, ``ECOC, 16-bit codewords`` or ``multi-label, 10 labels``."""
+    kind = (enc or {}).get("kind")
+    if kind == "ecoc":
+        codebook = enc.get("codebook") or [[]]  # type: ignore[union-attr]
+        return f"ECOC, {len(codebook[0])}-bit codewords (decision: argmax tanh(z)·c)"
+    if kind == "multilabel":
+        return f"multi-label, {k} labels (decision: label vector, z > 0)"
+    return "one-hot" if kind == "onehot" else None
 
 
 def _incomplete(summary: Mapping[str, Any]) -> str:
@@ -268,7 +285,7 @@ def _label_space(summary: Mapping[str, Any], figures: Mapping[str, Png]) -> str:
     return "".join(parts)
 
 
-def _job_table(job: Mapping[str, Any]) -> str:
+def _job_table(job: Mapping[str, Any], names: Sequence[str] | None = None) -> str:
     wn = job["white_noise_spearman"]
     rho = "–" if wn["rho"] is None else f"{wn['rho']:.2f} (p = {wn['p_value']:.3g})"
     ent = job["entropy"]
@@ -283,25 +300,53 @@ def _job_table(job: Mapping[str, Any]) -> str:
         ("Spearman rho, landing shares vs white noise", rho),
         ("Bowker test", f"χ² = {bw['statistic']:.3g}, df = {bw['df']}, p = {p_value}"),
     ]
+    ml = job.get("multilabel")
+    if ml:
+        rows = rows[:4] + _multilabel_rows(ml, names or [])
     return _table(("", ""), rows)
 
 
-def _job(job: Mapping[str, Any], heatmap: Png | None, gallery: Png | None, note: str) -> str:
+def _multilabel_rows(ml: Mapping[str, Any], names: Sequence[str]) -> list[tuple[str, str]]:
+    def counts(values: Sequence[int]) -> str:
+        items = [f"{names[i] if i < len(names) else i}: {c}" for i, c in enumerate(values) if c]
+        return ", ".join(items) or "none"
+
+    basr, bits = ml.get("bit_success_rate"), ml.get("mean_target_bits")
+    return [
+        ("whole-vector success (clean)", _pct_or_dash(ml.get("success_rate_whole_vector"))),
+        ("bASR (share of the asked bits reached)", _pct_or_dash(basr)),
+        ("bits asked to change (mean)", "–" if bits is None else f"{bits:.2f}"),
+        ("labels switched on", counts(ml.get("label_on") or [])),
+        ("labels switched off", counts(ml.get("label_off") or [])),
+    ]
+
+
+def _pct_or_dash(x: float | None) -> str:
+    return "–" if x is None else f"{100 * x:.1f}%"
+
+
+def _job(
+    job: Mapping[str, Any],
+    heatmap: Png | None,
+    gallery: Png | None,
+    note: str,
+    names: Sequence[str] | None = None,
+) -> str:
     badge = "" if job["complete"] else " <span class='badge'>incomplete</span>"
     parts = [
         f"<section class='job' id='job-{esc(job['job_id'])}'>",
         f"<h3>{esc(job['label'])} <code>{esc(job['job_id'])}</code>{badge}</h3>",
-        _job_table(job),
+        _job_table(job, names),
     ]
+    caption = (
+        "Label swaps of the clean-correct samples: row = label switched off, column = "
+        "label switched on (by the same example)."
+        if job.get("multilabel")
+        else "Flip matrix of the clean-correct samples: row = true class, column = "
+        "adversarial prediction; grey hatched diagonal = attack failed."
+    )
     if heatmap:
-        parts.append(
-            img(
-                heatmap,
-                f"flip matrix of {job['label']}",
-                "Flip matrix of the clean-correct samples: row = true class, column = "
-                "adversarial prediction; grey hatched diagonal = attack failed.",
-            )
-        )
+        parts.append(img(heatmap, f"flip matrix of {job['label']}", caption))
     else:
         parts.append("<p class='note'>No records yet.</p>")
     if gallery:
@@ -337,6 +382,7 @@ def render(
             heatmaps.get(j["job_id"]),
             galleries.get(j["job_id"]),
             gallery_notes.get(j["job_id"], ""),
+            summary["run"].get("class_names"),
         )
         for j in summary["jobs"]
     )

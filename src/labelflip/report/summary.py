@@ -204,8 +204,10 @@ def _job_summary(
     seed: int,
     distances: Mapping[str, Mapping[str, Any]] | None = None,
     image_size: tuple[int, int] | None = None,
+    multilabel: bool = False,
 ) -> dict[str, Any]:
     """Everything the report says about one job (numpy values, NaN allowed).
+    For a multi-label run see :func:`_multilabel_job_summary`.
 
     Keys: job_id, label, attack, group, sweep_value, settings, seed, status
     ("pending"/"done"), complete, targeted, n, n_clean_correct,
@@ -221,7 +223,9 @@ def _job_summary(
     true, adv = rec["true"], rec["adv_pred"]
     success = rec["success"].astype(bool)
     correct = rec["clean_pred"] == true
-    ok = success & correct
+    targeted = bool(np.any(rec["target"] >= 0))
+    if multilabel:
+        return _multilabel_job_summary(job, status, rec, names, targeted, image_size, level)
     A = analysis.flip_matrix(true, adv, k, mask=correct)
     bowker = analysis.bowker_test(A)
     ci = analysis.symmetry_ci(true, adv, k, mask=correct, n_boot=n_boot, level=level, seed=seed)
@@ -232,25 +236,8 @@ def _job_summary(
         if noise is not None
         else analysis.SpearmanResult(math.nan, math.nan)
     )
-    targeted = bool(np.any(rec["target"] >= 0))
     return {
-        "job_id": job.job_id,
-        "label": job.label or job.job_id,
-        "attack": job.attack,
-        "group": job.group,
-        "sweep_value": job.sweep_value,
-        "settings": job.settings,
-        "seed": job.seed,
-        "status": status,
-        "complete": status == "done",
-        "targeted": targeted,
-        "n": int(true.size),
-        "n_clean_correct": int(correct.sum()),
-        "n_success_clean": int(ok.sum()),
-        "clean_accuracy": _rate(correct),
-        "success_rate": _rate(success),
-        "success_rate_clean": _rate(success[correct]),
-        **{f"median_{c}": _median(rec[c][ok].astype(np.float64)) for c in NORMS},
+        **_job_header(job, status, rec),
         "flip_matrix": A,
         "flip_matrix_all": analysis.flip_matrix(true, adv, k),
         "symmetry": analysis.symmetry_score(A),
@@ -269,6 +256,120 @@ def _job_summary(
         "white_noise_spearman": {"rho": rho.rho, "p_value": rho.p_value},
         "label_space": _label_space(job, rec, A, distances or {}, image_size, targeted),
     }
+
+
+def _job_header(job: Job, status: str, rec: Mapping[str, np.ndarray]) -> dict[str, Any]:
+    """The keys every job summary starts with."""
+    true = rec["true"]
+    success = rec["success"].astype(bool)
+    correct = rec["clean_pred"] == true
+    ok = success & correct
+    return {
+        "job_id": job.job_id,
+        "label": job.label or job.job_id,
+        "attack": job.attack,
+        "group": job.group,
+        "sweep_value": job.sweep_value,
+        "settings": job.settings,
+        "seed": job.seed,
+        "status": status,
+        "complete": status == "done",
+        "targeted": bool(np.any(rec["target"] >= 0)),
+        "n": int(true.size),
+        "n_clean_correct": int(correct.sum()),
+        "n_success_clean": int(ok.sum()),
+        "clean_accuracy": _rate(correct),
+        "success_rate": _rate(success),
+        "success_rate_clean": _rate(success[correct]),
+        **{f"median_{c}": _median(rec[c][ok].astype(np.float64)) for c in NORMS},
+    }
+
+
+def _multilabel_job_summary(
+    job: Job,
+    status: str,
+    rec: Mapping[str, np.ndarray],
+    names: list[str],
+    targeted: bool,
+    image_size: tuple[int, int] | None,
+    level: float,
+) -> dict[str, Any]:
+    """One job of a multi-label run (decisions are label bitmasks, ``names``
+    the labels). The same keys as :func:`_job_summary`, where the flip matrix
+    is the label-swap matrix (label ``i`` switched off and ``j`` on, over the
+    clean-correct samples; :func:`labelflip.analysis.multilabel.label_swaps`),
+    symmetry and the Bowker test are computed on it, and the landing shares
+    and the top attractor are those of the labels switched on. ``multilabel``
+    adds: ``label_on`` / ``label_off`` per label, ``bit_success_rate`` (bASR,
+    targeted), ``mean_target_bits`` (bits the targets ask to change) and
+    ``success_rate_whole_vector`` (= ``success_rate_clean`` for targeted jobs:
+    the whole label vector equals the target)."""
+    from labelflip.analysis import multilabel as ml
+
+    n = len(names)
+    true, clean, adv = rec["true"], rec["clean_pred"], rec["adv_pred"]
+    correct = clean == true
+    success = rec["success"].astype(bool)
+    swaps = ml.label_swaps(clean, adv, n, mask=correct)
+    bowker = analysis.bowker_test(swaps)
+    on, off = ml.bit_flips(clean[correct], adv[correct], n)
+    total_on = on.sum()
+    shares = on / total_on if total_on else np.full(n, math.nan)
+    top = int(np.argmax(on)) if total_on else None
+    target = rec["target"]
+    basr = mean_bits = math.nan
+    if targeted and correct.any():
+        basr = ml.bit_success_rate(clean[correct], adv[correct], target[correct], n)
+        mean_bits = float(ml.changed_bits(clean[correct], target[correct], n).mean())
+    out = _job_header(job, status, rec)
+    target_setting = job.settings.get("target") if isinstance(job.settings, Mapping) else None
+    strategy = target_setting.get("strategy") if isinstance(target_setting, Mapping) else None
+    flipped = correct & (adv != true)
+    out.update(
+        {
+            "flip_matrix": swaps,
+            "flip_matrix_all": ml.label_swaps(clean, adv, n),
+            "symmetry": analysis.symmetry_score(swaps),
+            "symmetry_ci": [math.nan, math.nan],  # no bootstrap over label vectors
+            "symmetry_level": level,
+            "bowker": {
+                "statistic": bowker.statistic,
+                "df": bowker.df,
+                "p_value": bowker.p_value,
+            },
+            "top_flips": _flip_entries(swaps, names),
+            "landing_shares": shares,
+            "baseline_shares": None,
+            "entropy": analysis.normalized_entropy(shares) if total_on and n > 1 else math.nan,
+            "top_attractor": {
+                "class": top,
+                "name": None if top is None else names[top],
+                "share": shares[top] if top is not None else math.nan,
+            },
+            "white_noise_spearman": {"rho": math.nan, "p_value": math.nan},
+            "label_space": {
+                "strategy": strategy,
+                "distance_used": None,
+                "attack_rate": _rate(flipped[correct]),
+                "n_flips": int(flipped.sum()),
+                "flip_distance": {},
+                "mean_sq_perturbation": (
+                    analysis.mean_squared_perturbation(rec["l2"][flipped], *image_size)
+                    if image_size and flipped.any()
+                    else math.nan
+                ),
+                "flip_correlation": {},
+            },
+            "multilabel": {
+                "label_on": on,
+                "label_off": off,
+                "bit_success_rate": basr,
+                "mean_target_bits": mean_bits,
+                "success_rate_whole_vector": _rate(success[correct]),
+            },
+        }
+    )
+    return out
 
 
 def _groups(jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -318,8 +419,10 @@ def summarize(
     meta = store.all_meta()
     jobs = store.jobs()
     records = [store.records(j.job_id) for j in jobs]
-    names = _class_names(meta, records)
-    noise = _white_noise(meta, names)
+    encoding = meta.get("encoding") if isinstance(meta.get("encoding"), Mapping) else {}
+    multilabel = encoding.get("kind") == "multilabel"
+    names = _class_names(meta, [] if multilabel else records)
+    noise = None if multilabel else _white_noise(meta, names)
     noise_dist = None if noise is None else noise["distribution"]
     distances = _distances(meta, len(names))
     image_size = _image_size(meta)
@@ -335,6 +438,7 @@ def summarize(
             seed=seed,
             distances=distances,
             image_size=image_size,
+            multilabel=multilabel,
         )
         for job, rec in zip(jobs, records, strict=True)
     ]
@@ -343,7 +447,7 @@ def summarize(
     return jsonable(
         {
             "version": SUMMARY_VERSION,
-            "run": _run_info(meta, names, n_samples),
+            "run": {**_run_info(meta, names, n_samples), "encoding": dict(encoding)},
             "white_noise": noise,
             "distances": [
                 {k: d[k] for k in ("name", "class_names", "matrix", "info") if k in d}

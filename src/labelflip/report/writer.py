@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from labelflip._text import label_set_name
 from labelflip.errors import LabelflipError, os_error
 from labelflip.report import plots
 from labelflip.report.page import Png, render
@@ -59,9 +60,12 @@ def _csv_bytes(header: Sequence[Any], rows: Sequence[Sequence[Any]]) -> bytes:
 
 
 def _flip_csv(job: Mapping[str, Any], names: Sequence[str]) -> bytes:
-    """The clean-correct flip matrix with class names (rows: true, columns: adversarial)."""
+    """The clean-correct flip matrix with class names (rows: true, columns:
+    adversarial); for a multi-label job the label-swap matrix (rows: label
+    switched off, columns: label switched on)."""
     rows = [[name, *counts] for name, counts in zip(names, job["flip_matrix"], strict=True)]
-    return _csv_bytes(["true \\ adversarial", *names], rows)
+    corner = "switched off \\ switched on" if job.get("multilabel") else "true \\ adversarial"
+    return _csv_bytes([corner, *names], rows)
 
 
 # ---------------------------------------------------------------- gallery
@@ -115,10 +119,15 @@ def _gallery_png(
     if x_adv.shape != x.shape:
         return None, f"Gallery shapes differ: originals {x.shape}, adversarial {x_adv.shape}."
     titles = []
+    multilabel = bool(job.get("multilabel"))
+
+    def name(i: int) -> str:
+        return label_set_name(i, names) if multilabel else str(names[i])
+
     for _, row in picks:
         t, a = int(rec["true"][row]), int(rec["adv_pred"][row])
         failed = "" if rec["success"][row] else " (failed)"
-        titles.append(f"true: {names[t]}\nadv: {names[a]}{failed}")
+        titles.append(f"true: {name(t)}\nadv: {name(a)}{failed}")
     data = plots.gallery(x, x_adv, titles, bounds)
     return Png(f"gallery__{_slug(job['job_id'])}.png", data), ""
 
