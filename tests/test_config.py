@@ -132,6 +132,17 @@ def test_examples_are_valid(path):
         assert {"fgsm", "deepfool"} <= {j.attack for j in cfg.jobs()}
         assert cfg.similarity.perceptual and cfg.similarity.split == "train"
         return
+    if path.name.startswith("jma-"):  # JMA against its comparison attacks, one target each
+        jobs = cfg.jobs()
+        assert {"jma", "ml-cw"} <= {j.attack for j in jobs}
+        targets = [j.target["strategy"] for j in jobs if j.attack == "jma"]
+        if cfg.data.dataset == "mnist-grid":
+            assert targets == ["flip-bits"] * 3
+            assert [j.target["bits"] for j in jobs if j.attack == "jma"] == [1, 2, -1]
+        else:
+            assert cfg.model.encoding == "ecoc" and targets == ["random"]
+            assert {"cw-l2", "deepfool"} <= {j.attack for j in jobs}
+        return
     eps = [j.sweep_value for j in cfg.jobs() if j.group == "pgd-linf"]
     assert eps == [0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0]
     assert {"deepfool", "cw-l2"} <= {j.attack for j in cfg.jobs()}

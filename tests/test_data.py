@@ -781,7 +781,14 @@ def test_imagefolder_resolution_discovery_and_status(tmp_path, monkeypatch):
     assert ds.name == "imagefolder:pics" and len(ds) == 4 and ds.input_shape == (3, 5, 6)
 
     statuses = {s.name: s for s in dataset_statuses(data_dir)}
-    assert list(statuses) == ["digits", "mnist", "fashion-mnist", "cifar10", "imagefolder:pics"]
+    assert list(statuses) == [
+        "digits",
+        "mnist",
+        "fashion-mnist",
+        "cifar10",
+        "mnist-grid",
+        "imagefolder:pics",
+    ]
     st = statuses["imagefolder:pics"]
     assert st.present and st.sizes == {"train": 4, "test": 2} and st.input_shape == (3, 5, 6)
     assert st.class_names == ("a", "b") and st.location == data_dir / "pics"
@@ -792,7 +799,7 @@ def test_imagefolder_resolution_discovery_and_status(tmp_path, monkeypatch):
 
 
 def test_registry_and_lookup_errors(tmp_path):
-    assert list(REGISTRY) == ["digits", "mnist", "fashion-mnist", "cifar10"]
+    assert list(REGISTRY) == ["digits", "mnist", "fashion-mnist", "cifar10", "mnist-grid"]
     assert get_source("mnist", tmp_path) is MNIST
     with raises_one_line("unknown dataset 'mnsit'", "did you mean 'mnist'", "imagefolder:<path>"):
         get_source("mnsit", tmp_path)
@@ -825,7 +832,8 @@ def test_load_dataset_uses_env_data_dir(tmp_path, monkeypatch):
 
 def test_statuses_on_empty_dir(tmp_path):
     statuses = dataset_statuses(tmp_path)
-    assert [s.name for s in statuses] == ["digits", "mnist", "fashion-mnist", "cifar10"]
-    assert [s.present for s in statuses] == [True, False, False, False]
+    names = ["digits", "mnist", "fashion-mnist", "cifar10", "mnist-grid"]
+    assert [s.name for s in statuses] == names
+    assert [s.present for s in statuses] == [True, False, False, False, False]
     assert statuses[1].location == tmp_path / "mnist"
     assert "downloaded on first use" not in statuses[1].note  # offline in these tests

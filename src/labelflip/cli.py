@@ -112,10 +112,24 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.1,
         help="share of the training split held out to pick the best epoch (default 0.1)",
     )
+    p.add_argument(
+        "--encoding",
+        choices=["onehot", "ecoc", "multilabel"],
+        help="output encoding (JMA §III): onehot (cross-entropy), ecoc (Hadamard codewords, "
+        "hinge loss) or multilabel (per-label BCE); default: multilabel for a multi-label "
+        "dataset such as mnist-grid, else onehot",
+    )
+    p.add_argument(
+        "--code-length",
+        type=int,
+        metavar="N",
+        help="ECOC codeword length, a power of 2 (default: the smallest >= the classes, 16 for 10)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     p.add_argument(
-        "--out", help="checkpoint path (default checkpoints/DATASET-ARCH-seedS.safetensors)"
+        "--out",
+        help="checkpoint path (default checkpoints/DATASET-ARCH[-ecoc|-ml]-seedS.safetensors)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_train)
@@ -123,7 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "evaluate",
         parents=[data_opt],
-        help="clean accuracy, per-class accuracy and confusion matrix",
+        help="clean accuracy, per-class accuracy and confusion matrix "
+        "(multi-label: exact-match and per-label accuracy)",
     )
     p.add_argument("checkpoint", help="a .safetensors checkpoint with its .json sidecar")
     p.add_argument("--dataset", help="dataset to evaluate on (default: the one it was trained on)")
@@ -131,7 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=512)
     p.add_argument("--device", default="cpu")
     p.add_argument(
-        "--csv", help="where to save the confusion matrix (default beside the checkpoint)"
+        "--csv",
+        help="where to save the confusion matrix, or a multi-label model's per-label table "
+        "(default beside the checkpoint)",
     )
     p.add_argument("--arch", help="module:function of a user model, to trust its code")
     p.set_defaults(func=cmd_evaluate)
@@ -174,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--print-default", action="store_true", help="print the built-in default config and exit"
     )
+    add_executor_options(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("report", help="(re)write the HTML report of a run directory")
@@ -207,7 +225,8 @@ def cmd_datasets(args: argparse.Namespace) -> int:
                 str(st.sizes.get("train", "-")),
                 str(st.sizes.get("test", "-")),
                 shape,
-                f"{len(st.class_names)}: {names if len(names) <= 60 else names[:57] + '...'}",
+                f"{len(st.class_names)}{' labels' if st.multilabel else ''}: "
+                f"{names if len(names) <= 60 else names[:57] + '...'}",
                 str(st.location) if st.location else "(built in)",
                 st.note,
             ]
@@ -253,17 +272,17 @@ def cmd_train(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     settings.validate()
-    out = (
-        Path(args.out)
-        if args.out
-        else Path("checkpoints") / f"{slug(args.dataset)}-{slug(args.arch)}-seed{args.seed}"
-    )
+    encoding = check_train_encoding(args.dataset, args.encoding, args.code_length)
+    suffix = encoding_suffix(encoding, args.code_length)
+    default_name = f"{slug(args.dataset)}-{slug(args.arch)}{suffix}-seed{args.seed}"
+    out = Path(args.out) if args.out else Path("checkpoints") / default_name
     from labelflip.models.training import train_and_save
 
     def banner(train_set, test_set) -> None:
         print(
             f"training {args.arch} on {args.dataset}: {len(train_set)} train images "
             f"({settings.val_fraction:.0%} held out for validation), {len(test_set)} test, "
+            f"{encoding or 'onehot'} outputs, "
             f"{settings.epochs} epochs, {settings.optimizer} lr {settings.lr}, "
             f"batch {settings.batch_size}, seed {settings.seed}, {device}",
             file=sys.stderr,
@@ -271,6 +290,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     def log_epoch(st) -> None:
         val = f", validation accuracy {st.val_accuracy:.4f}" if st.val_accuracy is not None else ""
+        if st.train_label_accuracy is not None:
+            val += f", per-label train {st.train_label_accuracy:.4f}"
+        if st.val_label_accuracy is not None:
+            val += f" / validation {st.val_label_accuracy:.4f}"
         print(
             f"epoch {st.epoch}/{settings.epochs}: loss {st.loss:.4f}, "
             f"train accuracy {st.train_accuracy:.4f}{val} ({st.seconds:.1f} s)",
@@ -287,14 +310,55 @@ def cmd_train(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         on_epoch=log_epoch if args.no_progress else None,
         on_start=banner,
+        encoding=encoding,
+        code_length=args.code_length,
     )
     val = f"{result.val_accuracy:.4f}" if result.val_accuracy is not None else "-"
+    labels = (
+        f", per-label test accuracy {result.test_label_accuracy:.4f}"
+        if result.test_label_accuracy is not None
+        else ""
+    )
+    exact = "exact-match " if result.test_label_accuracy is not None else ""
     print(
         f"best epoch {result.best_epoch}/{settings.epochs}: validation accuracy {val}, "
-        f"test accuracy {test_acc:.4f} ({result.seconds:.1f} s)"
+        f"{exact}test accuracy {test_acc:.4f}{labels} ({result.seconds:.1f} s)"
     )
     print(f"checkpoint: {path}")
     return 0
+
+
+def check_train_encoding(dataset: str, encoding: str | None, code_length: int | None) -> str | None:
+    """The encoding to train with, checked against the dataset's kind before
+    any data is loaded: a multi-label dataset trains only as ``multilabel``
+    (implied), a single-label one never; ``--code-length`` needs ``ecoc``."""
+    from labelflip.data import IMAGEFOLDER_PREFIX, REGISTRY
+
+    source = None if dataset.startswith(IMAGEFOLDER_PREFIX) else REGISTRY.get(dataset)
+    multilabel = bool(getattr(source, "multilabel", False))
+    if multilabel and encoding not in (None, "multilabel"):
+        raise LabelflipError(
+            f"dataset '{dataset}' is multi-label: it trains with --encoding multilabel "
+            f"(implied), not {encoding}"
+        )
+    if source is not None and not multilabel and encoding == "multilabel":
+        raise LabelflipError(
+            f"--encoding multilabel needs a multi-label dataset (e.g. mnist-grid); "
+            f"'{dataset}' has one class per image"
+        )
+    if code_length is not None and encoding != "ecoc":
+        raise LabelflipError("--code-length only goes with --encoding ecoc")
+    return "multilabel" if multilabel else encoding
+
+
+def encoding_suffix(encoding: str | None, code_length: int | None = None) -> str:
+    """The part of a default checkpoint name that tells the encoding: ``""``
+    for one-hot, ``-ecoc`` (``-ecocN`` for an explicit code length), ``-ml``."""
+    if encoding == "ecoc":
+        return f"-ecoc{code_length}" if code_length is not None else "-ecoc"
+    if encoding == "multilabel":
+        return "-ml"
+    return ""
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -311,7 +375,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     clf, meta = load_checkpoint(args.checkpoint, device=device, trust_code=args.arch)
     name = args.dataset or meta.dataset
     ds = load_dataset(name, args.split, args.data_dir)
+    if clf.multilabel != ds.multilabel:
+        kinds = ("multi-label", "single-label")
+        raise LabelflipError(
+            f"model is {kinds[not clf.multilabel]} but dataset '{name}' is "
+            f"{kinds[not ds.multilabel]}"
+        )
     check_fits(clf, ds.input_shape, ds.num_classes, name)
+    if clf.multilabel:
+        return evaluate_multilabel(args, clf, meta, ds, name)
     pred = predict(clf, ds.x, args.batch_size).numpy()
     conf = confusion_matrix(ds.y.numpy(), pred, clf.num_classes)
     acc = float(np.trace(conf) / max(conf.sum(), 1))
@@ -341,16 +413,63 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def evaluate_multilabel(args: argparse.Namespace, clf, meta, ds, name: str) -> int:
+    """``labelflip evaluate`` for a multi-label model (JMA §III-C): exact-match
+    accuracy of the label vector and, per label, accuracy, precision and
+    recall (saved as CSV instead of a confusion matrix)."""
+    import csv
+
+    from labelflip.models.checkpoint import checkpoint_paths
+    from labelflip.models.encoding import index_to_bits
+    from labelflip.models.training import per_label_accuracy, predict
+
+    pred = predict(clf, ds.x, args.batch_size)
+    n = clf.num_outputs
+    exact = float((pred == ds.y).double().mean()) if len(ds) else float("nan")
+    per_label = per_label_accuracy(pred, ds.y, n)
+    truth, said = index_to_bits(ds.y, n).bool(), index_to_bits(pred, n).bool()
+    hits = (truth & said).sum(0)
+    rows = []
+    for j, label in enumerate(ds.class_names):
+        present, predicted = int(truth[:, j].sum()), int(said[:, j].sum())
+        precision = int(hits[j]) / predicted if predicted else float("nan")
+        recall = int(hits[j]) / present if present else float("nan")
+        rows.append([label, present, predicted, float(per_label[j]), precision, recall])
+    print(
+        f"{meta.architecture} on {name} ({args.split}, {len(ds)} images, {n} labels): "
+        f"exact-match accuracy {exact:.4f}, per-label accuracy {float(per_label.mean()):.4f}"
+    )
+    print_table(
+        ["label", "present", "predicted", "accuracy", "precision", "recall"],
+        [[r[0], str(r[1]), str(r[2]), *(f"{v:.4f}" for v in r[3:])] for r in rows],
+    )
+    csv_path = (
+        Path(args.csv)
+        if args.csv
+        else checkpoint_paths(args.checkpoint)[0].with_suffix(
+            f".labels-{slug(name)}-{args.split}.csv"
+        )
+    )
+    csv_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(csv_path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["label", "present", "predicted", "accuracy", "precision", "recall"])
+        w.writerows(rows)
+    print(f"\nper-label accuracy saved to {csv_path}")
+    return 0
+
+
 def cmd_import_weights(args: argparse.Namespace) -> int:
     from labelflip.data import load_dataset
     from labelflip.models import CheckpointMeta, build_model, import_state_dict, save_checkpoint
     from labelflip.models.checkpoint import load_state
     from labelflip.models.classifier import Classifier
-    from labelflip.models.training import accuracy
+    from labelflip.models.training import accuracy, resolve_encoding
 
     device = resolve_device(args.device)
     state = import_state_dict(args.weights)
     test_set = load_dataset(args.dataset, "test", args.data_dir)
+    encoding = resolve_encoding(None, test_set)  # one-hot, or multi-label for such a dataset
     meta = CheckpointMeta(
         architecture=args.arch,
         dataset=args.dataset,
@@ -359,16 +478,18 @@ def cmd_import_weights(args: argparse.Namespace) -> int:
         mean=list(args.mean or [0.0]),
         std=list(args.std or [1.0]),
         training={"imported_from": str(args.weights)},
+        encoding=encoding.to_dict(),
     )
-    model = build_model(args.arch, test_set.input_shape, test_set.num_classes)
+    model = build_model(args.arch, test_set.input_shape, encoding.num_outputs)
     load_state(model, state, f"weights {args.weights}", meta)
     clf = Classifier(
         model,
-        num_classes=test_set.num_classes,
+        num_classes=test_set.num_labels,
         class_names=test_set.class_names,
         input_shape=test_set.input_shape,
         mean=meta.mean,
         std=meta.std,
+        encoding=encoding,
     ).to(device)
     meta.clean_test_accuracy = round(accuracy(clf, test_set.x, test_set.y), 6)
     path = save_checkpoint(args.out, model, meta)
@@ -387,21 +508,25 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.resume:
         if args.out:
             raise LabelflipError("--resume continues RUNDIR in place; --out does not go with it")
-        outcome = run(
-            load_config(args.config) if args.config else None,  # must be the run's own config
-            resume=Path(args.resume),
-            progress=not args.no_progress,
-        )
+        from labelflip.runner import stored_config
+
+        given = load_config(args.config) if args.config else None  # must be the run's own config
+        with executor_from_args(args, stored_config(Path(args.resume)).executor) as executor:
+            outcome = run(
+                given, resume=Path(args.resume), progress=not args.no_progress, executor=executor
+            )
     else:
         cfg = load_config(args.config)
         text = Path(args.config).read_text() if args.config else default_config_text()
         run_dir = Path(args.out) if args.out else new_run_dir(cfg, None)
-        outcome = run(
-            cfg,
-            config_text=text,
-            run_dir=run_dir,
-            progress=not args.no_progress,
-        )
+        with executor_from_args(args, cfg.executor) as executor:
+            outcome = run(
+                cfg,
+                config_text=text,
+                run_dir=run_dir,
+                progress=not args.no_progress,
+                executor=executor,
+            )
     report = print_summary(outcome.run_dir, write=not args.no_report)
     print(f"run directory: {outcome.run_dir} ({outcome.seconds:.0f} s)")
     if report is not None:
@@ -443,6 +568,73 @@ def print_summary(run_dir: Path, *, write: bool) -> Path | None:
 
 
 # ---------------------------------------------------------------- helpers
+
+
+def add_executor_options(p: argparse.ArgumentParser) -> None:
+    """The options of ``labelflip run`` that choose where the attacks run."""
+    g = p.add_argument_group(
+        "where the attacks run",
+        "The local executor (default) runs the jobs in this process. The Ray executor "
+        "splits them into shards (one batch of one job each), runs those as Ray tasks and "
+        "writes each finished shard into the run here, so the records, --resume and crash "
+        "safety are the same (see docs/distributed.md). Needs: pip install 'labelflip[ray]'.",
+    )
+    g.add_argument(
+        "--executor",
+        choices=["local", "ray"],
+        help="local or ray (default: the config's 'executor', else local)",
+    )
+    g.add_argument(
+        "--address",
+        metavar="ADDR",
+        help="Ray cluster to join: the address 'ray start --head' printed (HOST:6379), 'auto' "
+        "for the one started on this machine, or ray://HOST:10001 "
+        "(default: $RAY_ADDRESS, else a local Ray instance started for this run)",
+    )
+    g.add_argument(
+        "--ray-cpus",
+        type=int,
+        metavar="N",
+        help="CPUs of the local Ray instance, i.e. shards run at once (default: all cores)",
+    )
+    g.add_argument(
+        "--max-retries",
+        type=int,
+        metavar="N",
+        help="times a failed shard is submitted again before the run gives up on it and ends "
+        "with an error (finished shards are kept; --resume retries the rest) (default 2)",
+    )
+    g.add_argument(
+        "--cpus-per-task",
+        type=float,
+        metavar="C",
+        help="CPUs each shard asks Ray for (its torch threads) (default 1)",
+    )
+    g.add_argument(
+        "--gpus-per-task",
+        type=float,
+        metavar="G",
+        help="GPUs each shard asks Ray for when the device is CUDA; a fraction lets shards "
+        "share a GPU (default 1)",
+    )
+
+
+def executor_from_args(args: argparse.Namespace, configured: str):
+    """The executor ``labelflip run`` uses, as a context manager (a null one
+    for the local executor): ``--executor``, else the config's ``executor``."""
+    import contextlib
+
+    from labelflip.executors import RayOptions, make_executor
+
+    given = {
+        k: getattr(args, k)
+        for k in ("address", "ray_cpus", "max_retries", "cpus_per_task", "gpus_per_task")
+        if getattr(args, k) is not None
+    }
+    options = RayOptions(**{"num_cpus" if k == "ray_cpus" else k: v for k, v in given.items()})
+    flags = ["--" + k.replace("_", "-") for k in given]
+    executor = make_executor(args.executor or configured, options, given=flags)
+    return contextlib.nullcontext() if executor is None else executor
 
 
 def resolve_device(name: str):

@@ -54,6 +54,7 @@ from labelflip._text import slug
 from labelflip.errors import LabelflipError
 
 SELECTIONS = ("first", "random")
+EXECUTORS = ("local", "ray")  # where the attacks run (labelflip.executors); --executor overrides
 TARGET_KEY = "target"  # the job-level setting of an [[attacks]] entry naming its target strategy
 
 
@@ -77,11 +78,18 @@ class ModelConfig:
     """A ``checkpoint`` to load, or an ``arch`` to train on the dataset's train
     split first (with its recipe; ``epochs`` overrides the recipe's), cached
     so later runs reuse it. A checkpoint of a user model also names its code,
-    ``arch = "module:function"``, to trust it (the CLI's ``--arch``)."""
+    ``arch = "module:function"``, to trust it (the CLI's ``--arch``).
+
+    ``encoding`` is the output encoding an ``arch`` is trained with (JMA
+    paper, §III): ``"onehot"`` or ``"ecoc"`` (Hadamard codewords, hinge loss)
+    for a single-label dataset, ``"multilabel"`` for a multi-label one (such
+    as ``mnist-grid``); omitted, the dataset's own (one-hot or multi-label).
+    A checkpoint carries its encoding in its sidecar."""
 
     checkpoint: str | None = None
     arch: str | None = None
     epochs: int | None = None
+    encoding: str | None = None
 
 
 @dataclass(frozen=True)
@@ -161,6 +169,7 @@ class RunConfig:
     save_adversarials: bool = False
     white_noise: int = 1000
     gallery: int = 8
+    executor: str = "local"
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     similarity: SimilarityConfig = field(default_factory=SimilarityConfig)
@@ -278,6 +287,7 @@ def parse_config(data: Mapping[str, Any], source: str = "config") -> RunConfig:
         "save_adversarials": bool,
         "white_noise": int,
         "gallery": int,
+        "executor": str,
     }
     for key, kind in scalar.items():
         if key in data:
@@ -397,6 +407,10 @@ def _validate(cfg: RunConfig, source: str) -> None:
         raise LabelflipError(f"{source}: batch_size must be >= 1, got {cfg.batch_size}")
     if cfg.white_noise < 0 or cfg.gallery < 0:
         raise LabelflipError(f"{source}: white_noise and gallery must be >= 0")
+    if cfg.executor not in EXECUTORS:
+        raise LabelflipError(
+            f"{source}: executor must be one of {', '.join(EXECUTORS)}, got {cfg.executor!r}"
+        )
     if not cfg.name.strip() or not re.fullmatch(r"[A-Za-z0-9._-]+", cfg.name):
         raise LabelflipError(
             f"{source}: name must be letters, digits, '.', '_' or '-', got {cfg.name!r}"
@@ -424,8 +438,40 @@ def _validate(cfg: RunConfig, source: str) -> None:
     _validate_names(cfg, source)
     if m.epochs is not None and (m.checkpoint is not None or m.epochs < 1):
         raise LabelflipError(f"{source}: [model] epochs must be >= 1 and only go with 'arch'")
+    _validate_encoding(cfg, source)
     if not cfg.attacks:
         raise LabelflipError(f"{source}: no [[attacks]] given")
+
+
+def _validate_encoding(cfg: RunConfig, source: str) -> None:
+    """``[model] encoding``: a known encoding, only beside ``arch`` (a
+    checkpoint carries its own), and fitting the dataset: ``multilabel`` for
+    a multi-label dataset and only for one."""
+    from labelflip.data import IMAGEFOLDER_PREFIX, REGISTRY
+    from labelflip.errors import unknown_name
+    from labelflip.models.encoding import ENCODINGS
+
+    m, dataset = cfg.model, cfg.data.dataset
+    source_ = None if dataset.startswith(IMAGEFOLDER_PREFIX) else REGISTRY.get(dataset)
+    multilabel = bool(getattr(source_, "multilabel", False))
+    if m.encoding is None:
+        return
+    if m.encoding not in ENCODINGS:
+        raise LabelflipError(f"{source}: [model] {unknown_name('encoding', m.encoding, ENCODINGS)}")
+    if m.checkpoint is not None:
+        raise LabelflipError(
+            f"{source}: [model] encoding only goes with 'arch' (a checkpoint carries its own)"
+        )
+    if multilabel and m.encoding != "multilabel":
+        raise LabelflipError(
+            f"{source}: [model] encoding '{m.encoding}' does not fit the multi-label dataset "
+            f"'{dataset}' (use 'multilabel' or omit it)"
+        )
+    if not multilabel and m.encoding == "multilabel":
+        raise LabelflipError(
+            f"{source}: [model] encoding 'multilabel' needs a multi-label dataset "
+            f"(e.g. mnist-grid); '{dataset}' has one class per image"
+        )
 
 
 def _validate_names(cfg: RunConfig, source: str) -> None:

@@ -40,7 +40,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -48,6 +48,9 @@ import torch
 from labelflip._text import slug
 from labelflip.config import JobSpec, RunConfig, config_from_json, missing_target_distance
 from labelflip.errors import LabelflipError, LabelflipWarning, RunInterrupted, os_error
+
+if TYPE_CHECKING:  # pragma: no cover
+    from labelflip.executors import RayExecutor
 
 CONFIG_JSON = "config.json"
 CONFIG_TOML = "config.toml"
@@ -124,15 +127,17 @@ def obtain_model(cfg: RunConfig, device: torch.device, progress: bool):
     else:
         assert m.arch is not None
         settings = TrainSettings.from_recipe(recipe_for(m.arch), epochs=m.epochs, seed=cfg.seed)
+        # ECOC beside one-hot on the same data; a multi-label dataset only has one encoding
+        kind = "-ecoc" if m.encoding == "ecoc" else ""
         path = (
             model_cache_dir()
-            / f"{slug(cfg.data.dataset)}-{slug(m.arch)}-seed{cfg.seed}-e{settings.epochs}"
+            / f"{slug(cfg.data.dataset)}-{slug(m.arch)}{kind}-seed{cfg.seed}-e{settings.epochs}"
             ".safetensors"
         )
         if not path.is_file():
             _log(
                 f"training {m.arch} on {cfg.data.dataset} ({settings.epochs} epochs, seed "
-                f"{cfg.seed}); cached at {path}"
+                f"{cfg.seed}{f', {m.encoding} outputs' if m.encoding else ''}); cached at {path}"
             )
             path, result, acc = train_and_save(
                 m.arch,
@@ -142,6 +147,7 @@ def obtain_model(cfg: RunConfig, device: torch.device, progress: bool):
                 data_dir=cfg.data.data_dir,
                 device=device,
                 progress=progress,
+                encoding=m.encoding,
             )
             _log(f"trained in {result.seconds:.0f} s: test accuracy {acc:.4f}")
     trust = m.arch if m.arch and ":" in m.arch else None
@@ -215,9 +221,15 @@ def run(
     run_dir: Path | None = None,
     resume: Path | None = None,
     progress: bool = True,
+    executor: RayExecutor | None = None,
 ) -> RunOutcome:
     """Run a config into a new run directory, or resume ``resume`` (then
-    ``cfg``, if given, must be the config the run was made with)."""
+    ``cfg``, if given, must be the config the run was made with).
+
+    ``executor``: where the attacks run; ``None`` (the local executor) runs
+    them here, job by job; a :class:`~labelflip.executors.RayExecutor` runs
+    them as shards on a Ray cluster. Either way only this process writes the
+    run's store, and the records are the same."""
     from labelflip.models.checkpoint import library_versions
     from labelflip.store import Job, RunStore
 
@@ -232,7 +244,8 @@ def run(
                 f"run directory {run_dir} already exists and is not empty "
                 "(use --resume to continue it)"
             )
-    inputs = prepare(cfg, progress)  # every input check, before the run directory is touched
+    driver_device = None if executor is None else executor.devices(cfg.device)[0]
+    inputs = prepare(cfg, progress, driver_device)  # every check, before the run dir is touched
     if resume is None:
         _create_run_dir(run_dir, cfg, config_text)
         _log(f"run directory: {run_dir}")
@@ -268,7 +281,19 @@ def run(
         _check_target_distances(jobs, distances)
         n = len(inputs.indices)
         total_jobs = len(jobs)
-        for j, spec in enumerate(jobs, 1):
+        if executor is not None:  # shards of all jobs at once; committed here as they finish
+            _stop_if_asked(stop, store, run_dir, jobs, n)
+            executor.run_jobs(
+                store,
+                run_dir,
+                cfg,
+                jobs,
+                inputs,
+                distances,
+                progress,
+                lambda: _stop_if_asked(stop, store, run_dir, jobs, n),
+            )
+        for j, spec in enumerate(jobs, 1):  # the local executor (nothing left after Ray)
             if store.job_status(spec.job_id) == "done":
                 continue
             _stop_if_asked(stop, store, run_dir, jobs, n)
@@ -313,16 +338,19 @@ class RunInputs:
     clean_accuracy: float
 
 
-def prepare(cfg: RunConfig, progress: bool = False) -> RunInputs:
+def prepare(
+    cfg: RunConfig, progress: bool = False, device: torch.device | None = None
+) -> RunInputs:
     """Load the data and the model and check everything a user can get wrong
     before any work: the model fits the data, the samples exist, the inputs
     lie in the model's bounds, every budget fits the input range, and the
     model runs on the chosen samples and gives finite logits. Warns if the
-    clean accuracy is implausibly low (:func:`clean_accuracy_warning`)."""
+    clean accuracy is implausibly low (:func:`clean_accuracy_warning`).
+    ``device`` overrides the config's (the Ray executor's driver device)."""
     from labelflip.data import load_dataset
     from labelflip.models.classifier import checked_logits
 
-    device = resolve_device(cfg.device)
+    device = resolve_device(cfg.device) if device is None else device
     data = load_dataset(cfg.data.dataset, cfg.data.split, cfg.data.data_dir)
     indices = select_samples(len(data), cfg)
     clf, meta, ckpt = obtain_model(cfg, device, progress)
@@ -341,7 +369,8 @@ def prepare(cfg: RunConfig, progress: bool = False) -> RunInputs:
     except LabelflipError as e:
         raise LabelflipError(f"{cfg.data.dataset} {cfg.data.split} samples: {e} ({ckpt})") from None
     _check_budgets(cfg.jobs(), clf, x_all)
-    clean_pred = checked_logits(clf, x_all, cfg.batch_size, f"model {ckpt.name}").argmax(1)
+    _check_encodings(cfg, clf, ckpt)
+    clean_pred = clf.decode(checked_logits(clf, x_all, cfg.batch_size, f"model {ckpt.name}"))
     clean_acc = float((clean_pred == y_all).float().mean())
     reported = meta.clean_test_accuracy if meta.dataset == cfg.data.dataset else None
     note = clean_accuracy_warning(clean_acc, len(indices), clf.num_classes, reported)
@@ -416,13 +445,18 @@ def _resume_config(run_dir: Path, given: RunConfig | None) -> RunConfig:
     stored = config_from_json(text, str(cfile))
     if given is not None:
         a, b = stored.to_dict(), given.to_dict()
-        diff = [k for k in a if k != "output" and a[k] != b.get(k)]
+        diff = [k for k in a if k not in ("output", "executor") and a[k] != b.get(k)]
         if diff:
             raise LabelflipError(
                 f"cannot resume {run_dir}: it was made with a different config (differs in: "
                 f"{', '.join(diff)}); resume it without a config, or run the new one elsewhere"
             )
     return stored
+
+
+def stored_config(run_dir: Path) -> RunConfig:
+    """The config a run directory was made with (its ``config.json``)."""
+    return _resume_config(Path(run_dir), None)
 
 
 def _check_unchanged(store, run_dir: Path, inputs: RunInputs) -> None:
@@ -469,6 +503,21 @@ def _create_run_dir(run_dir: Path, cfg: RunConfig, config_text: str) -> None:
         raise
 
 
+def _check_encodings(cfg: RunConfig, clf, ckpt: Path) -> None:
+    """Every attack applies to the model's output encoding (a one-line error
+    before any work)."""
+    from labelflip.attacks import ATTACKS, get_attack
+
+    kind = clf.encoding.kind
+    for spec in cfg.jobs():
+        if kind not in get_attack(spec.attack).encodings:
+            able = ", ".join(n for n, a in ATTACKS.items() if kind in a.encodings)
+            raise LabelflipError(
+                f"attack '{spec.attack}' does not apply to the {kind} model {ckpt.name} "
+                f"(attacks that do: {able})"
+            )
+
+
 def _record_setup(store, run_dir: Path, cfg: RunConfig, inputs: RunInputs) -> dict[str, Any]:
     """Compute and save the run's setup (distances, white-noise prior, gallery
     originals, metadata); ``started`` is written last and marks it complete."""
@@ -481,8 +530,9 @@ def _record_setup(store, run_dir: Path, cfg: RunConfig, inputs: RunInputs) -> di
         "name": cfg.name,
         "dataset": cfg.data.dataset,
         "split": cfg.data.split,
-        "class_names": list(inputs.class_names),
+        "class_names": list(inputs.class_names),  # the labels, for a multi-label model
         "num_classes": len(inputs.class_names),
+        "encoding": clf.encoding.to_dict(),
         "bounds": list(clf.bounds),
         "input_shape": list(inputs.input_shape),
         "samples": inputs.indices.tolist(),
@@ -548,6 +598,8 @@ def class_distances(
     sim = cfg.similarity
     names = list(class_names)
     out: dict[str, Any] = {}
+    if clf.multilabel:  # classes are label vectors: no class distances
+        return out
     if sim.perceptual:
         feature_model = clf
         if sim.checkpoint is not None:
@@ -613,7 +665,7 @@ def _old_versions(store, spec: JobSpec, versions: dict[str, Any]) -> dict[str, A
 
 def _white_noise(clf, cfg: RunConfig, device: torch.device) -> list[int]:
     """Predictions on ``cfg.white_noise`` images drawn uniformly from the input box."""
-    if cfg.white_noise == 0 or clf.input_shape is None:
+    if cfg.white_noise == 0 or clf.input_shape is None or clf.multilabel:
         return []
     gen = torch.Generator().manual_seed(cfg.seed)
     lo, hi = clf.bounds
@@ -653,18 +705,10 @@ def _run_job(
     distances: dict[str, Any],
     after_batch: Callable[[], None],
 ) -> None:
-    import dataclasses
-
-    from labelflip.attacks import get_attack, settings_from_mapping
-    from labelflip.targets import choose_targets
-
-    attack = get_attack(spec.attack)
-    settings = settings_from_mapping(attack, spec.settings)
-
     n = len(indices)
     bs = cfg.batch_size
     done = set(store.done_samples(spec.job_id).tolist())
-    batches = [b for b in range(0, n, bs) if not set(range(b, min(b + bs, n))) <= done]
+    batches = pending_batches(n, bs, done)
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -674,52 +718,119 @@ def _run_job(
         )
     else:
         _log(f"{desc}: {n - len(done)} samples to attack")
-    gallery = gallery_size(cfg, n)
-    kwargs = dataclasses.asdict(settings)
     try:
         for b in batches:
             stop = min(b + bs, n)
-            x = x_all[b:stop].to(device)
-            y = y_all[b:stop].to(device)
-            gen = torch.Generator().manual_seed(batch_seed(cfg.seed, spec.job_id, b // bs))
-            t = time.perf_counter()
-            target = None
-            if spec.target is not None:
-                with torch.no_grad():
-                    logits = clf(x)
-                d = distances.get(spec.target.get("distance", ""))
-                target = choose_targets(
-                    spec.target,
-                    logits,
-                    labels=y,
-                    distances=None if d is None else torch.as_tensor(d.matrix),
-                    generator=gen,
-                    class_names=clf.class_names,
-                )
-            result = attack.fn(clf, x, y, target=target, generator=gen, **kwargs)
-            seconds = time.perf_counter() - t
-            cols = result.to_numpy()
-            m = stop - b
-            records = {
-                "job_id": np.array([spec.job_id] * m),
-                "sample": np.arange(b, stop, dtype=np.int64),
-                "index": indices[b:stop].astype(np.int64),
-                "true": cols.pop("y").astype(np.int64),
-                **{k: v.astype(np.float64 if k in _FLOAT else np.int64) for k, v in cols.items()},
-                "seconds": np.full(m, seconds / m),
-            }
-            x_adv = result.x_adv.detach().cpu().numpy().astype(np.float32)
-            if b == 0 and gallery:  # saved before the batch commits: a committed batch has it
-                _save_npy(run_dir / GALLERY_DIR / f"adv__{spec.job_id}.npy", x_adv[:gallery])
-            store.write_batch(spec.job_id, records, x_adv if cfg.save_adversarials else None)
+            out = attack_batch(
+                spec,
+                clf,
+                x_all[b:stop],
+                y_all[b:stop],
+                indices[b:stop],
+                b,
+                bs,
+                cfg.seed,
+                device,
+                distances,
+            )
+            commit_batch(store, run_dir, cfg, spec.job_id, b, n, out)
             if bar is not None:
-                bar.update(m)
-                ok = store_success_rate(result)
-                bar.set_postfix(success=f"{ok:.3f}")
+                bar.update(stop - b)
+                bar.set_postfix(success=f"{out.success_rate:.3f}")
             after_batch()  # Ctrl-C: stop here, after a committed batch
     finally:
         if bar is not None:
             bar.close()
+
+
+def pending_batches(n: int, batch_size: int, done: set[int]) -> list[int]:
+    """Start positions of the batches of a job of ``n`` samples that still
+    hold a sample not in ``done`` (the batches a resumed run redoes)."""
+    return [b for b in range(0, n, batch_size) if not set(range(b, min(b + batch_size, n))) <= done]
+
+
+@dataclass
+class BatchOutput:
+    """One attacked batch, ready for :meth:`RunStore.write_batch`: its record
+    columns, its adversarial examples (float32, on the CPU) and its success rate."""
+
+    records: dict[str, np.ndarray]
+    x_adv: np.ndarray
+    success_rate: float
+
+
+def attack_batch(
+    spec: JobSpec,
+    clf,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    indices: np.ndarray,
+    start: int,
+    batch_size: int,
+    seed: int,
+    device: torch.device,
+    distances: dict[str, Any],
+) -> BatchOutput:
+    """Attack the batch of job ``spec`` that starts at sample position
+    ``start`` (``x``, ``y``, ``indices``: its samples), exactly as every
+    executor does: its generator is seeded by :func:`batch_seed` from
+    ``(seed, job, start // batch_size)`` alone, the target strategy (if any)
+    sees the clean logits of the batch, and the attack runs on ``device``.
+    Whoever calls it (the local loop or a Ray worker) gets the same records,
+    bit for bit, apart from the measured seconds."""
+    import dataclasses
+
+    from labelflip.attacks import get_attack, settings_from_mapping
+    from labelflip.targets import choose_targets
+
+    attack = get_attack(spec.attack)
+    kwargs = dataclasses.asdict(settings_from_mapping(attack, spec.settings))
+    x = x.to(device)
+    y = y.to(device)
+    gen = torch.Generator().manual_seed(batch_seed(seed, spec.job_id, start // batch_size))
+    t = time.perf_counter()
+    target = None
+    if spec.target is not None:
+        with torch.no_grad():
+            logits = clf(x)
+        d = distances.get(spec.target.get("distance", ""))
+        target = choose_targets(
+            spec.target,
+            logits,
+            labels=y,
+            distances=None if d is None else torch.as_tensor(d.matrix),
+            generator=gen,
+            class_names=None if clf.multilabel else clf.class_names,
+            encoding=clf.encoding,
+        )
+    result = attack.fn(clf, x, y, target=target, generator=gen, **kwargs)
+    seconds = time.perf_counter() - t
+    cols = result.to_numpy()
+    m = len(indices)
+    records = {
+        "job_id": np.array([spec.job_id] * m),
+        "sample": np.arange(start, start + m, dtype=np.int64),
+        "index": np.asarray(indices).astype(np.int64),
+        "true": cols.pop("y").astype(np.int64),
+        **{k: v.astype(np.float64 if k in _FLOAT else np.int64) for k, v in cols.items()},
+        "seconds": np.full(m, seconds / m),
+    }
+    x_adv = result.x_adv.detach().cpu().numpy().astype(np.float32)
+    return BatchOutput(records, x_adv, store_success_rate(result))
+
+
+def commit_batch(
+    store, run_dir: Path, cfg: RunConfig, job_id: str, start: int, n: int, out: BatchOutput
+) -> None:
+    """Write one attacked batch of a job of ``n`` samples into the run: the
+    gallery's adversarials first (batch 0; a committed batch has them), then
+    the records (and, when the config keeps them, the adversarials) as one
+    store transaction. Only the process that owns the run (the driver) calls
+    this."""
+    gallery = gallery_size(cfg, n) if start == 0 else 0
+    if gallery:
+        _save_npy(run_dir / GALLERY_DIR / f"adv__{job_id}.npy", out.x_adv[:gallery])
+    store.write_batch(job_id, out.records, out.x_adv if cfg.save_adversarials else None)
 
 
 def store_success_rate(result) -> float:

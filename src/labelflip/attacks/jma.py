@@ -53,12 +53,21 @@ does (§VI-D, §VII-F): ``(v − 1) + n_bs`` for a success in the ``v``-th loop;
 
 A step can vanish (``δ* = 0``) while the decision is not yet the target. For
 ECOC this happens when the logit-level decision ``argmax zᵀc_k`` already says
-``t`` but the model's ``argmax tanh(z)ᵀc_k`` does not (saturated outputs
-weigh less): such a sample continues with the ECOC *outputs* ``f = tanh(z)``
-linearised instead of the logits (Jacobian ``diag(1 − f²) J``; the paper
-allows either level, §V footnote 2), whose constraints are the exact decision
-rule. Otherwise (``JJᵀ`` lost rank, §VI-D) the sample stops as a failure
-rather than spinning.
+``t`` but the model's ``argmax tanh(z)ᵀc_k`` does not: a hinge-trained ECOC
+model saturates its outputs (|z| near 50 on MNIST), so a few large logits
+dominate ``zᵀc_k`` while the decision counts signs. Linearising ``tanh``
+instead does not help (its derivative vanishes at such logits), so the
+sample continues towards the target *codeword*: the multi-label form
+``c_tj (z_j + d_j) ≥ κ`` for every bit (eq. 27–28 with ``s_t = c_t``), a
+region inside the target's decision region whatever the saturation.
+
+A step also vanishes where the Jacobian does: a ReLU network has regions
+where every unit of a layer is off and the outputs are constant (an ε-step
+can land in one). There the sample steps back to its previous point and
+halves its own ε. A sample whose first step vanishes (or, for ECOC, whose
+codeword step vanishes away from such a region: ``JJᵀ`` lost rank, §VI-D)
+stops as a failure rather than spinning. All of this stays within
+``max_iterations``.
 
 Pass counting per sample: the Jacobian costs ``n`` forward and ``n``
 backward passes (one per output row), each decision check 1 forward, each
@@ -72,12 +81,20 @@ from dataclasses import dataclass
 
 import torch
 
-from labelflip.attacks._common import check_number, new_counts, prepare_inputs, rows
+from labelflip.attacks._common import (
+    check_choice,
+    check_number,
+    new_counts,
+    prepare_inputs,
+    rows,
+)
 from labelflip.attacks._nnls import sca_nnls
 from labelflip.attacks._result import AttackResult, finalize
 from labelflip.errors import LabelflipError
 from labelflip.models.classifier import Classifier
 from labelflip.models.encoding import OutputEncoding
+
+ECOC_REGIONS = ("decision", "codeword")
 
 
 @dataclass(frozen=True)
@@ -88,6 +105,9 @@ class JMASettings:
     step does not reach the target (Algorithm 1, line 16); the paper's MNIST
     ECOC setting is 0.5. ``max_iterations``: ``n_it,max`` (200 in the paper),
     counting binary-search steps. ``binary_steps``: ``n_bs`` (6 in the paper).
+    ``ecoc_region``: for ECOC models, ``decision`` (eq. 9–10: the target
+    class's decision region, with the codeword fallback above) or
+    ``codeword`` (every bit on the target codeword's side from the start).
     ``margin``: κ above. ``sca_rtol`` / ``sca_max_sweeps``: the SCA
     stopping rule (KKT tolerance relative to ``max |b|``, sweep cap)."""
 
@@ -97,8 +117,10 @@ class JMASettings:
     margin: float = 0.01
     sca_rtol: float = 1e-8
     sca_max_sweeps: int = 500
+    ecoc_region: str = "decision"
 
     def validate(self) -> None:
+        check_choice("jma", "ecoc_region", self.ecoc_region, ECOC_REGIONS)
         check_number("jma", "eps", self.eps, positive=True)
         check_number("jma", "max_iterations", self.max_iterations, integer=True, positive=True)
         check_number("jma", "binary_steps", self.binary_steps, integer=True, minimum=0)
@@ -131,15 +153,22 @@ def output_jacobian(clf: Classifier, x: torch.Tensor) -> tuple[torch.Tensor, tor
 
 
 def constraints(
-    encoding: OutputEncoding, z: torch.Tensor, target: torch.Tensor, margin: float = 0.0
+    encoding: OutputEncoding,
+    z: torch.Tensor,
+    target: torch.Tensor,
+    margin: float = 0.0,
+    *,
+    codeword: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The target region ``A d ≤ b`` in logit space for logits ``z`` (B, n)
     and target decisions ``target`` (B,): ``A`` (B, K, n), ``b`` (B, K).
 
     One-hot / ECOC: ``K = l − 1`` rows ``c_i − c_t`` and ``b_i = zᵀc_t − zᵀc_i``
     (eq. 9–10, 21). Multi-label: ``K = n``, ``A = diag(−s_t)``, ``b = z ⊙ s_t``
-    (eq. 27–28). ``margin`` is subtracted from ``b``."""
-    if encoding.kind == "multilabel":
+    (eq. 27–28). ``margin`` is subtracted from ``b``. ``codeword`` (ECOC):
+    the multi-label form with ``s_t = c_t``, every bit on the side of the
+    target codeword, a subset of the target's decision region."""
+    if encoding.kind == "multilabel" or codeword:
         s = encoding.code(target).to(z.dtype)
         return torch.diag_embed(-s), z * s - margin
     if encoding.kind == "ecoc":
@@ -167,10 +196,11 @@ def jma_step(
     margin: float = 0.0,
     rtol: float = 1e-8,
     max_sweeps: int = 500,
+    codeword: bool = False,
 ) -> torch.Tensor:
     """The one-shot perturbation ``δ* = −JᵀAᵀλ*`` (eq. 24), flat (B, m), for
     logits ``z`` (B, n), Jacobians ``jac`` (B, n, m) and targets (B,)."""
-    a, b = constraints(encoding, z.double(), target, margin)
+    a, b = constraints(encoding, z.double(), target, margin, codeword=codeword)
     j64 = jac.double()
     gram = j64 @ j64.transpose(1, 2)  # J Jᵀ (B, n, n)
     h = a @ gram @ a.transpose(1, 2)
@@ -194,13 +224,16 @@ def jma(
     margin: float = 0.01,
     sca_rtol: float = 1e-8,
     sca_max_sweeps: int = 500,
+    ecoc_region: str = "decision",
 ) -> AttackResult:
     """JMA (Algorithm 1) towards ``target`` (class indices, ECOC classes, or
     multi-label bitmasks) for a one-hot, ECOC or multi-label classifier.
 
     Deterministic (``generator`` is accepted for the common interface; JMA
     draws no random numbers). See the module docstring for the method."""
-    JMASettings(eps, max_iterations, binary_steps, margin, sca_rtol, sca_max_sweeps).validate()
+    JMASettings(
+        eps, max_iterations, binary_steps, margin, sca_rtol, sca_max_sweeps, ecoc_region
+    ).validate()
     x0, y, t = prepare_inputs(clf, x, y, target, generator, multilabel=True)
     if t is None:
         raise LabelflipError(
@@ -226,7 +259,11 @@ def jma(
     forwards += 1
     active = torch.nonzero(start != t).squeeze(1)
     x_cur = x0.clone()
-    tanh_level = torch.zeros(n, dtype=torch.bool, device=x0.device)
+    x_prev = x0.clone()
+    step_size = torch.full((n,), float(eps), dtype=x0.dtype, device=x0.device)
+    codeword = torch.full(
+        (n,), enc.kind == "ecoc" and ecoc_region == "codeword", dtype=torch.bool, device=x0.device
+    )
     loops = 0
     max_loops = max_iterations - binary_steps + 1  # (v - 1) + n_bs <= max_iterations
     while active.numel() and loops < max_loops:
@@ -235,9 +272,19 @@ def jma(
         z, jac = output_jacobian(clf, xa)
         forwards[active] += clf.num_outputs
         backwards[active] += clf.num_outputs
-        if enc.kind == "ecoc" and bool(tanh_level[active].any()):
-            z, jac = _tanh_level(z, jac, tanh_level[active])
-        delta = jma_step(enc, z, jac, ta, margin=margin, rtol=sca_rtol, max_sweeps=sca_max_sweeps)
+        delta = torch.empty_like(xa).flatten(1)
+        for group in (~codeword[active], codeword[active]):
+            if bool(group.any()):
+                delta[group] = jma_step(
+                    enc,
+                    z[group],
+                    jac[group],
+                    ta[group],
+                    margin=margin,
+                    rtol=sca_rtol,
+                    max_sweeps=sca_max_sweeps,
+                    codeword=bool(codeword[active][group][0]),
+                )
         delta = delta.view_as(xa)
         x_try = clf.clip(xa + delta)
         with torch.no_grad():
@@ -252,18 +299,21 @@ def jma(
             iterations[idx] += binary_steps - 1  # (v - 1) + n_bs
         norms = delta.flatten(1).norm(dim=1)
         stuck = ~reached & (norms <= 1e-12)
-        if enc.kind == "ecoc":  # linearise tanh(z)ᵀc instead and go on (module docstring)
-            switch = stuck & ~tanh_level[active]
-            tanh_level[active[switch]] = True
-            stuck = stuck & ~switch
-        else:
-            switch = torch.zeros_like(stuck)
-        moving = ~reached & ~stuck & ~switch
+        dead = jac.flatten(1).norm(dim=1) <= 1e-12
+        back = stuck & dead & (loops > 1)  # step back, halve the step (module docstring)
+        switch = stuck & ~dead & ~codeword[active] if enc.kind == "ecoc" else stuck & False
+        moving = ~reached & ~stuck
+        codeword[active[switch]] = True
+        if bool(back.any()):
+            x_cur[active[back]] = x_prev[active[back]]
+            step_size[active[back]] /= 2
         if bool(moving.any()):
-            step = delta[moving] / rows(norms[moving], delta[moving])
-            x_cur[active[moving]] = clf.clip(xa[moving] + eps * step)
-        # a sample that neither reached the target nor moves keeps x_adv = x0 (failure)
-        active = active[moving | switch]
+            idx = active[moving]
+            x_prev[idx] = xa[moving]
+            unit = delta[moving] / rows(norms[moving], delta[moving])
+            x_cur[idx] = clf.clip(xa[moving] + rows(step_size[idx], unit) * unit)
+        # a sample that neither reached the target nor goes on keeps x_adv = x0 (failure)
+        active = active[moving | switch | back]
     if active.numel():  # out of iterations: return the last point reached
         x_adv[active] = x_cur[active]
     return finalize(
@@ -276,17 +326,6 @@ def jma(
         forwards=forwards,
         backwards=backwards,
     )
-
-
-def _tanh_level(
-    z: torch.Tensor, jac: torch.Tensor, which: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """For the rows ``which``: the ECOC outputs ``f = tanh(z)`` and their
-    Jacobian ``diag(1 − tanh²(z)) J`` in place of the logits and ``J``."""
-    f = torch.tanh(z)
-    z = torch.where(which.unsqueeze(1), f, z)
-    scale = torch.where(which.unsqueeze(1), 1 - f * f, torch.ones_like(f))
-    return z, jac * scale.unsqueeze(-1)
 
 
 def _binary_search(

@@ -3,6 +3,9 @@
 >>> ds = load_dataset("mnist", "test")          # doctest: +SKIP
 >>> ds.x.shape, ds.class_names[:3]               # doctest: +SKIP
 (torch.Size([10000, 1, 28, 28]), ('0', '1', '2'))
+
+``mnist-grid`` is multi-label (``ds.multilabel``): its ``class_names`` are
+label names and ``y`` label-vector bitmasks (see :mod:`labelflip.data.grid`).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from labelflip.data._base import (
 )
 from labelflip.data.cifar import CIFAR10
 from labelflip.data.digits import DIGITS
+from labelflip.data.grid import MNIST_GRID
 from labelflip.data.idx import FASHION_MNIST, MNIST
 from labelflip.data.imagefolder import (
     IMAGEFOLDER_PREFIX,
@@ -33,7 +37,7 @@ from labelflip.data.imagefolder import (
 from labelflip.errors import LabelflipError, unknown_name
 
 REGISTRY: dict[str, DatasetSource] = {
-    source.name: source for source in (DIGITS, MNIST, FASHION_MNIST, CIFAR10)
+    source.name: source for source in (DIGITS, MNIST, FASHION_MNIST, CIFAR10, MNIST_GRID)
 }
 
 

@@ -25,6 +25,12 @@ class Dataset:
 
     ``x`` is float32 in ``[0, 1]`` with shape ``(N, C, H, W)``; ``y`` is int64
     with shape ``(N,)`` and values in ``[0, num_classes)``.
+
+    A ``multilabel`` dataset (JMA paper, §III-C) has several labels per
+    image: ``class_names`` are then the label names, ``y`` holds each
+    image's label vector as a bitmask ``Σ_j 2^j [label j present]`` and
+    :attr:`num_classes` is the number of label vectors, ``2**labels`` (as for
+    a multi-label :class:`~labelflip.models.Classifier`).
     """
 
     name: str
@@ -32,6 +38,7 @@ class Dataset:
     x: torch.Tensor
     y: torch.Tensor
     class_names: tuple[str, ...]
+    multilabel: bool = False
 
     def __post_init__(self) -> None:
         if self.x.ndim != 4 or self.x.dtype != torch.float32:
@@ -49,6 +56,17 @@ class Dataset:
 
     @property
     def num_classes(self) -> int:
+        """Decision classes: the classes, or ``2**labels`` label vectors if multi-label."""
+        return 1 << len(self.class_names) if self.multilabel else len(self.class_names)
+
+    @property
+    def label_names(self) -> tuple[str, ...]:
+        """The class names, or for a multi-label dataset the label names (the same tuple)."""
+        return self.class_names
+
+    @property
+    def num_labels(self) -> int:
+        """``len(class_names)``: classes, or labels of a multi-label dataset."""
         return len(self.class_names)
 
 
@@ -64,6 +82,7 @@ class DatasetStatus:
     sizes: dict[str, int] = field(default_factory=dict)  # split -> number of images
     input_shape: tuple[int, int, int] | None = None
     note: str = ""  # e.g. which files are missing
+    multilabel: bool = False  # class_names are label names; labels are bitmasks
 
 
 class DatasetSource(Protocol):
