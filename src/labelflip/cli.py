@@ -258,6 +258,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from labelflip.models.training import TrainSettings
 
     device = resolve_device(args.device)
+    if args.arch == "svae":
+        return _train_svae(args, device)
     settings = TrainSettings.from_recipe(
         recipe_for(args.arch),
         epochs=args.epochs,
@@ -324,6 +326,62 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"best epoch {result.best_epoch}/{settings.epochs}: validation accuracy {val}, "
         f"{exact}test accuracy {test_acc:.4f}{labels} ({result.seconds:.1f} s)"
     )
+    print(f"checkpoint: {path}")
+    return 0
+
+
+def _train_svae(args: argparse.Namespace, device) -> int:
+    """``labelflip train --arch svae``: the SVAE of the Type I attack paper
+    (Algorithm 1), saved with :func:`labelflip.models.svae.save_svae`."""
+    from dataclasses import asdict
+
+    from labelflip.data import load_dataset
+    from labelflip.models.svae import SVAESettings, save_svae, svae_accuracy, train_svae
+
+    if args.encoding or args.code_length:
+        raise LabelflipError("--encoding/--code-length do not apply to --arch svae")
+    given = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr}
+    settings = SVAESettings(seed=args.seed, **{k: v for k, v in given.items() if v is not None})
+    settings.validate()
+    out = (
+        Path(args.out)
+        if args.out
+        else Path("checkpoints") / (f"{slug(args.dataset)}-svae-seed{args.seed}")
+    )
+    train_set = load_dataset(args.dataset, "train", args.data_dir)
+    test_set = load_dataset(args.dataset, "test", args.data_dir)
+    print(
+        f"training svae on {args.dataset}: {len(train_set)} train images, {len(test_set)} test, "
+        f"{settings.epochs}+{settings.dis_epochs} epochs, adam lr {settings.lr}, "
+        f"batch {settings.batch_size}, latent {settings.latent_dim}, "
+        f"seed {settings.seed}, {device}",
+        file=sys.stderr,
+    )
+
+    def log_epoch(st) -> None:
+        losses = ", ".join(f"{k} {v:.4f}" for k, v in st.losses.items())
+        acc = (
+            f", f2 train accuracy {st.train_accuracy:.4f}" if st.train_accuracy is not None else ""
+        )
+        print(
+            f"stage {st.stage} epoch {st.epoch}: {losses}{acc} ({st.seconds:.1f} s)",
+            file=sys.stderr,
+        )
+
+    svae = train_svae(
+        train_set,
+        settings,
+        progress=not args.no_progress,
+        device=device,
+        on_epoch=log_epoch if args.no_progress else None,
+    )
+    test_acc = svae_accuracy(svae, test_set.x.to(device), test_set.y)
+    path = save_svae(
+        out,
+        svae,
+        {"dataset": args.dataset, **asdict(settings), "f2_test_accuracy": round(test_acc, 6)},
+    )
+    print(f"svae f2 test accuracy {test_acc:.4f}")
     print(f"checkpoint: {path}")
     return 0
 

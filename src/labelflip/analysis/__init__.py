@@ -1,7 +1,8 @@
 """Analysis: pure functions over label arrays (numpy in, numbers and arrays out).
 
 Nothing here knows about models or torch: the inputs are true labels,
-(adversarial) predictions, success flags, or a flip matrix built from them.
+(adversarial) predictions, success flags, or a flip matrix built from them
+(or, for Type I attacks, a label-stay matrix: :mod:`.label_stay`).
 """
 
 from labelflip.analysis.attractors import (
@@ -18,6 +19,12 @@ from labelflip.analysis.correlation import (
 )
 from labelflip.analysis.counts import confusion_matrix, per_class_accuracy
 from labelflip.analysis.flips import flip_matrix, row_rates, top_flips
+from labelflip.analysis.label_stay import (
+    TypeIRates,
+    label_stay_matrix,
+    type_i_rates,
+    type_i_success,
+)
 from labelflip.analysis.labelspace import (
     attack_rate,
     flip_distances,
@@ -29,6 +36,7 @@ from labelflip.analysis.symmetry import BowkerResult, bowker_test, symmetry_ci, 
 __all__ = [
     "BowkerResult",
     "SpearmanResult",
+    "TypeIRates",
     "attack_rate",
     "attractor_summary",
     "bowker_test",
@@ -37,6 +45,7 @@ __all__ = [
     "flip_distance_correlation",
     "flip_distances",
     "flip_matrix",
+    "label_stay_matrix",
     "landing_shares",
     "mean_flip_distance",
     "mean_squared_perturbation",
@@ -48,4 +57,6 @@ __all__ = [
     "symmetry_score",
     "top_attractor",
     "top_flips",
+    "type_i_rates",
+    "type_i_success",
 ]

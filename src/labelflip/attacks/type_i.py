@@ -1,0 +1,336 @@
+"""Type I attacks: big changes the classifier does not notice.
+
+Tang et al., "Adversarial Attack Type I: Cheat Classifiers by Significant
+Changes" (``papers/type-i-attack.txt``). A Type II attack (the usual kind,
+eq. 1) makes a small change that flips the attacked classifier ``f1`` while
+the oracle ``f2`` keeps its class; a Type I attack (eq. 2) makes a change
+the oracle sees — ``f2(x') ≠ f2(x)`` — while ``f1(x') = f1(x)``: it exploits
+features ``f1`` *misses* (§II-A).
+
+- :func:`type_i`: Algorithm 2 on the latent space of a trained SVAE
+  (:mod:`labelflip.models.svae`), whose latent classifier ``f2`` stands in for
+  the oracle;
+- :func:`latent_attack`: eq. 13, a Type I attack on the latent input of any
+  generator ``G`` (the SVAE decoder, a GAN...);
+- :func:`judge`: success as judged by an *independent* oracle classifier.
+
+Every function is pure: keyword-only settings, randomness only through an
+explicit ``torch.Generator``, the caller's tensors never modified. The
+optimisation is batched, but the objective is a sum of per-sample terms and
+Adam is element-wise, so each sample's result is the one it would get alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from labelflip.attacks._common import generator_or_default, prepare_inputs
+from labelflip.errors import LabelflipError
+from labelflip.models.classifier import Classifier
+from labelflip.models.svae import SVAE
+
+
+@dataclass(frozen=True)
+class TypeIResult:
+    """One row per sample.
+
+    ``x_adv``: the decoded adversarial images ``f_dec(z)``; ``z``: their
+    latent codes; ``f1_pred``: the attacked classifier's class for ``x_adv``
+    (a success keeps ``y``); ``f2_pred``: the SVAE classifier's class for
+    ``z`` (should be ``target``, or ``≠ y`` untargeted); ``f1_keeps`` and
+    ``f2_changed`` (``f2_pred == target`` when targeted, else ``≠ y``)
+    recomputed from the returned ``x_adv``/``z``; ``success`` both;
+    ``iterations``: the step whose iterate is returned; ``k``: the final
+    adaptive weight ``k_t`` (eq. 10); ``target`` (``-1`` when untargeted).
+    """
+
+    x_adv: torch.Tensor
+    z: torch.Tensor
+    y: torch.Tensor
+    target: torch.Tensor
+    f1_pred: torch.Tensor
+    f2_pred: torch.Tensor
+    f1_keeps: torch.Tensor
+    f2_changed: torch.Tensor
+    success: torch.Tensor
+    iterations: torch.Tensor
+    k: torch.Tensor
+
+
+@dataclass(frozen=True)
+class LatentAttackResult:
+    """One row per sample of :func:`latent_attack`: ``z_adv``, ``x_adv =
+    G(z_adv)``, ``f1_pred`` on ``x_adv``, ``f1_keeps`` (``== y``),
+    ``distance`` ``‖z_adv − z‖²``, ``far`` (``distance ≥ eps``) and
+    ``success = f1_keeps & far`` (eq. 12)."""
+
+    z_adv: torch.Tensor
+    x_adv: torch.Tensor
+    f1_pred: torch.Tensor
+    f1_keeps: torch.Tensor
+    distance: torch.Tensor
+    far: torch.Tensor
+    success: torch.Tensor
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """Type I success by an independent oracle (paper §IV-B, conditions i–ii):
+    ``f1_keeps = f1(x_adv) == y``, ``oracle_changed = oracle(x_adv) ≠ y``,
+    ``oracle_target = oracle(x_adv) == target`` (all ``False`` untargeted),
+    ``success = f1_keeps & oracle_changed``; ``oracle_pred`` and ``f1_pred``."""
+
+    f1_pred: torch.Tensor
+    oracle_pred: torch.Tensor
+    f1_keeps: torch.Tensor
+    oracle_changed: torch.Tensor
+    oracle_target: torch.Tensor
+    success: torch.Tensor
+
+
+def _positive(name: str, v: float, *, zero: bool = False) -> float:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        raise LabelflipError(f"type-i: {name} must be a number, got {v!r}") from None
+    if not (f == f and abs(f) != float("inf")) or f < 0 or (f == 0 and not zero):
+        need = ">= 0" if zero else "> 0"
+        raise LabelflipError(f"type-i: {name} must be a finite number {need}, got {v!r}")
+    return f
+
+
+def _steps(v: int) -> int:
+    if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+        raise LabelflipError(f"type-i: steps must be an integer >= 1, got {v!r}")
+    return v
+
+
+def _f2_loss(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
+    """Per-sample ``J2``: ``−log f2(z)_{y'}`` (eq. 8) when targeted; untargeted,
+    ``−log(1 − f2(z)_y)``, which pushes ``f2`` away from ``y`` and, like the
+    targeted loss, is bounded below by 0."""
+    if target is not None:
+        return F.cross_entropy(logits, target, reduction="none")
+    logp = F.log_softmax(logits, dim=1)
+    p_y = logp.gather(1, y[:, None])[:, 0].exp()
+    return -torch.log1p(-p_y.clamp(max=1 - 1e-6))
+
+
+def type_i(
+    clf: Classifier,
+    svae: SVAE,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    target: torch.Tensor | int | None = None,
+    generator: torch.Generator | None = None,
+    steps: int = 500,
+    lr: float = 0.005,
+    alpha: float = 0.01,
+    gamma: float = 1e-4,
+    beta: float = 1e-3,
+    eta: float = 1e-3,
+    j1_target: float = 0.01,
+    k_max: float = 0.005,
+) -> TypeIResult:
+    """Algorithm 2 of Tang et al.: a Type I adversarial example per sample.
+
+    ``z₀ = μ(f_enc(x))``, ``k₀ = 0``; for ``t = 1..steps`` one Adam step
+    (learning rate ``lr``, §IV: 0.005) on ``z`` minimising eq. 8,
+
+        ``J_SA = J2(z, y') + α(1 − f_dis(z)) + γ‖z‖₂ + k_t J1(f_dec(z), y)``
+
+    (``J_IT`` of §III-B plus the attacked classifier's cross-entropy ``J1``,
+    eq. 9), then the adaptive weight of eq. 10,
+
+        ``k_{t+1} = clip(k_t + η(β J1 − J2 + max(J1 − Ĵ1, 0)), 0, k_max)``
+
+    with ``β`` the equilibrium of eq. 11 (§IV: 0.001), ``Ĵ1`` = ``j1_target``
+    (§IV: 0.01 for classification). ``η`` is not given in the paper; the
+    upper clip is 0.005 in Algorithm 2 and 0.001 in the text of §III-C
+    (``k_max`` takes either). ``f_dis`` is the probability ``σ(logit)``.
+
+    ``target`` (a class or one per sample) is ``y'``; ``None`` is untargeted:
+    ``J2 = −log(1 − f2(z)_y)``. ``y`` is the class ``f1`` must keep. The
+    returned iterate is, per sample, the *last* one at which ``f1`` still
+    says ``y`` and ``f2`` says the target (``≠ y`` untargeted) — the
+    algorithm's own stopping rule is unspecified ("while not converging");
+    samples that never get there return the final iterate. ``generator`` is
+    accepted for the attack contract (the algorithm draws nothing). Inputs
+    are never modified; gradients reach only ``z`` (``clf`` and ``svae``
+    stay untouched)."""
+    x, y, tgt = prepare_inputs(
+        clf, x, y, target if not isinstance(target, int) else None, generator
+    )
+    n = x.shape[0]
+    if isinstance(target, int) and not isinstance(target, bool):
+        if not 0 <= target < svae.num_classes:
+            raise LabelflipError(f"type-i: target {target} outside [0, {svae.num_classes})")
+        tgt = torch.full((n,), target, dtype=torch.long, device=x.device)
+    if svae.num_classes != clf.num_classes:
+        raise LabelflipError(
+            f"type-i: the SVAE has {svae.num_classes} classes but the classifier {clf.num_classes}"
+        )
+    if tuple(x.shape[1:]) != tuple(svae.input_shape):
+        raise LabelflipError(
+            f"type-i: input shape {tuple(x.shape[1:])} does not match the SVAE's "
+            f"{tuple(svae.input_shape)}"
+        )
+    if tgt is not None and bool((tgt == y).any()):
+        raise LabelflipError("type-i: a target equals the true class; a Type I target must differ")
+    steps = _steps(steps)
+    lr, eta = _positive("lr", lr), _positive("eta", eta, zero=True)
+    alpha, gamma = _positive("alpha", alpha, zero=True), _positive("gamma", gamma, zero=True)
+    beta, j1_target = (
+        _positive("beta", beta, zero=True),
+        _positive("j1_target", j1_target, zero=True),
+    )
+    k_max = _positive("k_max", k_max, zero=True)
+    generator_or_default(generator)
+    svae = svae.eval()
+
+    def changed(f2p: torch.Tensor) -> torch.Tensor:
+        return f2p == tgt if tgt is not None else f2p != y
+
+    with torch.no_grad():
+        z0 = svae.encode(x)[0]
+    z = z0.clone().requires_grad_(True)
+    opt = torch.optim.Adam([z], lr=lr)
+    k = torch.zeros(n, device=x.device, dtype=z.dtype)
+    best = z0.clone()
+    best_it = torch.zeros(n, dtype=torch.long, device=x.device)
+    for t in range(1, steps + 1):
+        j2 = _f2_loss(svae.classify(z), y, tgt)
+        dis = torch.sigmoid(svae.discriminate(z))
+        x_t = svae.decode(z).clamp(*clf.bounds)
+        j1 = F.cross_entropy(clf(x_t), y, reduction="none")
+        j_sa = j2 + alpha * (1.0 - dis) + gamma * z.norm(dim=1) + k * j1
+        (z.grad,) = torch.autograd.grad(j_sa.sum(), [z])  # no grads into clf/svae
+        opt.step()
+        with torch.no_grad():
+            x_t = svae.decode(z).clamp(*clf.bounds)
+            logits1 = clf(x_t)
+            logits2 = svae.classify(z)
+            j1 = F.cross_entropy(logits1, y, reduction="none")
+            j2 = _f2_loss(logits2, y, tgt)
+            k = (k + eta * (beta * j1 - j2 + (j1 - j1_target).clamp_min(0))).clamp(0.0, k_max)
+            ok = (clf.decode(logits1) == y) & changed(logits2.argmax(1))
+            best[ok] = z[ok]
+            best_it[ok] = t
+    with torch.no_grad():
+        never = best_it == 0
+        best[never] = z.detach()[never]
+        best_it[never] = steps
+        x_adv = svae.decode(best).clamp(*clf.bounds)
+        f1p = clf.decode(clf(x_adv))
+        f2p = svae.classify(best).argmax(1)
+        keeps, chg = f1p == y, changed(f2p)
+    target_out = tgt if tgt is not None else torch.full_like(y, -1)
+    return TypeIResult(
+        x_adv=x_adv.detach(),
+        z=best.detach(),
+        y=y.clone(),
+        target=target_out.clone(),
+        f1_pred=f1p,
+        f2_pred=f2p,
+        f1_keeps=keeps,
+        f2_changed=chg,
+        success=keeps & chg,
+        iterations=best_it,
+        k=k.detach(),
+    )
+
+
+def latent_attack(
+    clf: Classifier,
+    generator_fn: Callable[[torch.Tensor], torch.Tensor],
+    z: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    k: float = 1e-2,
+    eps: float = 0.1,
+    steps: int = 200,
+    lr: float = 0.01,
+    init_scale: float = 1e-3,
+    generator: torch.Generator | None = None,
+    aux: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    target: torch.Tensor | None = None,
+) -> LatentAttackResult:
+    """Type I attack on a latent space, eq. 13 of Tang et al. (§III-D):
+    minimise over ``z'`` with Adam (learning rate ``lr``, §IV-E: 0.01)
+
+        ``L(z') = k J1(G(z'), y) + max(ε − ‖z' − z‖², 0)``
+
+    (§IV-E on MNIST: ``k = 1e-2``, ``ε = 0.1``), ``J1`` the cross-entropy of
+    ``clf`` (eq. 9), ``G`` = ``generator_fn`` (e.g. ``svae.decode``). The
+    hinge has zero gradient at ``z' = z``, so ``z'`` starts at ``z`` plus
+    Gaussian noise of scale ``init_scale`` drawn from ``generator``. With an
+    auxiliary latent classifier ``aux`` (``f_G`` of AC-GAN, or the SVAE's
+    ``classify``) and ``target``, ``CE(f_G(z'), target)`` is added (§III-D).
+    Returns the final iterate; nothing the caller passed is modified."""
+    if not isinstance(z, torch.Tensor) or z.ndim != 2 or not z.dtype.is_floating_point:
+        raise LabelflipError("latent-attack: z must be a floating-point (N, d) tensor")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise LabelflipError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+    if (aux is None) != (target is None):
+        raise LabelflipError("latent-attack: a target needs an auxiliary classifier and vice versa")
+    steps = _steps(steps)
+    k, eps = _positive("k", k, zero=True), _positive("eps", eps)
+    lr, init_scale = _positive("lr", lr), _positive("init_scale", init_scale)
+    if not isinstance(y, torch.Tensor) or y.shape != (z.shape[0],):
+        raise LabelflipError(f"latent-attack: y must be a tensor of shape ({z.shape[0]},)")
+    y = y.detach().to(device=z.device, dtype=torch.long)
+    if target is not None:
+        target = torch.as_tensor(target).to(device=z.device, dtype=torch.long).expand(z.shape[0])
+    gen = generator_or_default(generator)
+    z0 = z.detach().clone()
+    noise = torch.randn(z0.shape, generator=gen, device=gen.device, dtype=z0.dtype)
+    zp = (z0 + init_scale * noise.to(z0.device)).requires_grad_(True)
+    opt = torch.optim.Adam([zp], lr=lr)
+    for _ in range(steps):
+        x_t = generator_fn(zp).clamp(*clf.bounds)
+        loss = k * F.cross_entropy(clf(x_t), y, reduction="none")
+        loss = loss + (eps - (zp - z0).pow(2).sum(1)).clamp_min(0)
+        if aux is not None and target is not None:
+            loss = loss + F.cross_entropy(aux(zp), target, reduction="none")
+        (zp.grad,) = torch.autograd.grad(loss.sum(), [zp])
+        opt.step()
+    with torch.no_grad():
+        z_adv = zp.detach()
+        x_adv = generator_fn(z_adv).clamp(*clf.bounds)
+        f1p = clf.decode(clf(x_adv))
+        dist = (z_adv - z0).pow(2).sum(1)
+        keeps, far = f1p == y, dist >= eps
+    return LatentAttackResult(z_adv, x_adv, f1p, keeps, dist, far, keeps & far)
+
+
+@torch.no_grad()
+def judge(
+    oracle: Classifier,
+    f1: Classifier,
+    x_adv: torch.Tensor,
+    y: torch.Tensor,
+    target: torch.Tensor | None = None,
+) -> Judgement:
+    """Judge Type I examples with an independent ``oracle`` (eq. 2 with the
+    oracle as ``f2``): ``f1`` must keep ``y``, the oracle must not.
+    ``target`` (``-1`` entries = untargeted) also scores
+    ``oracle(x_adv) == target``."""
+    if not isinstance(x_adv, torch.Tensor) or not isinstance(y, torch.Tensor):
+        raise LabelflipError("judge: x_adv and y must be tensors")
+    if y.shape != (x_adv.shape[0],):
+        raise LabelflipError(f"judge: y must have shape ({x_adv.shape[0]},), got {tuple(y.shape)}")
+    y = y.to(x_adv.device)
+    f1p = f1.predict(x_adv).to(x_adv.device)
+    op = oracle.predict(x_adv).to(x_adv.device)
+    keeps, changed = f1p == y, op != y
+    if target is None:
+        on_target = torch.zeros_like(keeps)
+    else:
+        t = torch.as_tensor(target).to(x_adv.device).expand(y.shape[0])
+        on_target = (op == t) & (t >= 0)
+    return Judgement(f1p, op, keeps, changed, on_target, keeps & changed)

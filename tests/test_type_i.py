@@ -1,0 +1,159 @@
+"""Type I attacks (Tang et al.): Algorithm 2, eq. 13 and the oracle judgement,
+on the paper's toy idea (§II-A): f1 misses a latent direction that f2 uses."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from labelflip.attacks.type_i import judge, latent_attack, type_i
+from labelflip.errors import LabelflipError
+from labelflip.models.classifier import Classifier
+from labelflip.models.svae import SVAE, SVAEConfig
+
+
+class _LogitEncoder(nn.Module):
+    """Exact inverse of the sigmoid decoder; log σ² = 0."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p = x.flatten(1).clamp(1e-4, 1 - 1e-4)
+        return torch.cat([torch.logit(p), torch.zeros_like(p)], 1)
+
+
+class _Linear(nn.Module):
+    def __init__(self, w: list[list[float]], b: list[float]) -> None:
+        super().__init__()
+        self.w, self.b = torch.tensor(w), torch.tensor(b)
+
+    def forward(self, v: torch.Tensor) -> torch.Tensor:
+        return v.flatten(1) @ self.w.T + self.b
+
+
+def toy() -> tuple[Classifier, SVAE, Classifier]:
+    """2-D latent z, image x = sigmoid(z) of shape (1, 1, 2).
+
+    f2 (SVAE's latent classifier): class 1 iff z1 + z2 > 0 (uses both features);
+    f1 (attacked): class 1 iff x1 > 0.5, i.e. z1 > 0 (misses z2);
+    oracle: class 1 iff x1 + x2 > 1 (agrees with f2)."""
+    svae = SVAE(
+        _LogitEncoder(),
+        nn.Sigmoid(),
+        _Linear([[0.0, 0.0], [1.0, 1.0]], [0.0, 0.0]),
+        _Linear([[0.0, 0.0]], [0.0]),
+        SVAEConfig((1, 1, 2), 2, latent_dim=2, hidden=1),
+    )
+    f1 = Classifier(
+        _Linear([[0.0, 0.0], [10.0, 0.0]], [0.0, -5.0]), num_classes=2, input_shape=(1, 1, 2)
+    )
+    oracle = Classifier(
+        _Linear([[0.0, 0.0], [10.0, 10.0]], [0.0, -10.0]), num_classes=2, input_shape=(1, 1, 2)
+    )
+    return f1, svae, oracle
+
+
+def _x(z: list[list[float]]) -> torch.Tensor:
+    return torch.sigmoid(torch.tensor(z)).reshape(-1, 1, 1, 2)
+
+
+def test_toy_type_i_changes_f2_keeps_f1() -> None:
+    f1, svae, oracle = toy()
+    x = _x([[2.0, 1.0], [1.5, 2.0], [3.0, 0.5]])
+    y = torch.tensor([1, 1, 1])
+    assert torch.equal(f1.predict(x), y) and torch.equal(svae.predict(x), y)
+    x0 = x.clone()
+    res = type_i(f1, svae, x, y, target=0, steps=300, lr=0.05, eta=0.1, k_max=1.0)
+    assert torch.equal(x, x0)  # inputs untouched
+    assert res.success.all() and res.f1_keeps.all() and res.f2_changed.all()
+    assert torch.equal(res.f1_pred, y) and torch.equal(
+        res.f2_pred, torch.zeros(3, dtype=torch.long)
+    )
+    assert bool((res.z[:, 0] > 0).all()) and bool((res.z.sum(1) < 0).all())
+    # the change is large (second pixel), not a small perturbation
+    assert float((res.x_adv - x).abs().amax()) > 0.3
+    j = judge(oracle, f1, res.x_adv, y, res.target)
+    assert j.f1_keeps.all() and j.oracle_changed.all() and j.oracle_target.all() and j.success.all()
+    assert (res.iterations >= 1).all() and (res.iterations <= 300).all()
+
+
+def test_untargeted_and_determinism() -> None:
+    f1, svae, _ = toy()
+    x, y = _x([[2.0, 1.0], [1.0, 1.0]]), torch.tensor([1, 1])
+    a = type_i(f1, svae, x, y, steps=200, lr=0.05, eta=0.1, k_max=1.0)
+    b = type_i(
+        f1,
+        svae,
+        x,
+        y,
+        steps=200,
+        lr=0.05,
+        eta=0.1,
+        k_max=1.0,
+        generator=torch.Generator().manual_seed(5),
+    )
+    assert torch.equal(a.x_adv, b.x_adv) and torch.equal(a.iterations, b.iterations)
+    assert a.success.all() and (a.target == -1).all()
+    # batching does not change a sample's result
+    c = type_i(f1, svae, x[:1], y[:1], steps=200, lr=0.05, eta=0.1, k_max=1.0)
+    assert torch.allclose(c.z, a.z[:1])
+
+
+def test_no_gradients_leak_into_models() -> None:
+    f1, svae, _ = toy()
+    f1.model.w.requires_grad_(True)
+    type_i(f1, svae, _x([[2.0, 1.0]]), torch.tensor([1]), target=0, steps=5)
+    assert f1.model.w.grad is None
+
+
+def test_type_i_bad_inputs() -> None:
+    f1, svae, _ = toy()
+    x, y = _x([[2.0, 1.0]]), torch.tensor([1])
+    with pytest.raises(LabelflipError, match="target equals"):
+        type_i(f1, svae, x, y, target=1)
+    with pytest.raises(LabelflipError, match="steps"):
+        type_i(f1, svae, x, y, target=0, steps=0)
+    with pytest.raises(LabelflipError, match="lr"):
+        type_i(f1, svae, x, y, target=0, lr=-1)
+    with pytest.raises(LabelflipError, match="outside"):
+        type_i(f1, svae, x, y, target=7)
+    with pytest.raises(LabelflipError):
+        type_i(f1, svae, x + 2, y, target=0)
+
+
+def test_latent_attack_eq13() -> None:
+    f1, svae, _ = toy()
+    z = torch.tensor([[2.0, 1.0], [3.0, -1.0]])
+    y = f1.predict(svae.decode(z))
+    z0 = z.clone()
+    res = latent_attack(f1, svae.decode, z, y, k=1e-2, eps=0.5, steps=300, lr=0.05)
+    assert torch.equal(z, z0)
+    assert res.success.all() and res.f1_keeps.all() and (res.distance >= 0.5).all()
+    again = latent_attack(f1, svae.decode, z, y, k=1e-2, eps=0.5, steps=300, lr=0.05)
+    assert torch.equal(res.z_adv, again.z_adv)
+    # with the auxiliary classifier f2 and a target, z' also crosses f2's boundary
+    tgt = latent_attack(
+        f1,
+        svae.decode,
+        z[:1],
+        y[:1],
+        k=1.0,
+        eps=0.5,
+        steps=300,
+        lr=0.05,
+        aux=svae.classify,
+        target=torch.tensor([0]),
+    )
+    assert tgt.f1_keeps.all() and int(svae.classify(tgt.z_adv).argmax(1)) == 0
+    with pytest.raises(LabelflipError, match="auxiliary"):
+        latent_attack(f1, svae.decode, z, y, target=torch.tensor([0, 0]))
+
+
+def test_judge_hand_computed() -> None:
+    f1, _, oracle = toy()
+    # x1: f1=1, oracle=1; x2: f1=1, oracle=0; x3: f1=0, oracle=0
+    x = torch.tensor([[0.9, 0.9], [0.6, 0.1], [0.2, 0.1]]).reshape(-1, 1, 1, 2)
+    j = judge(oracle, f1, x, torch.tensor([1, 1, 1]), torch.tensor([0, 0, -1]))
+    assert j.f1_keeps.tolist() == [True, True, False]
+    assert j.oracle_changed.tolist() == [False, True, True]
+    assert j.oracle_target.tolist() == [False, True, False]
+    assert j.success.tolist() == [False, True, False]
