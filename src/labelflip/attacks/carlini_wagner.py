@@ -39,6 +39,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
@@ -56,6 +57,8 @@ from labelflip.models.classifier import Classifier
 class CarliniWagnerL2Settings:
     """Settings of :func:`carlini_wagner_l2` (Foolbox-compatible defaults)."""
 
+    attack_name: ClassVar[str] = "cw-l2"  # in error messages
+
     binary_search_steps: int = 9
     steps: int = 10000
     stepsize: float = 0.01
@@ -64,7 +67,7 @@ class CarliniWagnerL2Settings:
     abort_early: bool = True
 
     def validate(self) -> None:
-        a = "cw-l2"
+        a = self.attack_name
         check_number(a, "binary_search_steps", self.binary_search_steps, integer=True, minimum=1)
         check_number(a, "steps", self.steps, integer=True, positive=True)
         check_number(a, "stepsize", self.stepsize, positive=True)

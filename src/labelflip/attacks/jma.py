@@ -76,7 +76,6 @@ binary-search step 1 forward.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -243,17 +242,6 @@ def jma(
     enc = clf.encoding
     iterations, forwards, backwards = new_counts(n, x0.device)
     x_adv = x0.clone()
-    if n == 0:
-        return finalize(
-            clf,
-            x0,
-            y,
-            x_adv,
-            target=t,
-            iterations=iterations,
-            forwards=forwards,
-            backwards=backwards,
-        )
     with torch.no_grad():
         start = clf.predict(x0)
     forwards += 1
@@ -273,7 +261,8 @@ def jma(
         forwards[active] += clf.num_outputs
         backwards[active] += clf.num_outputs
         delta = torch.empty_like(xa).flatten(1)
-        for group in (~codeword[active], codeword[active]):
+        for aim_codeword in (False, True):  # the two constraint forms, one batch each
+            group = codeword[active] == aim_codeword
             if bool(group.any()):
                 delta[group] = jma_step(
                     enc,
@@ -283,7 +272,7 @@ def jma(
                     margin=margin,
                     rtol=sca_rtol,
                     max_sweeps=sca_max_sweeps,
-                    codeword=bool(codeword[active][group][0]),
+                    codeword=aim_codeword,
                 )
         delta = delta.view_as(xa)
         x_try = clf.clip(xa + delta)
@@ -344,8 +333,3 @@ def _binary_search(
         hi = torch.where(ok, mid, hi)
         lo = torch.where(ok, lo, mid)
     return clf.clip(x_lo + rows(hi, d) * d)
-
-
-def mse(l2: torch.Tensor | float, input_size: int) -> torch.Tensor | float:
-    """The distortion measure of the JMA benchmarks: ``‖δ‖₂ / √(H·W·C)``."""
-    return l2 / math.sqrt(input_size)

@@ -56,36 +56,23 @@ check, then 1 forward + 1 backward per Adam step the sample takes;
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
-from labelflip.attacks._common import check_bool, check_number, prepare_inputs
+from labelflip.attacks._common import prepare_inputs
 from labelflip.attacks._result import AttackResult, finalize
-from labelflip.attacks.carlini_wagner import tanh_l2_search
+from labelflip.attacks.carlini_wagner import CarliniWagnerL2Settings, tanh_l2_search
 from labelflip.errors import LabelflipError
 from labelflip.models.classifier import Classifier
 
 
 @dataclass(frozen=True)
-class MLCarliniWagnerSettings:
-    """Settings of :func:`ml_carlini_wagner` (cw-l2's Foolbox-compatible
-    defaults; ``confidence`` is the hinge margin ``γ``)."""
+class MLCarliniWagnerSettings(CarliniWagnerL2Settings):
+    """Settings of :func:`ml_carlini_wagner`: cw-l2's, with its
+    Foolbox-compatible defaults; ``confidence`` is the hinge margin ``γ``."""
 
-    binary_search_steps: int = 9
-    steps: int = 10000
-    stepsize: float = 0.01
-    confidence: float = 0.0
-    initial_const: float = 0.001
-    abort_early: bool = True
-
-    def validate(self) -> None:
-        a = "ml-cw"
-        check_number(a, "binary_search_steps", self.binary_search_steps, integer=True, minimum=1)
-        check_number(a, "steps", self.steps, integer=True, positive=True)
-        check_number(a, "stepsize", self.stepsize, positive=True)
-        check_number(a, "confidence", self.confidence, minimum=0.0)
-        check_number(a, "initial_const", self.initial_const, positive=True)
-        check_bool(a, "abort_early", self.abort_early)
+    attack_name: ClassVar[str] = "ml-cw"
 
 
 def hinge_terms(z: torch.Tensor, code: torch.Tensor, gamma: float) -> torch.Tensor:

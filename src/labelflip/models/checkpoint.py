@@ -100,6 +100,71 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def write_weights(
+    path: str | os.PathLike[str],
+    state: dict[str, torch.Tensor],
+    sidecar_of: Any,
+    *,
+    metadata: dict[str, str],
+) -> Path:
+    """Write a state dict (safetensors) and its JSON sidecar atomically (both
+    to temporary files first, then renamed); returns the weights path.
+    ``sidecar_of(sha256)`` builds the sidecar's JSON data once the weights'
+    SHA-256 is known. Shared by classifier and SVAE checkpoints."""
+    from safetensors.torch import save_file
+
+    weights, sidecar = checkpoint_paths(path)
+    weights.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous().clone() for k, v in state.items()}
+    tmp = weights.with_name(weights.name + ".tmp")
+    save_file(state, str(tmp), metadata=metadata)
+    tmp_json = sidecar.with_name(sidecar.name + ".tmp")
+    tmp_json.write_text(json.dumps(sidecar_of(sha256_file(tmp)), indent=2) + "\n")
+    os.replace(tmp, weights)
+    os.replace(tmp_json, sidecar)
+    return weights
+
+
+def read_sidecar(path: str | os.PathLike[str], fmt: str, what: str) -> dict[str, Any]:
+    """The JSON sidecar of the ``what`` checkpoint at ``path`` (format
+    ``fmt``), after checking both files exist; one-line errors otherwise."""
+    weights, sidecar = checkpoint_paths(path)
+    _refuse_pickle(Path(path))
+    if not weights.is_file():
+        raise LabelflipError(f"{what} weights not found: {weights}")
+    if not sidecar.is_file():
+        raise LabelflipError(
+            f"{what} sidecar not found: {sidecar} (it must sit beside {weights.name})"
+        )
+    try:
+        raw = json.loads(sidecar.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise LabelflipError(f"{what} sidecar {sidecar} is not valid JSON: {e}") from None
+    if not isinstance(raw, dict) or raw.get("format") != fmt:
+        kind = "a labelflip checkpoint" if what == "checkpoint" else f"an {what} checkpoint"
+        raise LabelflipError(f"{sidecar} is not {kind} sidecar (format != {fmt})")
+    return raw
+
+
+def read_verified_weights(path: str | os.PathLike[str], expected_sha256: str) -> dict:
+    """The state dict at ``path``, after checking its SHA-256 against the sidecar's."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    weights, _ = checkpoint_paths(path)
+    digest = sha256_file(weights)
+    if digest != expected_sha256:
+        raise LabelflipError(
+            f"weights {weights} do not match the SHA-256 in their sidecar "
+            f"(expected {str(expected_sha256)[:12]}..., got {digest[:12]}...): "
+            "modified or corrupted"
+        )
+    try:
+        return load_file(str(weights))
+    except (SafetensorError, OSError) as e:
+        raise LabelflipError(f"cannot read weights {weights}: {e}") from None
+
+
 def save_checkpoint(
     path: str | os.PathLike[str], model: torch.nn.Module, meta: CheckpointMeta
 ) -> Path:
@@ -108,40 +173,24 @@ def save_checkpoint(
     ``meta.versions`` is filled in when empty and ``meta.weights_sha256`` is
     always set from the bytes written.
     """
-    from safetensors.torch import save_file
-
-    weights, sidecar = checkpoint_paths(path)
-    weights.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
-    tmp = weights.with_name(weights.name + ".tmp")
-    save_file(state, str(tmp), metadata={"format": FORMAT, "architecture": meta.architecture})
-    meta.weights_sha256 = sha256_file(tmp)
     meta.versions = meta.versions or library_versions()
-    tmp_json = sidecar.with_name(sidecar.name + ".tmp")
-    tmp_json.write_text(json.dumps(dataclasses.asdict(meta), indent=2) + "\n")
-    os.replace(tmp, weights)
-    os.replace(tmp_json, sidecar)
-    return weights
+
+    def sidecar_of(sha256: str) -> dict[str, Any]:
+        meta.weights_sha256 = sha256
+        return dataclasses.asdict(meta)
+
+    return write_weights(
+        path,
+        model.state_dict(),
+        sidecar_of,
+        metadata={"format": FORMAT, "architecture": meta.architecture},
+    )
 
 
 def read_meta(path: str | os.PathLike[str]) -> CheckpointMeta:
     """Read and validate a checkpoint's sidecar (the weights are not touched)."""
-    weights, sidecar = checkpoint_paths(path)
-    _refuse_pickle(Path(path))
-    if not weights.is_file():
-        raise LabelflipError(f"checkpoint weights not found: {weights}")
-    if not sidecar.is_file():
-        raise LabelflipError(
-            f"checkpoint sidecar not found: {sidecar} (it must sit beside {weights.name})"
-        )
-    try:
-        raw = json.loads(sidecar.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise LabelflipError(f"checkpoint sidecar {sidecar} is not valid JSON: {e}") from None
-    if not isinstance(raw, dict) or raw.get("format") != FORMAT:
-        raise LabelflipError(
-            f"{sidecar} is not a labelflip checkpoint sidecar (format != {FORMAT})"
-        )
+    raw = read_sidecar(path, FORMAT, "checkpoint")
+    _, sidecar = checkpoint_paths(path)
     names = {f.name for f in dataclasses.fields(CheckpointMeta)}
     try:
         return CheckpointMeta(**{k: v for k, v in raw.items() if k in names})
@@ -161,27 +210,15 @@ def load_checkpoint(
     user code; that happens only if ``trust_code`` names the same
     ``module:function`` (the CLI passes ``--arch``).
     """
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     meta = read_meta(path)
     weights, _ = checkpoint_paths(path)
-    digest = sha256_file(weights)
-    if digest != meta.weights_sha256:
-        raise LabelflipError(
-            f"weights {weights} do not match the SHA-256 in their sidecar "
-            f"(expected {meta.weights_sha256[:12]}..., got {digest[:12]}...): modified or corrupted"
-        )
+    state = read_verified_weights(path, meta.weights_sha256)  # before anything trusts it
     if ":" in meta.architecture and trust_code != meta.architecture:
         raise LabelflipError(
             f"checkpoint {weights.name} needs user code '{meta.architecture}'; "
             f"pass --arch {meta.architecture} (in a config: [model] arch = "
             f'"{meta.architecture}") to trust and import it'
         )
-    try:
-        state = load_file(str(weights))
-    except (SafetensorError, OSError) as e:
-        raise LabelflipError(f"cannot read weights {weights}: {e}") from None
     encoding = meta.output_encoding()
     model = build_model(meta.architecture, tuple(meta.input_shape), encoding.num_outputs)
     load_state(model, state, f"checkpoint {weights.name}", meta)

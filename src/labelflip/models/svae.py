@@ -37,7 +37,6 @@ versions and the weights' SHA-256, verified on every load.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -53,10 +52,11 @@ from torch import nn
 from labelflip.data import Dataset
 from labelflip.errors import LabelflipError
 from labelflip.models.checkpoint import (
-    _refuse_pickle,
     checkpoint_paths,
     library_versions,
-    sha256_file,
+    read_sidecar,
+    read_verified_weights,
+    write_weights,
 )
 
 FORMAT = "labelflip-svae/1"
@@ -403,26 +403,19 @@ def save_svae(
     """Write ``svae``'s weights (safetensors) and a JSON sidecar atomically;
     returns the weights path. ``extra`` (JSON-serialisable: dataset,
     settings, accuracy...) is stored under ``"training"``."""
-    from safetensors.torch import save_file
-
-    weights, sidecar = checkpoint_paths(path)
-    weights.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous().clone() for k, v in svae.state_dict().items()}
-    tmp = weights.with_name(weights.name + ".tmp")
-    save_file(state, str(tmp), metadata={"format": FORMAT})
     cfg = asdict(svae.config)
     meta = {
         "format": FORMAT,
         "config": {**cfg, "input_shape": list(cfg["input_shape"])},
         "training": extra or {},
         "versions": library_versions(),
-        "weights_sha256": sha256_file(tmp),
     }
-    tmp_json = sidecar.with_name(sidecar.name + ".tmp")
-    tmp_json.write_text(json.dumps(meta, indent=2) + "\n")
-    os.replace(tmp, weights)
-    os.replace(tmp_json, sidecar)
-    return weights
+    return write_weights(
+        path,
+        svae.state_dict(),
+        lambda sha256: {**meta, "weights_sha256": sha256},
+        metadata={"format": FORMAT},
+    )
 
 
 def load_svae(
@@ -430,30 +423,9 @@ def load_svae(
 ) -> tuple[SVAE, dict[str, Any]]:
     """Load an SVAE written by :func:`save_svae`, verifying the SHA-256 of
     its weights; returns ``(svae, sidecar)``."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    _refuse_pickle(Path(path))
+    meta = read_sidecar(path, FORMAT, "SVAE")
     weights, sidecar = checkpoint_paths(path)
-    if not weights.is_file():
-        raise LabelflipError(f"SVAE weights not found: {weights}")
-    if not sidecar.is_file():
-        raise LabelflipError(
-            f"SVAE sidecar not found: {sidecar} (it must sit beside {weights.name})"
-        )
-    try:
-        meta = json.loads(sidecar.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise LabelflipError(f"SVAE sidecar {sidecar} is not valid JSON: {e}") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise LabelflipError(f"{sidecar} is not an SVAE checkpoint sidecar (format != {FORMAT})")
-    digest = sha256_file(weights)
-    if digest != meta.get("weights_sha256"):
-        raise LabelflipError(
-            f"weights {weights} do not match the SHA-256 in their sidecar "
-            f"(expected {str(meta.get('weights_sha256'))[:12]}..., got {digest[:12]}...): "
-            "modified or corrupted"
-        )
+    state = read_verified_weights(path, str(meta.get("weights_sha256")))
     try:
         cfg = dict(meta["config"])
         cfg["input_shape"] = tuple(cfg["input_shape"])
@@ -461,10 +433,6 @@ def load_svae(
         config = SVAEConfig(**cfg)
     except (KeyError, TypeError, ValueError) as e:
         raise LabelflipError(f"SVAE sidecar {sidecar} has a bad config: {e}") from None
-    try:
-        state = load_file(str(weights))
-    except (SafetensorError, OSError) as e:
-        raise LabelflipError(f"cannot read weights {weights}: {e}") from None
     svae = build_svae(config)
     try:
         svae.load_state_dict(state, strict=True)

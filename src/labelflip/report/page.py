@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from labelflip.report.summary import format_p, format_table
+from labelflip.report.summary import format_p, format_pct, format_table
 
 CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto;
@@ -313,16 +313,12 @@ def _multilabel_rows(ml: Mapping[str, Any], names: Sequence[str]) -> list[tuple[
 
     basr, bits = ml.get("bit_success_rate"), ml.get("mean_target_bits")
     return [
-        ("whole-vector success (clean)", _pct_or_dash(ml.get("success_rate_whole_vector"))),
-        ("bASR (share of the asked bits reached)", _pct_or_dash(basr)),
+        ("whole-vector success (clean)", format_pct(ml.get("success_rate_whole_vector"))),
+        ("bASR (share of the asked bits reached)", format_pct(basr)),
         ("bits asked to change (mean)", "–" if bits is None else f"{bits:.2f}"),
         ("labels switched on", counts(ml.get("label_on") or [])),
         ("labels switched off", counts(ml.get("label_off") or [])),
     ]
-
-
-def _pct_or_dash(x: float | None) -> str:
-    return "–" if x is None else f"{100 * x:.1f}%"
 
 
 def _job(

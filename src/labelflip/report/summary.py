@@ -462,7 +462,8 @@ def summarize(
 # ---------------------------------------------------------------- tables
 
 
-def _pct(x: float | None) -> str:
+def format_pct(x: float | None) -> str:
+    """``12.3%``; ``–`` for a missing value."""
     return "–" if x is None else f"{100 * x:.1f}%"
 
 
@@ -494,7 +495,7 @@ def format_flips(job: Mapping[str, Any]) -> str:
 def format_attractor(job: Mapping[str, Any]) -> str:
     """``dog (41%)``; ``–`` when nothing succeeded."""
     top = job["top_attractor"]
-    return "–" if top["name"] is None else f"{top['name']} ({_pct(top['share'])})"
+    return "–" if top["name"] is None else f"{top['name']} ({format_pct(top['share'])})"
 
 
 TABLE_HEADER = (
@@ -523,9 +524,9 @@ def format_table(summary: Mapping[str, Any]) -> tuple[list[str], list[list[str]]
             [
                 label,
                 str(j["n"]),
-                _pct(j["clean_accuracy"]),
-                _pct(j["success_rate"]),
-                _pct(j["success_rate_clean"]),
+                format_pct(j["clean_accuracy"]),
+                format_pct(j["success_rate"]),
+                format_pct(j["success_rate_clean"]),
                 _num(j["median_l0"]),
                 _num(j["median_l2"]),
                 _num(j["median_linf"]),
