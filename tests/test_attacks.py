@@ -139,7 +139,10 @@ def _required_target(name: str, y: torch.Tensor) -> torch.Tensor | None:
 
 def test_table_covers_every_registered_attack_and_norm():
     optional = set() if HAVE_FOOLBOX else {"foolbox"}
-    assert {name for name, _ in VARIANTS} == set(ATTACKS) - optional
+    # Type I attacks keep the model's label on purpose: tests/test_type_i.py
+    type_i = {name for name, spec in ATTACKS.items() if spec.kind == "type-i"}
+    assert type_i == {"type-i"}
+    assert {name for name, _ in VARIANTS} == set(ATTACKS) - optional - type_i
     for name in ("fgsm", "pgd", "deepfool"):
         norms = {s["norm"] for n, s in VARIANTS if n == name}
         assert norms == {"linf", "l2"}
@@ -521,7 +524,7 @@ def test_function_defaults_match_settings_defaults():
             assert p.kind is inspect.Parameter.KEYWORD_ONLY, (spec.name, f.name)
             assert p.default == f.default, (spec.name, f.name)
         extra = {n for n, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY}
-        assert extra - {f.name for f in fields} == {"target", "generator"}
+        assert extra - {f.name for f in fields} == {"target", "generator", *spec.needs}
 
 
 def test_norm_dependent_defaults_resolve():

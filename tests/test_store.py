@@ -19,7 +19,7 @@ import pytest
 
 import labelflip
 from labelflip.errors import LabelflipError
-from labelflip.store import RECORD_COLUMNS, Job, RunStore
+from labelflip.store import OPTIONAL_COLUMNS, RECORD_COLUMNS, SCHEMA_VERSION, Job, RunStore
 
 
 def expected(j: int, samples, shape=(1, 6, 5)) -> tuple[dict, np.ndarray]:
@@ -45,6 +45,10 @@ def expected(j: int, samples, shape=(1, 6, 5)) -> tuple[dict, np.ndarray]:
         "backwards": s % 5,
         "seconds": np.full(s.shape, 0.125 * (j + 1)),
     }
+    if j % 2 == 0:  # the optional columns: given for even jobs, defaults for odd ones
+        rec["oracle_pred"] = (s * 5 + j) % 10
+        rec["attacker_pred"] = np.where(s % 3 == 0, -1, (s + 2) % 10)
+        rec["squeeze"] = np.where(s % 4 == 1, np.nan, s / 7.0)
     x = np.zeros((len(s), *shape), np.float32)
     for k, i in enumerate(s):
         x[k] = np.random.default_rng([j, int(i)]).standard_normal(shape)
@@ -105,8 +109,10 @@ def assert_one_line(exc_info: pytest.ExceptionInfo) -> str:
 
 
 def assert_records_equal(got: dict, want: dict) -> None:
+    n = len(want["sample"])
     for name in RECORD_COLUMNS[1:]:
-        np.testing.assert_array_equal(got[name], np.asarray(want[name]), err_msg=name)
+        value = want[name] if name in want else np.full(n, OPTIONAL_COLUMNS[name])
+        np.testing.assert_array_equal(got[name], np.asarray(value), err_msg=name)
 
 
 # ---------------------------------------------------------------- lifecycle
@@ -130,7 +136,7 @@ def test_create_and_open_keep_meta(tmp_path: Path) -> None:
         assert s.meta("split", "test") == "test"
         with sqlite3.connect(run / "records.sqlite") as con:
             assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-            assert con.execute("PRAGMA user_version").fetchone()[0] == 1
+            assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
 
 
 def test_create_refuses_an_existing_store(store: RunStore) -> None:
@@ -252,7 +258,7 @@ def test_records_round_trip_with_dtypes(store: RunStore) -> None:
             np.bool_
             if name == "success"
             else np.float64
-            if name in {"l1", "l2", "linf", "seconds"}
+            if name in {"l1", "l2", "linf", "seconds", "squeeze"}
             else np.int64
         )
         assert got[name].dtype == want, name
@@ -264,6 +270,45 @@ def test_records_round_trip_with_dtypes(store: RunStore) -> None:
     assert_records_equal(store.records("second"), expected(1, [2, 5, 9])[0])
     assert store.done_samples("first").tolist() == [0, 1, 3, 4, 6]
     assert store.done_samples("second").dtype == np.int64
+
+
+def test_version_1_store_is_upgraded_in_place(tmp_path: Path) -> None:
+    """A store written by schema version 1 (no oracle/attacker/squeeze
+    columns) opens as version 2: old records read back with the defaults and
+    new batches may carry the new columns."""
+    run = tmp_path / "old"
+    with RunStore.create(run, meta={}) as s:
+        s.add_job(make_job("j"))
+    with sqlite3.connect(run / "records.sqlite") as con:  # make it a version-1 store
+        for name in ("oracle_pred", "attacker_pred", "squeeze"):
+            con.execute(f'ALTER TABLE records DROP COLUMN "{name}"')
+        rec, _ = expected(1, [0, 1, 2])
+        cols = [c for c in RECORD_COLUMNS[1:] if c not in OPTIONAL_COLUMNS]
+        rows = [("j", *(np.asarray(rec[c]).tolist()[i] for c in cols)) for i in range(3)]
+        quoted = ", ".join(f'"{c}"' for c in cols)
+        con.executemany(
+            f"INSERT INTO records (job_id, {quoted}) VALUES ({', '.join('?' * (len(cols) + 1))})",
+            rows,
+        )
+        con.execute("PRAGMA user_version=1")
+    with RunStore.open(run) as s:
+        assert_records_equal(s.records("j"), rec)
+        new, _ = expected(0, [3, 4])
+        s.write_batch("j", new)
+        assert_records_equal(
+            s.records("j"),
+            {
+                k: np.concatenate(
+                    [
+                        np.asarray(rec.get(k, np.full(3, OPTIONAL_COLUMNS.get(k, 0)))),
+                        np.asarray(new[k]),
+                    ]
+                )
+                for k in new
+            },
+        )
+    with sqlite3.connect(run / "records.sqlite") as con:
+        assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
 
 
 def test_records_of_an_empty_store(store: RunStore) -> None:

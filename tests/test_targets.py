@@ -90,7 +90,7 @@ def test_ties_go_to_the_lowest_index():
     assert _choose("farthest", z, distances=torch.ones(4, 4)) == [1]
 
 
-@pytest.mark.parametrize("name", [n for n in ONEHOT if n != "mapping"])
+@pytest.mark.parametrize("name", [n for n in ONEHOT if n not in ("mapping", "next")])
 def test_two_classes_always_leave_the_other_class(name):
     z = _t([2, 1], [1, 2], [0, 3])
     d = torch.tensor([[0.0, 1.0], [1.0, 0.0]])
@@ -98,6 +98,21 @@ def test_two_classes_always_leave_the_other_class(name):
     assert _choose(name, z, **kw) == [1, 0, 0]
     # the true label is only excluded for k >= 3: a misclassified sample's target is its label
     assert _choose(name, z, labels=torch.tensor([0, 0, 1]), **kw) == [1, 0, 0]
+
+
+# ----------------------------------------------------------------------- next
+
+
+def test_next_shifts_the_true_class_else_the_prediction():
+    z = _t([0, 5, 1, 0], [9, 0, 0, 0], [0, 0, 0, 7])
+    assert _choose("next", z, labels=torch.tensor([1, 2, 3])) == [2, 3, 0]
+    assert _choose("next", z) == [2, 1, 0]  # no labels: the prediction is the source
+    shifted = choose_targets({"strategy": "next", "shift": -1}, z, labels=torch.tensor([1, 2, 0]))
+    assert shifted.tolist() == [0, 1, 3]
+    with pytest.raises(LabelflipError, match="multiple of the 4 classes"):
+        choose_targets({"strategy": "next", "shift": 8}, z)
+    with pytest.raises(LabelflipError, match="'shift' must be an integer"):
+        choose_targets({"strategy": "next", "shift": 1.5}, z)
 
 
 # ----------------------------------------------------------------------- random

@@ -157,3 +157,48 @@ def test_judge_hand_computed() -> None:
     assert j.oracle_changed.tolist() == [False, True, True]
     assert j.oracle_target.tolist() == [False, True, False]
     assert j.success.tolist() == [False, True, False]
+
+
+def test_registered_type_i_returns_an_attack_result_with_type_i_success() -> None:
+    """``type-i`` under the attack contract: success means f1 kept y while f2
+    moved; attacker_pred is f2's class, transition the latent midpoint."""
+    from labelflip.attacks import get_attack, run_attack
+
+    f1, svae, _ = toy()
+    x = _x([[2.0, 1.0], [1.5, 2.0], [3.0, 0.5]])
+    y = torch.tensor([1, 1, 1])
+    settings = {"steps": 300, "lr": 0.05, "eta": 0.1, "k_max": 1.0}
+    r = run_attack(
+        "type-i", f1, x, y, settings, target=torch.zeros(3, dtype=torch.long),
+        resources={"svae": svae},
+    )  # fmt: skip
+    assert get_attack("type-i").kind == "type-i"
+    assert torch.equal(r.adv_pred, y) and torch.equal(r.clean_pred, y)
+    assert torch.equal(r.attacker_pred, torch.zeros(3, dtype=torch.long))
+    assert r.success.all() and torch.equal(r.target, torch.zeros(3, dtype=torch.long))
+    assert r.transition is not None and r.transition.shape == x.shape
+    # the transition is the decoded midpoint between the start and the result
+    z0, z1 = svae.encode(x)[0], torch.logit(r.x_adv.flatten(1).clamp(1e-4, 1 - 1e-4))
+    assert torch.allclose(r.transition.flatten(1), torch.sigmoid(0.5 * (z0 + z1)), atol=1e-3)
+    assert (r.l2 > 0.3).all() and (r.forwards == 600).all() and (r.backwards == 300).all()
+    cols = r.to_numpy()
+    assert cols["attacker_pred"].tolist() == [0, 0, 0]
+    # a Type II attack has no attacker verdict: -1 in the records
+    t2 = run_attack("fgsm", f1, x, y, {"eps": 0.1})
+    assert t2.attacker_pred is None and t2.to_numpy()["attacker_pred"].tolist() == [-1] * 3
+    # success is the Type I one: where f1 changed its label, it is a failure
+    r2 = run_attack(
+        "type-i", f1, x, y, {"steps": 300, "lr": 0.05, "eta": 0.0, "k_max": 0.0},
+        target=torch.zeros(3, dtype=torch.long), resources={"svae": svae},
+    )  # fmt: skip
+    assert torch.equal(r2.success, (r2.adv_pred == y) & (r2.attacker_pred == 0))
+    assert not r2.success.all()
+
+
+def test_registered_type_i_needs_an_svae() -> None:
+    from labelflip.attacks import run_attack
+
+    f1, _, _ = toy()
+    with pytest.raises(LabelflipError, match=r"needs svae .*\[svae\] table") as e:
+        run_attack("type-i", f1, _x([[1.0, 1.0]]), torch.tensor([1]), {"steps": 1})
+    assert "\n" not in str(e.value)

@@ -142,6 +142,72 @@ class SimilarityConfig:
 
 
 @dataclass(frozen=True)
+class OracleConfig:
+    """The ``[oracle]`` table: an independent classifier that judges every
+    adversarial example (its class is recorded as ``oracle_pred``). A Type I
+    example succeeds when the attacked model keeps its label and the oracle
+    sees another class (Tang et al., §IV-B); for a Type II example, an oracle
+    that also moved shows the change was not invisible after all.
+
+    A ``checkpoint`` to load, or an ``arch`` trained on the dataset like
+    ``[model]`` (cached), with its own ``seed`` (default: the run's seed + 1,
+    so the oracle is trained separately from a ``[model]`` of the same
+    architecture) and ``epochs``."""
+
+    checkpoint: str | None = None
+    arch: str | None = None
+    epochs: int | None = None
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
+class SVAETableConfig:
+    """The ``[svae]`` table: the supervised VAE a ``type-i`` attack searches
+    in (:mod:`labelflip.models.svae`). A ``checkpoint`` written by
+    ``labelflip train --arch svae``, or training settings (trained on the
+    dataset's train split on first use and cached): ``arch`` (``mlp`` or
+    ``conv``), ``epochs``, ``dis_epochs``, ``lr``, ``latent_dim``, ``hidden``,
+    ``seed`` (default: the run's)."""
+
+    checkpoint: str | None = None
+    arch: str | None = None
+    epochs: int | None = None
+    dis_epochs: int | None = None
+    lr: float | None = None
+    latent_dim: int | None = None
+    hidden: int | None = None
+    seed: int | None = None
+
+    def training(self) -> dict[str, Any]:
+        """The training settings given (for :class:`~labelflip.models.svae.SVAESettings`)."""
+        return {
+            k: v
+            for k, v in dataclasses.asdict(self).items()
+            if k not in ("checkpoint", "seed") and v is not None
+        }
+
+
+@dataclass(frozen=True)
+class DetectConfig:
+    """The ``[detect]`` table: detectors run on every adversarial example.
+
+    ``feature_squeezing``: Xu et al.'s feature squeezing
+    (:mod:`labelflip.detect`), ``squeezers`` applied jointly (default: Tang
+    et al.'s 1-bit depth + 2×2 median), ``distance`` ``l2`` (Tang et al.) or
+    ``l1`` (Xu et al.) between the softmax outputs. The score of each
+    example is recorded as ``squeeze``, that of the clean samples in the
+    run's metadata; the report calibrates the threshold to flag ``fpr`` of
+    the clean samples and also shows the rates at ``thresholds`` (default:
+    Tang et al.'s Table I values)."""
+
+    feature_squeezing: bool = False
+    squeezers: tuple[str, ...] = ("bit_depth_1", "median_2x2")
+    distance: str = "l2"
+    fpr: float = 0.05
+    thresholds: tuple[float, ...] = (0.2510, 0.6089, 0.9353)
+
+
+@dataclass(frozen=True)
 class JobSpec:
     """One expanded job: a single attack with scalar settings and, for a
     targeted job, its target strategy (``{"strategy": name, **settings}``)."""
@@ -173,6 +239,9 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     similarity: SimilarityConfig = field(default_factory=SimilarityConfig)
+    oracle: OracleConfig | None = None
+    svae: SVAETableConfig | None = None
+    detect: DetectConfig = field(default_factory=DetectConfig)
     attacks: tuple[AttackConfig, ...] = ()
 
     def jobs(self) -> list[JobSpec]:
@@ -300,6 +369,12 @@ def parse_config(data: Mapping[str, Any], source: str = "config") -> RunConfig:
         kwargs["similarity"] = _section(
             f"{source}: [similarity]", data["similarity"], SimilarityConfig
         )
+    if data.get("oracle") is not None:
+        kwargs["oracle"] = _section(f"{source}: [oracle]", data["oracle"], OracleConfig)
+    if data.get("svae") is not None:
+        kwargs["svae"] = _section(f"{source}: [svae]", data["svae"], SVAETableConfig)
+    if "detect" in data:
+        kwargs["detect"] = _detect_section(f"{source}: [detect]", data["detect"])
     raw_attacks = data.get("attacks", [])
     if not isinstance(raw_attacks, list) or not all(isinstance(a, Mapping) for a in raw_attacks):
         raise LabelflipError(f"{source}: 'attacks' must be a list of [[attacks]] tables")
@@ -309,6 +384,37 @@ def parse_config(data: Mapping[str, Any], source: str = "config") -> RunConfig:
     cfg = RunConfig(**kwargs)
     _validate(cfg, source)
     _validate_targets(cfg, source)
+    return cfg
+
+
+def _detect_section(where: str, raw: Any) -> DetectConfig:
+    """``[detect]``: scalars as :func:`_section`, plus the two lists."""
+    from labelflip.detect import DISTANCES, get_squeezer
+
+    if not isinstance(raw, Mapping):
+        raise LabelflipError(f"{where} must be a table, got {raw!r}")
+    raw = dict(raw)
+    lists: dict[str, Any] = {}
+    for key, kind in (("squeezers", str), ("thresholds", float)):
+        if key in raw:
+            value = raw.pop(key)
+            if not isinstance(value, (list, tuple)) or not value:
+                raise LabelflipError(f"{where}: '{key}' must be a non-empty list")
+            lists[key] = tuple(_typed(where, key, v, kind) for v in value)
+    cfg = dataclasses.replace(_section(where, raw, DetectConfig), **lists)
+    if cfg.distance not in DISTANCES:
+        raise LabelflipError(
+            f"{where}: distance must be one of {', '.join(DISTANCES)}, got {cfg.distance!r}"
+        )
+    if not 0.0 < cfg.fpr < 1.0:
+        raise LabelflipError(f"{where}: fpr must be in (0, 1), got {cfg.fpr}")
+    if any(t < 0 for t in cfg.thresholds):
+        raise LabelflipError(f"{where}: thresholds must be >= 0")
+    for name in cfg.squeezers:
+        try:
+            get_squeezer(name)
+        except LabelflipError as e:
+            raise LabelflipError(f"{where}: {e}") from None
     return cfg
 
 
@@ -441,6 +547,53 @@ def _validate(cfg: RunConfig, source: str) -> None:
     _validate_encoding(cfg, source)
     if not cfg.attacks:
         raise LabelflipError(f"{source}: no [[attacks]] given")
+    _validate_type_i(cfg, source)
+
+
+def _validate_type_i(cfg: RunConfig, source: str) -> None:
+    """``[oracle]`` and ``[svae]``: one of checkpoint / training each; an
+    ``[svae]`` table whenever an attack needs one."""
+    from labelflip.attacks import get_attack
+    from labelflip.models.registry import get_architecture
+
+    o = cfg.oracle
+    if o is not None:
+        if (o.checkpoint is None) == (o.arch is None):
+            raise LabelflipError(
+                f"{source}: [oracle] needs exactly one of 'checkpoint' or 'arch' (to train first)"
+            )
+        if o.checkpoint is not None and (o.epochs is not None or o.seed is not None):
+            raise LabelflipError(f"{source}: [oracle] epochs and seed only go with 'arch'")
+        if o.epochs is not None and o.epochs < 1:
+            raise LabelflipError(f"{source}: [oracle] epochs must be >= 1, got {o.epochs}")
+        if o.arch is not None:
+            try:
+                get_architecture(o.arch)
+            except LabelflipError as e:
+                raise LabelflipError(f"{source}: [oracle] {e}") from None
+    sv = cfg.svae
+    if sv is not None and sv.checkpoint is not None and (sv.training() or sv.seed is not None):
+        raise LabelflipError(
+            f"{source}: [svae] gives a checkpoint and training settings "
+            f"({', '.join([*sv.training(), *(['seed'] if sv.seed is not None else [])])}); "
+            "keep one"
+        )
+    if sv is not None and sv.checkpoint is None:
+        from labelflip.models.svae import SVAESettings
+
+        try:
+            SVAESettings(**sv.training()).validate()
+        except TypeError as e:
+            raise LabelflipError(f"{source}: [svae] {e}") from None
+        except LabelflipError as e:
+            raise LabelflipError(f"{source}: [svae] {e}") from None
+    for i, entry in enumerate(cfg.attacks):
+        needs = get_attack(entry.attack).needs
+        if "svae" in needs and sv is None:
+            raise LabelflipError(
+                f"{source}: attack #{i + 1} ({entry.attack}) needs an [svae] table "
+                '(checkpoint = "..." or training settings such as epochs = 8)'
+            )
 
 
 def _validate_encoding(cfg: RunConfig, source: str) -> None:

@@ -319,6 +319,7 @@ class RayExecutor:
             return
 
         model_ref = ray.put(_model_payload(inputs))
+        judges_ref = ray.put(_judges_payload(inputs, cfg))
         data_ref = ray.put(
             (
                 np.ascontiguousarray(inputs.x.numpy()),
@@ -344,7 +345,7 @@ class RayExecutor:
                 dist_refs[key] = ray.put({name: distances[name]} if name in distances else {})
             keep = -1 if cfg.save_adversarials else (gallery if shard.start == 0 else 0)
             return task.remote(
-                [model_ref],  # in a list: resolved by the worker only when not cached
+                [model_ref, judges_ref],  # in a list: resolved by the worker only when not cached
                 data_ref,
                 spec,
                 shard.start,
@@ -464,16 +465,21 @@ class _ModelPayload:
 
 
 def _model_payload(inputs: RunInputs) -> _ModelPayload:
+    return _checkpoint_payload(
+        inputs.checkpoint, inputs.meta.architecture, inputs.meta.weights_sha256
+    )
+
+
+def _checkpoint_payload(path: Path, arch: str, sha256: str) -> _ModelPayload:
     from labelflip.models.checkpoint import checkpoint_paths
 
-    weights, sidecar = checkpoint_paths(inputs.checkpoint)
-    arch = inputs.meta.architecture
+    weights, sidecar = checkpoint_paths(path)
     try:
         return _ModelPayload(
             weights=weights.read_bytes(),
             sidecar=sidecar.read_bytes(),
             trust=arch if ":" in arch else None,
-            sha256=inputs.meta.weights_sha256,
+            sha256=sha256,
         )
     except OSError as e:
         from labelflip.errors import os_error
@@ -481,7 +487,63 @@ def _model_payload(inputs: RunInputs) -> _ModelPayload:
         raise os_error(f"cannot read checkpoint {weights}", e) from None
 
 
+@dataclass(frozen=True)
+class _JudgesPayload:
+    """The run's other models (the ``[oracle]`` classifier, the ``[svae]``)
+    as checkpoint bytes, and the ``[detect]`` config (``None`` when off)."""
+
+    oracle: _ModelPayload | None
+    svae: _ModelPayload | None
+    detect: Any
+
+
+def _judges_payload(inputs: RunInputs, cfg: RunConfig) -> _JudgesPayload:
+    oracle = svae = None
+    if inputs.oracle is not None and inputs.oracle_checkpoint is not None:
+        oracle = _checkpoint_payload(
+            inputs.oracle_checkpoint,
+            inputs.oracle_meta.architecture,
+            inputs.oracle_meta.weights_sha256,
+        )
+    if inputs.svae is not None and inputs.svae_checkpoint is not None:
+        assert inputs.svae_meta is not None
+        svae = _checkpoint_payload(
+            inputs.svae_checkpoint, "svae", str(inputs.svae_meta.get("weights_sha256"))
+        )
+    return _JudgesPayload(oracle, svae, inputs.resources(cfg)["detect"])
+
+
 _WORKER_MODEL: dict[tuple[str, str], Any] = {}
+_WORKER_JUDGES: dict[tuple[str, str], dict[str, Any]] = {}
+
+
+def _worker_resources(box: list, ref_id: str, device: torch.device) -> dict[str, Any]:
+    """The run's oracle, SVAE and detector config in this worker process
+    (``box[1]``, object id ``ref_id``), loaded on first use and kept, like
+    :func:`_worker_classifier`."""
+    key = (ref_id, str(device))
+    res = _WORKER_JUDGES.get(key)
+    if res is None:
+        import ray
+
+        from labelflip.models import load_checkpoint
+        from labelflip.models.svae import load_svae
+
+        payload: _JudgesPayload = ray.get(box[1])
+        res = {"oracle": None, "svae": None, "detect": payload.detect}
+        with tempfile.TemporaryDirectory(prefix="labelflip-judges-") as tmp:
+            for name, p in (("oracle", payload.oracle), ("svae", payload.svae)):
+                if p is None:
+                    continue
+                (Path(tmp) / f"{name}.safetensors").write_bytes(p.weights)
+                (Path(tmp) / f"{name}.json").write_bytes(p.sidecar)
+                if name == "oracle":
+                    res[name] = load_checkpoint(Path(tmp) / f"{name}.safetensors", device=device)[0]
+                else:
+                    res[name] = load_svae(Path(tmp) / f"{name}.safetensors", device=device)[0]
+        _WORKER_JUDGES.clear()
+        _WORKER_JUDGES[key] = res
+    return res
 
 
 def _worker_classifier(box: list, ref_id: str, device: torch.device) -> Any:
@@ -534,14 +596,30 @@ def _attack_shard(
     _use_assigned_cpus()
     device = torch.device(device_type)
     clf = _worker_classifier(box, box[0].hex(), device)
+    resources = _worker_resources(box, box[1].hex(), device)
     # copies: the object store's memory is read-only and shared between workers
     x = torch.from_numpy(np.array(x_all[start:stop]))
     y = torch.from_numpy(np.array(y_all[start:stop]))
     out = attack_batch(
-        spec, clf, x, y, np.array(indices[start:stop]), start, batch_size, seed, device, distances
+        spec,
+        clf,
+        x,
+        y,
+        np.array(indices[start:stop]),
+        start,
+        batch_size,
+        seed,
+        device,
+        distances,
+        resources,
     )
     if keep >= 0:
-        out = replace(out, x_adv=np.ascontiguousarray(out.x_adv[:keep]))
+        t = out.transition
+        out = replace(
+            out,
+            x_adv=np.ascontiguousarray(out.x_adv[:keep]),
+            transition=None if t is None else np.ascontiguousarray(t[:keep]),
+        )
     return out
 
 

@@ -26,6 +26,7 @@ the first few samples, shown in the report) and, at the end, ``report/``.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -118,41 +119,111 @@ def batch_seed(seed: int, job_id: str, batch: int) -> int:
 
 def obtain_model(cfg: RunConfig, device: torch.device, progress: bool):
     """Load the config's checkpoint, or train its architecture (cached)."""
+    m = cfg.model
+    return _obtain_classifier(
+        cfg, m.checkpoint, m.arch, m.epochs, cfg.seed, m.encoding, device, progress
+    )
+
+
+def obtain_oracle(cfg: RunConfig, device: torch.device, progress: bool):
+    """The ``[oracle]`` classifier (loaded, or trained with its own seed and
+    cached), or ``(None, None, None)`` when the config has none."""
+    o = cfg.oracle
+    if o is None:
+        return None, None, None
+    seed = cfg.seed + 1 if o.seed is None else o.seed
+    return _obtain_classifier(cfg, o.checkpoint, o.arch, o.epochs, seed, None, device, progress)
+
+
+def _obtain_classifier(
+    cfg: RunConfig,
+    checkpoint: str | None,
+    arch: str | None,
+    epochs: int | None,
+    seed: int,
+    encoding: str | None,
+    device: torch.device,
+    progress: bool,
+):
     from labelflip.models import load_checkpoint, recipe_for
     from labelflip.models.training import TrainSettings, train_and_save
 
-    m = cfg.model
-    if m.checkpoint is not None:
-        path = Path(m.checkpoint).expanduser()
+    if checkpoint is not None:
+        path = Path(checkpoint).expanduser()
     else:
-        assert m.arch is not None
-        settings = TrainSettings.from_recipe(recipe_for(m.arch), epochs=m.epochs, seed=cfg.seed)
+        assert arch is not None
+        settings = TrainSettings.from_recipe(recipe_for(arch), epochs=epochs, seed=seed)
         # ECOC beside one-hot on the same data; a multi-label dataset only has one encoding
-        kind = "-ecoc" if m.encoding == "ecoc" else ""
+        kind = "-ecoc" if encoding == "ecoc" else ""
         path = (
             model_cache_dir()
-            / f"{slug(cfg.data.dataset)}-{slug(m.arch)}{kind}-seed{cfg.seed}-e{settings.epochs}"
+            / f"{slug(cfg.data.dataset)}-{slug(arch)}{kind}-seed{seed}-e{settings.epochs}"
             ".safetensors"
         )
         if not path.is_file():
             _log(
-                f"training {m.arch} on {cfg.data.dataset} ({settings.epochs} epochs, seed "
-                f"{cfg.seed}{f', {m.encoding} outputs' if m.encoding else ''}); cached at {path}"
+                f"training {arch} on {cfg.data.dataset} ({settings.epochs} epochs, seed "
+                f"{seed}{f', {encoding} outputs' if encoding else ''}); cached at {path}"
             )
             path, result, acc = train_and_save(
-                m.arch,
+                arch,
                 cfg.data.dataset,
                 settings,
                 path,
                 data_dir=cfg.data.data_dir,
                 device=device,
                 progress=progress,
-                encoding=m.encoding,
+                encoding=encoding,
             )
             _log(f"trained in {result.seconds:.0f} s: test accuracy {acc:.4f}")
-    trust = m.arch if m.arch and ":" in m.arch else None
+    trust = arch if arch and ":" in arch else None
     clf, meta = load_checkpoint(path, device=device, trust_code=trust)
     return clf, meta, path
+
+
+def obtain_svae(cfg: RunConfig, device: torch.device, progress: bool):
+    """The ``[svae]`` model: loaded from its checkpoint, or trained on the
+    dataset's train split with the table's settings and cached (the cache
+    name carries a digest of the settings). ``(None, None, None)`` when the
+    config has no ``[svae]`` table."""
+    from labelflip.models.svae import SVAESettings, load_svae, save_svae, svae_accuracy, train_svae
+
+    sv = cfg.svae
+    if sv is None:
+        return None, None, None
+    if sv.checkpoint is not None:
+        path = Path(sv.checkpoint).expanduser()
+    else:
+        settings = SVAESettings(seed=cfg.seed if sv.seed is None else sv.seed, **sv.training())
+        digest = hashlib.sha256(
+            json.dumps(dataclasses.asdict(settings), sort_keys=True).encode()
+        ).hexdigest()[:10]
+        path = model_cache_dir() / f"{slug(cfg.data.dataset)}-svae-{digest}.safetensors"
+        if not path.is_file():
+            from labelflip.data import load_dataset
+
+            _log(
+                f"training an svae on {cfg.data.dataset} ({settings.epochs}+"
+                f"{settings.dis_epochs} epochs, seed {settings.seed}); cached at {path}"
+            )
+            train = load_dataset(cfg.data.dataset, "train", cfg.data.data_dir)
+            test = load_dataset(cfg.data.dataset, "test", cfg.data.data_dir)
+            t = time.perf_counter()
+            svae = train_svae(train, settings, progress=progress, device=device)
+            acc = svae_accuracy(svae, test.x.to(device), test.y)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            save_svae(
+                path,
+                svae,
+                {
+                    "dataset": cfg.data.dataset,
+                    **dataclasses.asdict(settings),
+                    "f2_test_accuracy": round(acc, 6),
+                },
+            )
+            _log(f"trained in {time.perf_counter() - t:.0f} s: f2 test accuracy {acc:.4f}")
+    svae, meta = load_svae(path, device=device)
+    return svae, meta, path
 
 
 def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
@@ -173,7 +244,8 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
 
 
 def write_gallery_npz(run_dir: Path, job_ids: list[str]) -> Path | None:
-    """Bundle ``gallery/`` into ``gallery.npz`` (positions, x, true, adv__<job>)."""
+    """Bundle ``gallery/`` into ``gallery.npz`` (positions, x, true, adv__<job>
+    and, for Type I jobs, transition__<job>)."""
     gdir = run_dir / GALLERY_DIR
     if not (gdir / "x.npy").is_file():
         return None
@@ -181,9 +253,10 @@ def write_gallery_npz(run_dir: Path, job_ids: list[str]) -> Path | None:
     for name in ("positions", "x", "true"):
         arrays[name] = np.load(gdir / f"{name}.npy", allow_pickle=False)
     for jid in job_ids:
-        f = gdir / f"adv__{jid}.npy"
-        if f.is_file():
-            arrays[f"adv__{jid}"] = np.load(f, allow_pickle=False)
+        for kind in ("adv", "transition"):
+            f = gdir / f"{kind}__{jid}.npy"
+            if f.is_file():
+                arrays[f"{kind}__{jid}"] = np.load(f, allow_pickle=False)
     out = run_dir / "gallery.npz"
 
     def write(tmp: Path) -> None:
@@ -311,6 +384,7 @@ def run(
                 f"[{j}/{total_jobs}] {spec.job_id}",
                 distances,
                 lambda: _stop_if_asked(stop, store, run_dir, jobs, n),
+                inputs.resources(cfg),
             )
             store.mark_done(spec.job_id)
         store.set_meta("finished", datetime.now().isoformat(timespec="seconds"))
@@ -336,6 +410,21 @@ class RunInputs:
     y: torch.Tensor
     clean_pred: torch.Tensor
     clean_accuracy: float
+    oracle: Any = None  # the [oracle] Classifier, if any
+    oracle_meta: Any = None
+    oracle_checkpoint: Path | None = None
+    oracle_clean_pred: torch.Tensor | None = None
+    svae: Any = None  # the [svae] SVAE, if any
+    svae_meta: dict[str, Any] | None = None
+    svae_checkpoint: Path | None = None
+
+    def resources(self, cfg: RunConfig) -> dict[str, Any]:
+        """What an attack batch may need beside the model (see :func:`attack_batch`)."""
+        return {
+            "svae": self.svae,
+            "oracle": self.oracle,
+            "detect": cfg.detect if cfg.detect.feature_squeezing else None,
+        }
 
 
 def prepare(
@@ -376,6 +465,7 @@ def prepare(
     note = clean_accuracy_warning(clean_acc, len(indices), clf.num_classes, reported)
     if note is not None:
         warnings.warn(note, LabelflipWarning, stacklevel=2)
+    extra = _prepare_judges(cfg, clf, meta.weights_sha256, data, x_all, device, progress)
     return RunInputs(
         device=device,
         clf=clf,
@@ -388,7 +478,61 @@ def prepare(
         y=y_all,
         clean_pred=clean_pred,
         clean_accuracy=clean_acc,
+        **extra,
     )
+
+
+def _prepare_judges(
+    cfg: RunConfig,
+    clf,
+    model_sha256: str,
+    data,
+    x_all: torch.Tensor,
+    device: torch.device,
+    progress: bool,
+) -> dict[str, Any]:
+    """The ``[oracle]``, ``[svae]`` and ``[detect]`` parts of :func:`prepare`:
+    load (or train) the oracle and the SVAE, check that they fit the data and
+    the model, and that the detector applies to the model."""
+    from labelflip.models.classifier import checked_logits
+
+    out: dict[str, Any] = {}
+    if cfg.detect.feature_squeezing and clf.multilabel:
+        raise LabelflipError(
+            "[detect] feature_squeezing compares softmax outputs; the model is multi-label"
+        )
+    oracle, ometa, opath = obtain_oracle(cfg, device, progress)
+    if oracle is not None:
+        if tuple(oracle.input_shape or data.input_shape) != tuple(data.input_shape) or (
+            oracle.num_classes != data.num_classes or oracle.multilabel or clf.multilabel
+        ):
+            raise LabelflipError(
+                f"oracle {opath} ({oracle.num_classes} classes, inputs {oracle.input_shape}, "
+                f"{oracle.encoding.kind}) does not fit dataset '{cfg.data.dataset}' "
+                f"({data.num_classes} classes, inputs {tuple(data.input_shape)}) and a "
+                "single-label model"
+            )
+        if ometa.weights_sha256 == model_sha256:
+            raise LabelflipError(
+                f"the oracle {opath.name} is the attacked model itself (same weights); an "
+                "independent judge must be trained separately (another seed or architecture)"
+            )
+        pred = oracle.decode(checked_logits(oracle, x_all, cfg.batch_size, f"oracle {opath.name}"))
+        out.update(
+            oracle=oracle, oracle_meta=ometa, oracle_checkpoint=opath, oracle_clean_pred=pred
+        )
+    svae, smeta, spath = obtain_svae(cfg, device, progress)
+    if svae is not None:
+        if tuple(svae.input_shape) != tuple(data.input_shape) or (
+            svae.num_classes != data.num_classes
+        ):
+            raise LabelflipError(
+                f"svae {spath} ({svae.num_classes} classes, inputs {svae.input_shape}) does not "
+                f"fit dataset '{cfg.data.dataset}' ({data.num_classes} classes, inputs "
+                f"{tuple(data.input_shape)})"
+            )
+        out.update(svae=svae, svae_meta=smeta, svae_checkpoint=spath)
+    return out
 
 
 def clean_accuracy_warning(
@@ -465,13 +609,27 @@ def _check_unchanged(store, run_dir: Path, inputs: RunInputs) -> None:
         raise LabelflipError(
             f"cannot resume {run_dir}: the dataset's samples changed since the run started"
         )
-    was = (store.meta("model") or {}).get("sha256")
-    now = inputs.meta.weights_sha256
-    if was != now:
-        raise LabelflipError(
-            f"cannot resume {run_dir}: the model changed since the run started "
-            f"({inputs.checkpoint} has SHA-256 {now[:12]}..., the run used {str(was)[:12]}...)"
-        )
+    for what, key, path, now in (
+        ("model", "model", inputs.checkpoint, inputs.meta.weights_sha256),
+        (
+            "oracle",
+            "oracle",
+            inputs.oracle_checkpoint,
+            None if inputs.oracle is None else inputs.oracle_meta.weights_sha256,
+        ),
+        (
+            "svae",
+            "svae",
+            inputs.svae_checkpoint,
+            None if inputs.svae is None else inputs.svae_meta.get("weights_sha256"),
+        ),
+    ):
+        was = (store.meta(key) or {}).get("sha256")
+        if was != now:
+            raise LabelflipError(
+                f"cannot resume {run_dir}: the {what} changed since the run started "
+                f"({path} has SHA-256 {str(now)[:12]}..., the run used {str(was)[:12]}...)"
+            )
 
 
 def _create_run_dir(run_dir: Path, cfg: RunConfig, config_text: str) -> None:
@@ -545,10 +703,62 @@ def _record_setup(store, run_dir: Path, cfg: RunConfig, inputs: RunInputs) -> di
             "trained_on": inputs.meta.dataset,
         },
         "white_noise_pred": noise_pred,
+        **_judges_meta(cfg, inputs),
         "started": datetime.now().isoformat(timespec="seconds"),
     }.items():
         store.set_meta(key, value)
     return distances
+
+
+def _judges_meta(cfg: RunConfig, inputs: RunInputs) -> dict[str, Any]:
+    """Run metadata of the oracle, the SVAE and the detector: what they are,
+    the oracle's clean predictions and the clean samples' squeeze scores
+    (the detector's calibration set)."""
+    out: dict[str, Any] = {}
+    if inputs.oracle is not None:
+        assert inputs.oracle_clean_pred is not None
+        pred = inputs.oracle_clean_pred.cpu()
+        out["oracle"] = {
+            "arch": inputs.oracle_meta.architecture,
+            "checkpoint": str(inputs.oracle_checkpoint),
+            "sha256": inputs.oracle_meta.weights_sha256,
+            "clean_accuracy": float((pred == inputs.y).float().mean()),
+            "trained_on": inputs.oracle_meta.dataset,
+        }
+        out["oracle_clean_pred"] = pred.tolist()
+    if inputs.svae is not None:
+        assert inputs.svae_meta is not None
+        training = inputs.svae_meta.get("training", {})
+        f2 = inputs.svae.predict(inputs.x.to(inputs.device)).cpu()
+        out["svae"] = {
+            "checkpoint": str(inputs.svae_checkpoint),
+            "sha256": inputs.svae_meta.get("weights_sha256"),
+            "arch": inputs.svae_meta.get("config", {}).get("arch", "mlp"),
+            "latent_dim": inputs.svae.latent_dim,
+            "f2_test_accuracy": training.get("f2_test_accuracy"),
+            "f2_clean_accuracy": float((f2 == inputs.y).float().mean()),
+        }
+    if cfg.detect.feature_squeezing:
+        from labelflip.detect import squeeze_scores
+
+        d = cfg.detect
+        scores = squeeze_scores(
+            inputs.clf,
+            inputs.x.to(inputs.device),
+            squeezers=d.squeezers,
+            distance=d.distance,
+            batch_size=cfg.batch_size,
+        )
+        out["detect"] = {
+            "feature_squeezing": {
+                "squeezers": list(d.squeezers),
+                "distance": d.distance,
+                "fpr": d.fpr,
+                "thresholds": list(d.thresholds),
+                "clean_scores": scores.cpu().tolist(),
+            }
+        }
+    return out
 
 
 @contextlib.contextmanager
@@ -704,6 +914,7 @@ def _run_job(
     desc: str,
     distances: dict[str, Any],
     after_batch: Callable[[], None],
+    resources: dict[str, Any] | None = None,
 ) -> None:
     n = len(indices)
     bs = cfg.batch_size
@@ -732,6 +943,7 @@ def _run_job(
                 cfg.seed,
                 device,
                 distances,
+                resources,
             )
             commit_batch(store, run_dir, cfg, spec.job_id, b, n, out)
             if bar is not None:
@@ -757,6 +969,7 @@ class BatchOutput:
     records: dict[str, np.ndarray]
     x_adv: np.ndarray
     success_rate: float
+    transition: np.ndarray | None = None  # a Type I attack's halfway images
 
 
 def attack_batch(
@@ -770,6 +983,7 @@ def attack_batch(
     seed: int,
     device: torch.device,
     distances: dict[str, Any],
+    resources: dict[str, Any] | None = None,
 ) -> BatchOutput:
     """Attack the batch of job ``spec`` that starts at sample position
     ``start`` (``x``, ``y``, ``indices``: its samples), exactly as every
@@ -777,10 +991,14 @@ def attack_batch(
     ``(seed, job, start // batch_size)`` alone, the target strategy (if any)
     sees the clean logits of the batch, and the attack runs on ``device``.
     Whoever calls it (the local loop or a Ray worker) gets the same records,
-    bit for bit, apart from the measured seconds."""
-    import dataclasses
+    bit for bit, apart from the measured seconds.
 
-    from labelflip.attacks import get_attack, settings_from_mapping
+    ``resources`` (:meth:`RunInputs.resources`): ``svae`` for the attacks
+    that need it; ``oracle``, whose class for each adversarial example is
+    recorded as ``oracle_pred``; ``detect``, the ``[detect]`` config when
+    feature squeezing is on (each example's score is recorded as
+    ``squeeze``). Judging is not attack work: it is not in ``seconds``."""
+    from labelflip.attacks import attack_resources, get_attack, settings_from_mapping
     from labelflip.targets import choose_targets
 
     attack = get_attack(spec.attack)
@@ -803,7 +1021,9 @@ def attack_batch(
             class_names=None if clf.multilabel else clf.class_names,
             encoding=clf.encoding,
         )
-    result = attack.fn(clf, x, y, target=target, generator=gen, **kwargs)
+    res = resources or {}
+    needs = attack_resources(attack, res)
+    result = attack.fn(clf, x, y, target=target, generator=gen, **needs, **kwargs)
     seconds = time.perf_counter() - t
     cols = result.to_numpy()
     m = len(indices)
@@ -814,9 +1034,39 @@ def attack_batch(
         "true": cols.pop("y").astype(np.int64),
         **{k: v.astype(np.float64 if k in _FLOAT else np.int64) for k, v in cols.items()},
         "seconds": np.full(m, seconds / m),
+        **_judge(result.x_adv, res, clf, batch_size),
     }
     x_adv = result.x_adv.detach().cpu().numpy().astype(np.float32)
-    return BatchOutput(records, x_adv, store_success_rate(result))
+    transition = None
+    if result.transition is not None:
+        transition = result.transition.detach().cpu().numpy().astype(np.float32)
+    return BatchOutput(records, x_adv, store_success_rate(result), transition)
+
+
+def _judge(x_adv: torch.Tensor, resources: dict[str, Any], clf, batch_size: int) -> dict:
+    """The ``oracle_pred`` and ``squeeze`` columns of a batch (left out, and
+    so at their defaults, without an oracle or a detector)."""
+    out: dict[str, np.ndarray] = {}
+    oracle = resources.get("oracle")
+    if oracle is not None:
+        with torch.no_grad():
+            out["oracle_pred"] = oracle.predict(x_adv.to(oracle.mean.device)).cpu().numpy()
+    detect = resources.get("detect")
+    if detect is not None:
+        from labelflip.detect import squeeze_scores
+
+        out["squeeze"] = (
+            squeeze_scores(
+                clf,
+                x_adv,
+                squeezers=detect.squeezers,
+                distance=detect.distance,
+                batch_size=batch_size,
+            )
+            .cpu()
+            .numpy()
+        )
+    return out
 
 
 def commit_batch(
@@ -829,6 +1079,8 @@ def commit_batch(
     this."""
     gallery = gallery_size(cfg, n) if start == 0 else 0
     if gallery:
+        if out.transition is not None:
+            _save_npy(run_dir / GALLERY_DIR / f"transition__{job_id}.npy", out.transition[:gallery])
         _save_npy(run_dir / GALLERY_DIR / f"adv__{job_id}.npy", out.x_adv[:gallery])
     store.write_batch(job_id, out.records, out.x_adv if cfg.save_adversarials else None)
 

@@ -28,11 +28,12 @@ attack by name through the same interface (optional extra, ``pip install
 from labelflip.attacks._registry import (
     ATTACKS,
     AttackSpec,
+    attack_resources,
     get_attack,
     run_attack,
     settings_from_mapping,
 )
-from labelflip.attacks._result import AttackResult, finalize
+from labelflip.attacks._result import AttackResult, finalize, finalize_type_i
 from labelflip.attacks.carlini_wagner import CarliniWagnerL2Settings, carlini_wagner_l2
 from labelflip.attacks.deepfool import DeepFoolSettings, deepfool
 from labelflip.attacks.fgsm import FGSMSettings, fgsm
@@ -41,6 +42,7 @@ from labelflip.attacks.jma import JMASettings, jma
 from labelflip.attacks.labelfool import LabelFoolSettings, labelfool
 from labelflip.attacks.ml_cw import MLCarliniWagnerSettings, ml_carlini_wagner
 from labelflip.attacks.pgd import PGDSettings, pgd
+from labelflip.attacks.type_i import TypeISettings, type_i_attack
 
 __all__ = [
     "ATTACKS",
@@ -54,10 +56,13 @@ __all__ = [
     "LabelFoolSettings",
     "MLCarliniWagnerSettings",
     "PGDSettings",
+    "TypeISettings",
+    "attack_resources",
     "carlini_wagner_l2",
     "deepfool",
     "fgsm",
     "finalize",
+    "finalize_type_i",
     "foolbox_attack",
     "get_attack",
     "jma",
@@ -66,4 +71,5 @@ __all__ = [
     "pgd",
     "run_attack",
     "settings_from_mapping",
+    "type_i_attack",
 ]

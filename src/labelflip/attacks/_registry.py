@@ -26,6 +26,7 @@ from labelflip.attacks.jma import JMASettings, jma
 from labelflip.attacks.labelfool import LabelFoolSettings, labelfool
 from labelflip.attacks.ml_cw import MLCarliniWagnerSettings, ml_carlini_wagner
 from labelflip.attacks.pgd import PGDSettings, pgd
+from labelflip.attacks.type_i import TypeISettings, type_i_attack
 from labelflip.errors import LabelflipError, unknown_name
 from labelflip.models.classifier import Classifier
 
@@ -41,7 +42,11 @@ class AttackSpec:
     :data:`labelflip.targets.TARGET_STRATEGIES`) used when a config gives this
     attack none; an attack with a default target requires targets.
     ``encodings``: the output encodings (:mod:`labelflip.models.encoding`) of
-    the models the attack applies to."""
+    the models the attack applies to. ``kind``: ``"type-ii"`` (the model's
+    label flips under a small change) or ``"type-i"`` (the image changes
+    class while the model keeps its label; judged by an oracle).
+    ``needs``: run resources the function takes as keyword arguments besides
+    its settings (``"svae"``: the run's SVAE, see ``[svae]`` in a config)."""
 
     name: str
     fn: Callable[..., AttackResult]
@@ -50,6 +55,8 @@ class AttackSpec:
     accepts_target: bool = True
     default_target: str | None = None
     encodings: tuple[str, ...] = ("onehot", "ecoc")
+    kind: str = "type-ii"
+    needs: tuple[str, ...] = ()
 
     def default_settings(self) -> Any:
         return self.settings_type()
@@ -107,6 +114,16 @@ ATTACKS: dict[str, AttackSpec] = {
             "Algorithm 1), Guo et al. 2024",
             default_target="random",
             encodings=("onehot", "ecoc", "multilabel"),
+        ),
+        AttackSpec(
+            "type-i",
+            type_i_attack,
+            TypeISettings,
+            "Type I attack: the image changes class, the model keeps its label (SVAE latent "
+            "search, Algorithm 2), Tang et al. 2019",
+            encodings=("onehot",),
+            kind="type-i",
+            needs=("svae",),
         ),
         AttackSpec(
             "foolbox",
@@ -239,8 +256,32 @@ def run_attack(
     *,
     target: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
+    resources: Mapping[str, Any] | None = None,
 ) -> AttackResult:
-    """Run the attack registered as ``name`` with settings from a config mapping."""
+    """Run the attack registered as ``name`` with settings from a config
+    mapping; ``resources`` supplies what the attack ``needs`` (e.g.
+    ``{"svae": svae}`` for ``type-i``)."""
     spec = get_attack(name)
     s = settings_from_mapping(spec, settings)
-    return spec.fn(clf, x, y, target=target, generator=generator, **dataclasses.asdict(s))
+    return spec.fn(
+        clf,
+        x,
+        y,
+        target=target,
+        generator=generator,
+        **attack_resources(spec, resources),
+        **dataclasses.asdict(s),
+    )
+
+
+def attack_resources(spec: AttackSpec, resources: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The resources ``spec`` needs, taken from ``resources`` (a one-line
+    error naming what is missing)."""
+    have = dict(resources or {})
+    missing = [r for r in spec.needs if have.get(r) is None]
+    if missing:
+        raise LabelflipError(
+            f"attack '{spec.name}' needs {', '.join(missing)} (in a config: the "
+            f"[{missing[0]}] table)"
+        )
+    return {r: have[r] for r in spec.needs}

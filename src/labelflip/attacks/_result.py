@@ -14,7 +14,7 @@ and :meth:`AttackResult.to_numpy` bring them to the host.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import numpy as np
@@ -37,6 +37,7 @@ _PER_SAMPLE = (
     "iterations",
     "forwards",
     "backwards",
+    "attacker_pred",
 )
 
 
@@ -50,7 +51,8 @@ class AttackResult:
     - ``clean_pred`` / ``adv_pred``: the model's predictions on ``x`` and on ``x_adv``.
     - ``success``: untargeted: ``adv_pred != y`` (a sample the model already
       misclassifies counts as a success, as in Foolbox); targeted:
-      ``adv_pred == target``.
+      ``adv_pred == target``. For a Type I attack (:func:`finalize_type_i`)
+      the reverse: the model keeps ``y`` while ``attacker_pred`` changes.
     - ``target``: the target classes, or ``None`` for an untargeted attack.
     - ``l0``: number of changed input components; ``l1``, ``l2``, ``linf``:
       norms of ``x_adv - x`` (float64), in input units.
@@ -60,6 +62,10 @@ class AttackResult:
       spent on the sample; a sample taking part in one batched pass counts 1.
       The clean and adversarial evaluations done by :func:`finalize` are not
       counted (they are bookkeeping, not attack work).
+    - ``attacker_pred``: a Type I attack's own judge of the example (the
+      SVAE's latent classifier ``f2``); ``None`` for Type II attacks.
+    - ``transition``: a Type I attack's halfway image between the start and
+      the result (for the report's gallery); ``None`` otherwise.
     """
 
     x_adv: torch.Tensor
@@ -75,6 +81,8 @@ class AttackResult:
     iterations: torch.Tensor
     forwards: torch.Tensor
     backwards: torch.Tensor
+    attacker_pred: torch.Tensor | None = None
+    transition: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.y.shape[0])
@@ -95,7 +103,8 @@ class AttackResult:
         return self.to("cpu")
 
     def to_numpy(self, *, include_x: bool = False) -> dict[str, np.ndarray]:
-        """Per-sample columns as numpy arrays (``target`` is -1 when untargeted).
+        """Per-sample columns as numpy arrays (``target`` and ``attacker_pred``
+        are -1 when absent).
 
         ``x_adv`` is left out unless ``include_x`` (it is large).
         """
@@ -187,4 +196,41 @@ def finalize(
         iterations=count(iterations),
         forwards=count(forwards),
         backwards=count(backwards),
+    )
+
+
+def finalize_type_i(
+    clf: Classifier,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    x_adv: torch.Tensor,
+    *,
+    target: torch.Tensor | None,
+    attacker_pred: torch.Tensor,
+    transition: torch.Tensor | None,
+    iterations: torch.Tensor,
+    forwards: torch.Tensor,
+    backwards: torch.Tensor,
+) -> AttackResult:
+    """:func:`finalize` for a Type I attack (Tang et al., eq. 2): the model
+    must *keep* ``y`` (``adv_pred == y``, evaluated here) while the
+    attacker's own classifier moves (``attacker_pred == target``, or ``!= y``
+    untargeted). An independent oracle's verdict is the runner's to add."""
+    r = finalize(
+        clf,
+        x,
+        y,
+        x_adv,
+        target=target,
+        iterations=iterations,
+        forwards=forwards,
+        backwards=backwards,
+    )
+    a = attacker_pred.detach().to(device=r.y.device, dtype=torch.long).clone()
+    changed = a == r.target if r.target is not None else a != r.y
+    return replace(
+        r,
+        success=(r.adv_pred == r.y) & changed,
+        attacker_pred=a,
+        transition=None if transition is None else clf.clip(transition.detach().to(x_adv)),
     )

@@ -12,7 +12,11 @@ features ``f1`` *misses* (§II-A).
   the oracle;
 - :func:`latent_attack`: eq. 13, a Type I attack on the latent input of any
   generator ``G`` (the SVAE decoder, a GAN...);
-- :func:`judge`: success as judged by an *independent* oracle classifier.
+- :func:`judge`: success as judged by an *independent* oracle classifier;
+- :func:`type_i_attack`: :func:`type_i` under the attack contract of the
+  registry (``type-i`` in configs): an :class:`~labelflip.attacks.AttackResult`
+  whose ``success`` is the Type I one, with the SVAE's ``f2`` as
+  ``attacker_pred`` and the latent midpoint as ``transition``.
 
 Every function is pure: keyword-only settings, randomness only through an
 explicit ``torch.Generator``, the caller's tensors never modified. The
@@ -28,7 +32,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from labelflip.attacks._common import generator_or_default, prepare_inputs
+from labelflip.attacks._common import check_number, generator_or_default, prepare_inputs
+from labelflip.attacks._result import AttackResult, finalize_type_i
 from labelflip.errors import LabelflipError
 from labelflip.models.classifier import Classifier
 from labelflip.models.svae import SVAE
@@ -59,6 +64,30 @@ class TypeIResult:
     success: torch.Tensor
     iterations: torch.Tensor
     k: torch.Tensor
+
+
+@dataclass(frozen=True)
+class TypeISettings:
+    """Settings of :func:`type_i_attack` (the ``type-i`` attack of a config),
+    the keyword settings of :func:`type_i`. Defaults are the paper's (§IV):
+    500 Adam steps at 0.005, ``α`` 0.01, ``γ`` 1e-4, ``β`` 1e-3, ``Ĵ1`` 0.01,
+    ``k_t`` clipped to 0.005 (Algorithm 2); ``η``, which the paper does not
+    give, is 1e-3."""
+
+    steps: int = 500
+    lr: float = 0.005
+    alpha: float = 0.01
+    gamma: float = 1e-4
+    beta: float = 1e-3
+    eta: float = 1e-3
+    j1_target: float = 0.01
+    k_max: float = 0.005
+
+    def validate(self) -> None:
+        check_number("type-i", "steps", self.steps, integer=True, positive=True)
+        check_number("type-i", "lr", self.lr, positive=True)
+        for name in ("alpha", "gamma", "beta", "eta", "j1_target", "k_max"):
+            check_number("type-i", name, getattr(self, name), minimum=0.0)
 
 
 @dataclass(frozen=True)
@@ -242,6 +271,57 @@ def type_i(
         success=keeps & chg,
         iterations=best_it,
         k=k.detach(),
+    )
+
+
+def type_i_attack(
+    clf: Classifier,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    svae: SVAE,
+    target: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+    steps: int = 500,
+    lr: float = 0.005,
+    alpha: float = 0.01,
+    gamma: float = 1e-4,
+    beta: float = 1e-3,
+    eta: float = 1e-3,
+    j1_target: float = 0.01,
+    k_max: float = 0.005,
+) -> AttackResult:
+    """:func:`type_i` as a registered attack: the settings are those of
+    :class:`TypeISettings`; ``svae`` is the run's SVAE (the runner passes it).
+
+    The :class:`~labelflip.attacks.AttackResult` is built by
+    :func:`~labelflip.attacks._result.finalize_type_i`: ``adv_pred`` is
+    ``f1``'s class for the decoded example, ``success`` means ``f1`` kept
+    ``y`` while ``f2`` moved to the target (away from ``y`` untargeted),
+    ``attacker_pred`` is ``f2``'s class and ``transition`` the decoded
+    midpoint ``f_dec((z₀ + z')/2)`` of the latent path. ``iterations`` is the
+    step of the returned iterate; every sample takes part in all ``steps``
+    steps, each one forward and backward pass of ``f1`` plus one forward
+    pass to check the iterate."""
+    r = type_i(
+        clf, svae, x, y, target=target, generator=generator, steps=steps, lr=lr, alpha=alpha,
+        gamma=gamma, beta=beta, eta=eta, j1_target=j1_target, k_max=k_max,
+    )  # fmt: skip
+    with torch.no_grad():
+        z0 = svae.encode(x.detach().to(r.x_adv))[0]
+        transition = svae.decode(0.5 * (z0 + r.z))
+    n = len(r.y)
+    return finalize_type_i(
+        clf,
+        x,
+        r.y,
+        r.x_adv,
+        target=None if target is None else r.target,
+        attacker_pred=r.f2_pred,
+        transition=transition,
+        iterations=r.iterations,
+        forwards=torch.full((n,), 2 * steps, dtype=torch.long),
+        backwards=torch.full((n,), steps, dtype=torch.long),
     )
 
 

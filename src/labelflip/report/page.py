@@ -86,6 +86,8 @@ def _header(summary: Mapping[str, Any]) -> str:
         ("model sha256", sha[:16] + "…" if isinstance(sha, str) and len(sha) > 16 else sha),
         ("model clean accuracy", f"{100 * acc:.2f}%" if isinstance(acc, (int, float)) else acc),
         ("output encoding", _encoding(run.get("encoding"), run.get("num_classes"))),
+        ("oracle (independent judge)", _oracle_text(summary.get("oracle"))),
+        ("SVAE (Type I)", _svae_text(summary.get("svae"))),
         ("samples", run.get("n_samples")),
         ("labels" if _is_multilabel(summary) else "classes", run.get("num_classes")),
         ("run started", run.get("started")),
@@ -95,6 +97,26 @@ def _header(summary: Mapping[str, Any]) -> str:
     rows = "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in items if v is not None)
     title = run.get("name") or "labelflip run"
     return f"<h1>{esc(title)}</h1><dl class='meta'>{rows}</dl>"
+
+
+def _oracle_text(oracle: Mapping[str, Any] | None) -> str | None:
+    if not oracle:
+        return None
+    acc = oracle.get("clean_accuracy")
+    sha = str(oracle.get("sha256") or "")[:16]
+    return (
+        f"{oracle.get('arch')} ({oracle.get('checkpoint')}, sha256 {sha}…), clean accuracy "
+        f"{format_pct(acc)}"
+    )
+
+
+def _svae_text(svae: Mapping[str, Any] | None) -> str | None:
+    if not svae:
+        return None
+    return (
+        f"{svae.get('arch', 'mlp')}, latent {svae.get('latent_dim')} ({svae.get('checkpoint')}); "
+        f"f2 accuracy on the samples {format_pct(svae.get('f2_clean_accuracy'))}"
+    )
 
 
 def _is_multilabel(summary: Mapping[str, Any]) -> bool:
@@ -303,7 +325,50 @@ def _job_table(job: Mapping[str, Any], names: Sequence[str] | None = None) -> st
     ml = job.get("multilabel")
     if ml:
         rows = rows[:4] + _multilabel_rows(ml, names or [])
+    if job.get("type_i"):
+        rows = rows[:3] + _type_i_rows(job) + [rows[4], rows[6]]  # no white-noise prior
+    oracle = job.get("oracle")
+    if oracle:
+        rows.append(
+            (
+                "oracle on the successful examples",
+                f"still sees the true class: {format_pct(oracle['kept_true_rate'])}, agrees "
+                f"with the model: {format_pct(oracle['agrees_with_model_rate'])} "
+                f"(n = {oracle['n']})",
+            )
+        )
     return _table(("", ""), rows)
+
+
+def _type_i_rows(job: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Both judgements of a Type I job: the independent oracle's and f2's."""
+    ti = job["type_i"]
+    rows = [
+        (
+            "records",
+            f"{job['n']} ({ti['n_counted']} classified correctly before the attack by the "
+            f"model{' and the oracle' if ti['judge'] == 'oracle' else ''})",
+        )
+    ]
+    for who, label in (("oracle", "independent oracle"), ("f2", "SVAE classifier f2")):
+        r = ti["rates"].get(who)
+        if not r:
+            continue
+        target = (
+            f"; sees the target: {format_pct(r['target_hit_rate'])}, with the model kept: "
+            f"{format_pct(r['targeted_success_rate'])}"
+            if r["n_targeted"]
+            else ""
+        )
+        rows.append(
+            (
+                f"Type I success judged by the {label}",
+                f"{format_pct(r['success_rate'])} (model keeps its label: "
+                f"{format_pct(r['f1_keep_rate'])}; the {who} sees another class: "
+                f"{format_pct(r['oracle_change_rate'])}{target})",
+            )
+        )
+    return rows
 
 
 def _multilabel_rows(ml: Mapping[str, Any], names: Sequence[str]) -> list[tuple[str, str]]:
@@ -334,29 +399,73 @@ def _job(
         f"<h3>{esc(job['label'])} <code>{esc(job['job_id'])}</code>{badge}</h3>",
         _job_table(job, names),
     ]
-    caption = (
-        "Label swaps of the clean-correct samples: row = label switched off, column = "
-        "label switched on (by the same example)."
-        if job.get("multilabel")
-        else "Flip matrix of the clean-correct samples: row = true class, column = "
-        "adversarial prediction; grey hatched diagonal = attack failed."
-    )
+    type_i = job.get("type_i")
+    judge = "independent oracle" if type_i and type_i["judge"] == "oracle" else "SVAE's f2"
+    if job.get("multilabel"):
+        caption = (
+            "Label swaps of the clean-correct samples: row = label switched off, column = "
+            "label switched on (by the same example)."
+        )
+    elif type_i:
+        caption = (
+            "Label-stay matrix: row = original class, column = the class the "
+            f"{judge} sees after the attack, counting the samples the model still labels "
+            "with the original class. Off-diagonal cells are Type I examples; grey hatched "
+            "diagonal = the image did not change class."
+        )
+    else:
+        caption = (
+            "Flip matrix of the clean-correct samples: row = true class, column = "
+            "adversarial prediction; grey hatched diagonal = attack failed."
+        )
     if heatmap:
-        parts.append(img(heatmap, f"flip matrix of {job['label']}", caption))
+        what = "label-stay matrix" if type_i else "flip matrix"
+        parts.append(img(heatmap, f"{what} of {job['label']}", caption))
     else:
         parts.append("<p class='note'>No records yet.</p>")
     if gallery:
-        parts.append(
-            img(
-                gallery,
-                f"examples of {job['label']}",
-                "Original, adversarial and perturbation (rescaled to [0, 1], grey = unchanged).",
-            )
+        gcaption = (
+            "Start image, transition (the decoded midpoint of the latent path) and result; "
+            "titles give the model's label and the judges' classes of the result."
+            if type_i
+            else "Original, adversarial and perturbation (rescaled to [0, 1], grey = unchanged)."
         )
+        parts.append(img(gallery, f"examples of {job['label']}", gcaption))
     elif note:
         parts.append(f"<p class='note'>{esc(note)}</p>")
     parts.append("</section>")
     return "".join(parts)
+
+
+def _detector(summary: Mapping[str, Any]) -> str:
+    """The feature-squeezing table (Tang et al., Table I): detection rates of
+    the clean samples and of each job's successful examples."""
+    d = summary.get("detect")
+    if not d:
+        return ""
+    fixed = d["thresholds"]
+    header = ["examples", "n", f"detected at ζ = {d['threshold']:.4g} (clean {d['fpr']:.0%})"]
+    header += [f"ζ = {t:g}" for t in fixed]
+    rows = [["clean samples", d["clean"]["n"], format_pct(d["clean"]["rate"])]]
+    rows[0] += [format_pct(r) for r in d["clean"]["rates"]]
+    for j in summary["jobs"]:
+        det = j.get("detect")
+        if not det:
+            continue
+        kind = "Type I" if j.get("type_i") else "Type II"
+        rows.append(
+            [f"{kind}: {j['label']}", det["n"], format_pct(det["rate"])]
+            + [format_pct(r) for r in det["rates"]]
+        )
+    note = (
+        "<p class='note'>Feature squeezing (Xu et al. 2018; Tang et al. §IV-C): an input is "
+        f"flagged when the {d['distance'].upper()} distance between the model's softmax on it "
+        f"and on its squeezed versions ({', '.join(d['squeezers'])}; the largest distance "
+        "counts) exceeds ζ. The first threshold flags the given share of the clean samples; "
+        "the others are fixed. Type II rows count the successful examples of clean-correct "
+        "samples; Type I rows the examples the judge calls Type I.</p>"
+    )
+    return f"<h2>Detector: feature squeezing</h2>{_table(header, rows, numeric=range(1, 9))}{note}"
 
 
 def render(
@@ -391,6 +500,7 @@ def render(
             _white_noise(summary, white_noise),
             _label_space(summary, distances or {}),
             _groups(summary, groups),
+            _detector(summary),
             "<h2>Jobs</h2>" if summary["jobs"] else "<h2>Jobs</h2><p>The run has no jobs.</p>",
             jobs,
         ]

@@ -116,11 +116,21 @@ def _annotate(ax, counts: np.ndarray, vmax: float) -> None:
             )
 
 
-def flip_heatmap(counts: Sequence[Sequence[int]], names: Sequence[str], title: str) -> bytes:
+def flip_heatmap(
+    counts: Sequence[Sequence[int]],
+    names: Sequence[str],
+    title: str,
+    *,
+    xlabel: str = "adversarial prediction",
+    ylabel: str = "true class",
+    legend: str = "flips (diagonal: failed)",
+) -> bytes:
     """Flip matrix (true class down, adversarial prediction across) with counts.
 
     The diagonal (attack failed: still the true class) is grey and hatched,
-    with its counts in italics, outside the colour scale of the flips.
+    with its counts in italics, outside the colour scale of the flips. The
+    axis and colour-bar labels can be changed (a Type I job's label-stay
+    matrix has the class its judge sees across).
     """
     a = np.asarray(counts, dtype=np.int64).reshape(len(names), len(names))
     k = a.shape[0]
@@ -132,10 +142,10 @@ def flip_heatmap(counts: Sequence[Sequence[int]], names: Sequence[str], title: s
     if k <= ANNOTATE_MAX:
         _annotate(ax, a, vmax)
     _class_ticks(ax, names)
-    ax.set_xlabel("adversarial prediction")
-    ax.set_ylabel("true class")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.set_title(_plain(title), fontsize=10)
-    fig.colorbar(image, ax=ax, shrink=0.8, label="flips (diagonal: failed)")
+    fig.colorbar(image, ax=ax, shrink=0.8, label=legend)
     return _png(fig)
 
 
@@ -330,6 +340,34 @@ def gallery(
         pert = _perturbation(x[i], x_adv[i])
         panels = (_to_image(x[i], lo, hi), _to_image(x_adv[i], lo, hi), _to_image(pert, 0, 1))
         for r, (img, cmap) in enumerate(panels):
+            ax = axes[r, i]
+            ax.imshow(img, cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_ylabel(rows[r], fontsize=8)
+        axes[0, i].set_title(_plain(titles[i]), fontsize=8)
+    return _png(fig)
+
+
+def gallery_type_i(
+    x: np.ndarray,
+    transition: np.ndarray,
+    x_adv: np.ndarray,
+    titles: Sequence[str],
+    bounds: Sequence[float],
+) -> bytes:
+    """Type I examples, one column each: the start image, the transition
+    (halfway along the latent path) and the result, all ``(N, C, H, W)`` in
+    ``bounds`` (see :func:`gallery`)."""
+    lo, hi = float(bounds[0]), float(bounds[1])
+    n = len(x)
+    fig = _figure(max(1.7 * n + 0.8, 3.0), 6.0)
+    axes = fig.subplots(3, n, squeeze=False)
+    rows = ("start", "transition", "result")
+    for i in range(n):
+        for r, image in enumerate((x[i], transition[i], x_adv[i])):
+            img, cmap = _to_image(image, lo, hi)
             ax = axes[r, i]
             ax.imshow(img, cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
             ax.set_xticks([])

@@ -205,9 +205,12 @@ def _job_summary(
     distances: Mapping[str, Mapping[str, Any]] | None = None,
     image_size: tuple[int, int] | None = None,
     multilabel: bool = False,
+    judges: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Everything the report says about one job (numpy values, NaN allowed).
-    For a multi-label run see :func:`_multilabel_job_summary`.
+    For a multi-label run see :func:`_multilabel_job_summary`, for a Type I
+    attack :func:`_type_i_job_summary`. ``judges`` (:func:`_judges`): the
+    run's oracle and detector, which add the keys ``oracle`` and ``detect``.
 
     Keys: job_id, label, attack, group, sweep_value, settings, seed, status
     ("pending"/"done"), complete, targeted, n, n_clean_correct,
@@ -226,6 +229,11 @@ def _job_summary(
     targeted = bool(np.any(rec["target"] >= 0))
     if multilabel:
         return _multilabel_job_summary(job, status, rec, names, targeted, image_size, level)
+    if judges is not None and _attack_kind(job.attack) == "type-i":
+        return _type_i_job_summary(
+            job, status, rec, names, judges, n_boot=n_boot, level=level, seed=seed,
+            distances=distances or {}, image_size=image_size,
+        )  # fmt: skip
     A = analysis.flip_matrix(true, adv, k, mask=correct)
     bowker = analysis.bowker_test(A)
     ci = analysis.symmetry_ci(true, adv, k, mask=correct, n_boot=n_boot, level=level, seed=seed)
@@ -255,6 +263,186 @@ def _job_summary(
         },
         "white_noise_spearman": {"rho": rho.rho, "p_value": rho.p_value},
         "label_space": _label_space(job, rec, A, distances or {}, image_size, targeted),
+        **_type_ii_judged(rec, success & correct, judges),
+    }
+
+
+def _attack_kind(attack: str) -> str:
+    """``"type-i"`` or ``"type-ii"`` for a registered attack (``type-ii`` for
+    a name this labelflip does not know, e.g. from a newer version)."""
+    from labelflip.attacks import get_attack
+
+    try:
+        return get_attack(attack).kind
+    except LabelflipError:
+        return "type-ii"
+
+
+def _judges(meta: Mapping[str, Any], n_samples: int) -> dict[str, Any]:
+    """What the run's metadata says of its judges: ``oracle`` (its info and
+    its clean predictions, per sample position) and ``detect`` (feature
+    squeezing: settings, clean scores, the calibrated threshold)."""
+    out: dict[str, Any] = {"oracle": None, "oracle_clean": None, "detect": None}
+    if isinstance(meta.get("oracle"), Mapping) and meta.get("oracle_clean_pred") is not None:
+        out["oracle"] = dict(meta["oracle"])
+        out["oracle_clean"] = np.asarray(meta["oracle_clean_pred"], dtype=np.int64)
+    fs = (meta.get("detect") or {}).get("feature_squeezing")
+    if isinstance(fs, Mapping) and fs.get("clean_scores"):
+        from labelflip.detect import calibrate_threshold, detection_rate
+
+        clean = np.asarray(fs["clean_scores"], dtype=np.float64)
+        threshold = calibrate_threshold(clean, fs["fpr"])
+        fixed = [float(t) for t in fs.get("thresholds", [])]
+        out["detect"] = {
+            "squeezers": list(fs["squeezers"]),
+            "distance": fs["distance"],
+            "fpr": fs["fpr"],
+            "threshold": threshold,
+            "thresholds": fixed,
+            "clean": {
+                "n": int(clean.size),
+                "rate": detection_rate(clean, threshold),
+                "rates": [detection_rate(clean, t) for t in fixed],
+            },
+        }
+    if out["oracle_clean"] is not None and len(out["oracle_clean"]) != n_samples:
+        out["oracle"] = out["oracle_clean"] = None  # not this run's samples: ignore
+    return out
+
+
+def _detected(scores: np.ndarray, detect: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """Detection rates of the examples with ``scores`` (at the calibrated and
+    at the fixed thresholds); ``None`` without a detector."""
+    if detect is None:
+        return None
+    from labelflip.detect import detection_rate
+
+    v = scores[np.isfinite(scores)]
+    return {
+        "n": int(v.size),
+        "rate": detection_rate(v, detect["threshold"]),
+        "rates": [detection_rate(v, t) for t in detect["thresholds"]],
+    }
+
+
+def _oracle_clean(rec: Mapping[str, np.ndarray], judges: Mapping[str, Any]) -> np.ndarray:
+    """The oracle's clean prediction of each record (by sample position)."""
+    return np.asarray(judges["oracle_clean"])[rec["sample"]]
+
+
+def _type_ii_judged(
+    rec: Mapping[str, np.ndarray], counted: np.ndarray, judges: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """For a Type II job: what the oracle saw (of the ``counted`` examples,
+    the successful clean-correct ones, those the oracle also classified
+    correctly before: the share it still sees as the true class, i.e. valid
+    Type II examples, and the share it sees as the model's new class) and
+    the detector's rates on the counted examples."""
+    out: dict[str, Any] = {"oracle": None, "detect": None}
+    if judges is None:
+        return out
+    true = rec["true"]
+    if judges["oracle"] is not None:
+        base = counted & (_oracle_clean(rec, judges) == true)
+        o = rec["oracle_pred"][base]
+        out["oracle"] = {
+            "n": int(base.sum()),
+            "kept_true_rate": _rate(o == true[base]),
+            "agrees_with_model_rate": _rate(o == rec["adv_pred"][base]),
+        }
+    out["detect"] = _detected(rec["squeeze"][counted], judges["detect"])
+    return out
+
+
+def _type_i_job_summary(
+    job: Job,
+    status: str,
+    rec: Mapping[str, np.ndarray],
+    names: list[str],
+    judges: Mapping[str, Any],
+    *,
+    n_boot: int,
+    level: float,
+    seed: int,
+    distances: Mapping[str, Mapping[str, Any]],
+    image_size: tuple[int, int] | None,
+) -> dict[str, Any]:
+    """One Type I job (Tang et al.): the same keys as :func:`_job_summary`,
+    computed on the **label-stay matrix** instead of the flip matrix: rows
+    the original class, columns the class the judge now sees, counting the
+    samples the model still labels with the original class
+    (:func:`labelflip.analysis.label_stay.label_stay_matrix`). The judge is
+    the run's independent oracle when it has one, else the attack's own
+    ``f2`` (``attacker_pred``). The samples counted are those both the model
+    and the oracle classified correctly before the attack. ``success_rate``
+    is the attack's own verdict (f1 keeps, f2 moved) over all samples;
+    ``success_rate_clean`` the judge's over the counted samples; medians
+    over the judge's successes. Adds ``type_i``: the judge, and
+    :class:`~labelflip.analysis.label_stay.TypeIRates` by the oracle (if
+    any) and by ``f2``."""
+    from labelflip.analysis.label_stay import label_stay_matrix, type_i_rates
+
+    k = len(names)
+    true, adv = rec["true"], rec["adv_pred"]
+    base = rec["clean_pred"] == true
+    by_oracle = judges["oracle"] is not None
+    if by_oracle:
+        base = base & (_oracle_clean(rec, judges) == true)
+    seen = rec["oracle_pred"] if by_oracle else rec["attacker_pred"]
+    target = rec["target"]
+    M = label_stay_matrix(true, adv, seen, k, mask=base)
+    keeps = adv == true
+    ok = base & keeps & (seen != true)  # the judge's Type I successes
+    bowker = analysis.bowker_test(M)
+    # what the judge sees where the model kept its label (else the true class)
+    landed = np.where(keeps, seen, true)
+    ci = analysis.symmetry_ci(true, landed, k, mask=base, n_boot=n_boot, level=level, seed=seed)
+    attract = analysis.attractor_summary(true[base], landed[base], ok[base], k)
+    top = attract["top_class"]
+    rates = {
+        "f2": type_i_rates(true, adv, rec["attacker_pred"], target, mask=base).__dict__,
+        "oracle": (
+            type_i_rates(true, adv, rec["oracle_pred"], target, mask=base).__dict__
+            if by_oracle
+            else None
+        ),
+    }
+    header = _job_header(job, status, rec)
+    header.update(
+        {
+            "n_clean_correct": int(base.sum()),
+            "n_success_clean": int(ok.sum()),
+            "success_rate_clean": _rate(ok[base]),
+            **{f"median_{c}": _median(rec[c][ok].astype(np.float64)) for c in NORMS},
+        }
+    )
+    ls_rec = {**rec, "adv_pred": landed}
+    return {
+        **header,
+        "flip_matrix": M,
+        "flip_matrix_all": label_stay_matrix(true, adv, seen, k),
+        "symmetry": analysis.symmetry_score(M),
+        "symmetry_ci": list(ci),
+        "symmetry_level": level,
+        "bowker": {"statistic": bowker.statistic, "df": bowker.df, "p_value": bowker.p_value},
+        "top_flips": _flip_entries(M, names),
+        "landing_shares": attract["shares"],
+        "baseline_shares": attract["baseline_shares"],
+        "entropy": attract["entropy"],
+        "top_attractor": {
+            "class": top,
+            "name": None if top is None else names[top],
+            "share": attract["top_share"],
+        },
+        "white_noise_spearman": {"rho": math.nan, "p_value": math.nan},
+        "label_space": _label_space(job, ls_rec, M, distances, image_size, True),
+        "type_i": {
+            "judge": "oracle" if by_oracle else "f2",
+            "rates": rates,
+            "n_counted": int(base.sum()),
+        },
+        "oracle": None,
+        "detect": _detected(rec["squeeze"][ok], judges["detect"]),
     }
 
 
@@ -274,6 +462,7 @@ def _job_header(job: Job, status: str, rec: Mapping[str, np.ndarray]) -> dict[st
         "seed": job.seed,
         "status": status,
         "complete": status == "done",
+        "kind": _attack_kind(job.attack),
         "targeted": bool(np.any(rec["target"] >= 0)),
         "n": int(true.size),
         "n_clean_correct": int(correct.sum()),
@@ -426,6 +615,8 @@ def summarize(
     noise_dist = None if noise is None else noise["distribution"]
     distances = _distances(meta, len(names))
     image_size = _image_size(meta)
+    samples = meta.get("samples")
+    judges = None if multilabel else _judges(meta, len(samples or []))
     job_summaries = [
         _job_summary(
             job,
@@ -439,10 +630,10 @@ def summarize(
             distances=distances,
             image_size=image_size,
             multilabel=multilabel,
+            judges=judges,
         )
         for job, rec in zip(jobs, records, strict=True)
     ]
-    samples = meta.get("samples")
     n_samples = len(samples) if samples is not None else max([0] + [j["n"] for j in job_summaries])
     return jsonable(
         {
@@ -455,6 +646,9 @@ def summarize(
             ],
             "jobs": job_summaries,
             "groups": _groups(job_summaries),
+            "oracle": None if judges is None else judges["oracle"],
+            "svae": meta.get("svae"),
+            "detect": None if judges is None else judges["detect"],
         }
     )
 

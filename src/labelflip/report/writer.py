@@ -62,22 +62,42 @@ def _csv_bytes(header: Sequence[Any], rows: Sequence[Sequence[Any]]) -> bytes:
 def _flip_csv(job: Mapping[str, Any], names: Sequence[str]) -> bytes:
     """The clean-correct flip matrix with class names (rows: true, columns:
     adversarial); for a multi-label job the label-swap matrix (rows: label
-    switched off, columns: label switched on)."""
+    switched off, columns: label switched on); for a Type I job the
+    label-stay matrix (rows: original class, columns: the class the judge sees)."""
     rows = [[name, *counts] for name, counts in zip(names, job["flip_matrix"], strict=True)]
     corner = "switched off \\ switched on" if job.get("multilabel") else "true \\ adversarial"
+    if job.get("type_i"):
+        corner = f"original \\ seen by {job['type_i']['judge']} (model kept the original)"
     return _csv_bytes([corner, *names], rows)
 
 
 # ---------------------------------------------------------------- gallery
 
 
+def _seen(job: Mapping[str, Any], rec: Mapping[str, np.ndarray]) -> np.ndarray | None:
+    """For a Type I job, the class its judge sees in each example (the
+    oracle's, else f2's); ``None`` for other jobs."""
+    ti = job.get("type_i")
+    if not ti:
+        return None
+    return rec["oracle_pred"] if ti["judge"] == "oracle" else rec["attacker_pred"]
+
+
 def _pick_examples(
-    positions: np.ndarray, rec: Mapping[str, np.ndarray], limit: int
+    positions: np.ndarray,
+    rec: Mapping[str, np.ndarray],
+    limit: int,
+    seen: np.ndarray | None = None,
 ) -> list[tuple[int, int]]:
-    """Up to ``limit`` (gallery index, record row) pairs, successful clean-correct first."""
+    """Up to ``limit`` (gallery index, record row) pairs, successful clean-correct
+    first (for a Type I job, ``seen`` given: the judge's Type I examples first)."""
     row_of = {int(s): i for i, s in enumerate(rec["sample"])}
     pairs = [(g, row_of[int(p)]) for g, p in enumerate(positions) if int(p) in row_of]
-    good = rec["success"].astype(bool) & (rec["clean_pred"] == rec["true"])
+    if seen is not None:
+        good = (rec["adv_pred"] == rec["true"]) & (seen != rec["true"])
+    else:
+        good = rec["success"].astype(bool)
+    good = good & (rec["clean_pred"] == rec["true"])
     ordered = [p for p in pairs if good[p[1]]] + [p for p in pairs if not good[p[1]]]
     return ordered[:limit]
 
@@ -108,7 +128,8 @@ def _gallery_png(
     """The job's gallery figure, or None and the reason there is none."""
     if gallery is None:
         return None, f"No {GALLERY_FILE} (or {GALLERY_DIR}/) in the run directory."
-    picks = _pick_examples(np.asarray(gallery["positions"]), rec, limit)
+    seen = _seen(job, rec)
+    picks = _pick_examples(np.asarray(gallery["positions"]), rec, limit, seen)
     if not picks:
         return None, "No gallery examples recorded for this job yet."
     idx = [g for g, _ in picks]
@@ -124,11 +145,43 @@ def _gallery_png(
     def name(i: int) -> str:
         return label_set_name(i, names) if multilabel else str(names[i])
 
+    if seen is not None:
+        return _type_i_gallery(gallery, job, rec, picks, x, x_adv, names, bounds)
     for _, row in picks:
         t, a = int(rec["true"][row]), int(rec["adv_pred"][row])
         failed = "" if rec["success"][row] else " (failed)"
         titles.append(f"true: {name(t)}\nadv: {name(a)}{failed}")
     data = plots.gallery(x, x_adv, titles, bounds)
+    return Png(f"gallery__{_slug(job['job_id'])}.png", data), ""
+
+
+def _type_i_gallery(
+    gallery: Mapping[str, np.ndarray],
+    job: Mapping[str, Any],
+    rec: Mapping[str, np.ndarray],
+    picks: list[tuple[int, int]],
+    x: np.ndarray,
+    x_adv: np.ndarray,
+    names: Sequence[str],
+    bounds: Sequence[float],
+) -> tuple[Png | None, str]:
+    """Start → transition → result for a Type I job; titles: the original
+    class, the model's label of the result and what the judges see."""
+    key = f"transition__{job['job_id']}"
+    if key not in gallery:
+        return None, "No transition images saved for this job."
+    idx = [g for g, _ in picks]
+    transition = np.asarray(gallery[key])[idx]
+    oracle = job["type_i"]["judge"] == "oracle"
+    titles = []
+    for _, row in picks:
+        t, a = int(rec["true"][row]), int(rec["adv_pred"][row])
+        judged = f"f2: {names[int(rec['attacker_pred'][row])]}"
+        if oracle:
+            judged = f"oracle: {names[int(rec['oracle_pred'][row])]}, {judged}"
+        ok = a == t and int(_seen(job, rec)[row]) != t  # type: ignore[index]
+        titles.append(f"was {names[t]}, model: {names[a]}\n{judged}{'' if ok else ' (not Type I)'}")
+    data = plots.gallery_type_i(x, transition, x_adv, titles, bounds)
     return Png(f"gallery__{_slug(job['job_id'])}.png", data), ""
 
 
@@ -222,7 +275,19 @@ def write_report(
             if job["n"] == 0:
                 continue
             title = job["label"] if job["complete"] else f"{job['label']} (incomplete)"
-            data = plots.flip_heatmap(job["flip_matrix"], names, title)
+            ti = job.get("type_i")
+            if ti:
+                who = "the oracle" if ti["judge"] == "oracle" else "f2"
+                data = plots.flip_heatmap(
+                    job["flip_matrix"],
+                    names,
+                    title,
+                    xlabel=f"class {who} sees (the model kept the original)",
+                    ylabel="original class",
+                    legend="Type I examples (diagonal: unchanged)",
+                )
+            else:
+                data = plots.flip_heatmap(job["flip_matrix"], names, title)
             heatmaps[jid] = Png(f"flip_matrix__{_slug(jid)}.png", data)
             png, notes[jid] = _gallery_png(
                 gallery, store, job, records[jid], names, bounds, max_examples

@@ -16,6 +16,12 @@ either fully stored or absent, so a resumed run writes exactly the samples
 >>> store.export_parquet("runs/demo/records.parquet")                   # doctest: +SKIP
 """
 
-from labelflip.store._runstore import RECORD_COLUMNS, SCHEMA_VERSION, Job, RunStore
+from labelflip.store._runstore import (
+    OPTIONAL_COLUMNS,
+    RECORD_COLUMNS,
+    SCHEMA_VERSION,
+    Job,
+    RunStore,
+)
 
-__all__ = ["RECORD_COLUMNS", "SCHEMA_VERSION", "Job", "RunStore"]
+__all__ = ["OPTIONAL_COLUMNS", "RECORD_COLUMNS", "SCHEMA_VERSION", "Job", "RunStore"]

@@ -51,12 +51,25 @@ RECORD_COLUMNS = (
     "forwards",
     "backwards",
     "seconds",
+    "oracle_pred",
+    "attacker_pred",
+    "squeeze",
 )
 """Record columns, in order. ``sample``: position in the run's sample list;
 ``index``: dataset index; ``target``: -1 when untargeted; ``success``: 0/1;
-``seconds``: the batch's wall time divided by its size."""
+``seconds``: the batch's wall time divided by its size; ``oracle_pred``: an
+independent oracle's class for the adversarial example (-1 when the run has
+no oracle); ``attacker_pred``: the class the attack's own stand-in for the
+oracle gives it (a Type I attack's SVAE classifier ``f2``; -1 otherwise);
+``squeeze``: the feature-squeezing score of the adversarial example (NaN
+when the run does not compute it). The last three are optional in
+:meth:`RunStore.write_batch` (their defaults are :data:`OPTIONAL_COLUMNS`)."""
 
-SCHEMA_VERSION = 1
+OPTIONAL_COLUMNS: dict[str, float] = {"oracle_pred": -1, "attacker_pred": -1, "squeeze": math.nan}
+"""Record columns a batch may leave out, and the value they then take."""
+
+SCHEMA_VERSION = 2
+_V2_COLUMNS = ("oracle_pred", "attacker_pred", "squeeze")  # added by schema version 2
 APPLICATION_ID = 0x4C464C50  # "LFLP"
 
 _DATA_COLUMNS = RECORD_COLUMNS[1:]
@@ -72,9 +85,11 @@ _INT_COLUMNS = frozenset(
         "iterations",
         "forwards",
         "backwards",
+        "oracle_pred",
+        "attacker_pred",
     }
 )
-_FLOAT_COLUMNS = frozenset({"l1", "l2", "linf", "seconds"})
+_FLOAT_COLUMNS = frozenset({"l1", "l2", "linf", "seconds", "squeeze"})
 _DTYPES = {
     name: (np.bool_ if name == "success" else np.float64 if name in _FLOAT_COLUMNS else np.int64)
     for name in _DATA_COLUMNS
@@ -93,7 +108,14 @@ def _q(name: str) -> str:
     return f'"{name}"'
 
 
-def _column_sql(name: str) -> str:
+def _column_sql(name: str, *, default: bool = False) -> str:
+    """The column's SQL definition; ``default`` adds the optional column's
+    default (for ``ALTER TABLE ... ADD COLUMN`` when a store is upgraded)."""
+    if default:
+        value = OPTIONAL_COLUMNS[name]
+        if name in _FLOAT_COLUMNS:  # NaN is stored as NULL
+            return f"{_q(name)} CHECK (typeof({_q(name)}) IN ('real', 'null'))"
+        return f"{_q(name)} INTEGER NOT NULL DEFAULT {int(value)}"
     if name == "success":
         return f"{_q(name)} INTEGER NOT NULL CHECK ({_q(name)} IN (0, 1))"
     if name in _FLOAT_COLUMNS:
@@ -228,7 +250,7 @@ def _validate_batch(job_id: str, records: Mapping[str, ArrayLike]) -> dict[str, 
     if not isinstance(records, Mapping):
         raise LabelflipError(f"records must be a mapping of columns, got {type(records).__name__}")
     names = set(records)
-    missing = [c for c in _DATA_COLUMNS if c not in names]
+    missing = [c for c in _DATA_COLUMNS if c not in names and c not in OPTIONAL_COLUMNS]
     extra = sorted(str(c) for c in names - set(RECORD_COLUMNS))
     if missing or extra:
         parts = []
@@ -237,7 +259,11 @@ def _validate_batch(job_id: str, records: Mapping[str, ArrayLike]) -> dict[str, 
         if extra:
             parts.append(f"unknown {', '.join(extra)}")
         raise LabelflipError(f"batch for job '{job_id}' has wrong columns: {'; '.join(parts)}")
-    cols = {name: _column(name, records[name]) for name in _DATA_COLUMNS}
+    cols = {name: _column(name, records[name]) for name in _DATA_COLUMNS if name in names}
+    n = len(cols["sample"])
+    for name, value in OPTIONAL_COLUMNS.items():
+        if name not in cols:
+            cols[name] = np.full(n, value, dtype=_DTYPES[name])
     lengths = {name: len(a) for name, a in cols.items()}
     if "job_id" in records:
         ids = np.asarray(records["job_id"])
@@ -417,6 +443,8 @@ class RunStore:
                 raise LabelflipError(
                     f"run store {path} is corrupt: missing table(s) {', '.join(sorted(lacking))}"
                 )
+            if version < SCHEMA_VERSION:
+                cls._upgrade(con)
             con.execute("PRAGMA journal_mode=WAL")
             con.execute("PRAGMA synchronous=FULL")
             con.execute("PRAGMA foreign_keys=ON")
@@ -429,6 +457,24 @@ class RunStore:
                 f"{path} is not a readable labelflip run store (corrupt or not SQLite: {exc})"
             ) from None
         return cls(con, path)
+
+    @staticmethod
+    def _upgrade(con: sqlite3.Connection) -> None:
+        """Bring a version-1 store to version 2 in one transaction: the record
+        columns added since get their defaults (old records: no oracle, no
+        attacker prediction, no squeeze score)."""
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            have = {r[1] for r in con.execute("PRAGMA table_info(records)")}
+            for name in _V2_COLUMNS:
+                if name not in have:
+                    con.execute(f"ALTER TABLE records ADD COLUMN {_column_sql(name, default=True)}")
+            con.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            con.execute("COMMIT")
+        except BaseException:
+            if con.in_transaction:
+                con.execute("ROLLBACK")
+            raise
 
     def close(self) -> None:
         """Close the database (idempotent)."""
@@ -576,8 +622,9 @@ class RunStore:
         """Store one batch of records (and its adversarial examples) atomically.
 
         ``records`` maps every name of :data:`RECORD_COLUMNS` except ``job_id``
-        (optional; must then equal ``job_id``) to a 1-D array, all of one
-        length. ``x_adv`` (``N`` examples of any shape) is kept as float32:
+        (optional; must then equal ``job_id``) and those of
+        :data:`OPTIONAL_COLUMNS` (optional: their defaults) to a 1-D array,
+        all of one length. ``x_adv`` (``N`` examples of any shape) is kept as float32:
         bit-exact for float32 input. Either every row is stored or none; a
         ``(job_id, sample)`` already present is an error, never overwritten.
         """

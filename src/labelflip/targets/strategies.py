@@ -114,6 +114,17 @@ class MappingSettings:
 
 
 @dataclass(frozen=True)
+class ShiftSettings:
+    """Settings of ``next``: the target is ``(source + shift) mod k``."""
+
+    shift: int = 1
+
+    def validate(self) -> None:
+        if isinstance(self.shift, bool) or not isinstance(self.shift, int):
+            raise LabelflipError(f"next: setting 'shift' must be an integer, got {self.shift!r}")
+
+
+@dataclass(frozen=True)
 class LabelFoolTargetSettings:
     """Settings of the ``labelfool`` strategy (LabelFool §III-A): ``delta1``
     is the confidence threshold of eq. 6, ``delta2`` the sampling threshold
@@ -459,6 +470,28 @@ def farthest_target(
     return _masked_argmax(d, allowed)
 
 
+def next_target(
+    logits: torch.Tensor,
+    *,
+    labels: torch.Tensor | None = None,
+    distances: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+    class_names: Sequence[str] | None = None,
+    encoding: OutputEncoding | None = None,
+    shift: int = 1,
+) -> torch.Tensor:
+    """``(source + shift) mod k``, the source being the true class (the
+    prediction without ``labels``): the "change an i into an i+1" targets of
+    Tang et al.'s Type I experiments (§IV-A). A shift that is a multiple of
+    ``k`` would make every target its own source and is refused."""
+    z, y, pred, _ = _prepare("next", logits, labels, encoding)
+    k = z.shape[1]
+    if shift % k == 0:
+        raise LabelflipError(f"next: shift {shift} is a multiple of the {k} classes")
+    source = pred if y is None else y
+    return (source + shift) % k
+
+
 def _resolve_class(what: str, value: str | int, names: Sequence[str]) -> int:
     k = len(names)
     if isinstance(value, int) and not isinstance(value, bool):
@@ -664,6 +697,14 @@ TARGET_STRATEGIES: dict[str, TargetStrategy] = {
             MappingSettings,
             False,
             "a fixed source -> target class table",
+        ),
+        TargetStrategy(
+            "next",
+            next_target,
+            ShiftSettings,
+            False,
+            "the class `shift` (default 1) after the true class, mod k: i -> i+1 "
+            "(Tang et al., Type I attack, §IV-A)",
         ),
         TargetStrategy(
             "labelfool",
