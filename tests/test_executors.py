@@ -319,3 +319,70 @@ def test_bad_executor_options_are_one_line_errors(env, tmp_path, capsys, monkeyp
     assert f"cannot connect to the Ray cluster at 127.0.0.1:{port}" in proc.stderr
     assert time.monotonic() - t < 30
     assert not out.exists()
+
+
+TYPE_I_CONFIG = """
+name = "ray-type-i"
+seed = 1
+batch_size = 12
+white_noise = 0
+gallery = 4
+
+[data]
+dataset = "digits"
+samples = 24
+
+[model]
+arch = "digits-cnn"
+epochs = 2
+
+[oracle]
+arch = "digits-cnn"
+epochs = 2
+
+[svae]
+epochs = 40
+lr = 3e-3
+hidden = 64
+
+[detect]
+feature_squeezing = true
+
+[similarity]
+perceptual = false
+
+[[attacks]]
+attack = "type-i"
+target = "next"
+steps = 40
+lr = 0.05
+k_max = 1.0
+eta = 0.1
+
+[[attacks]]
+attack = "fgsm"
+eps = 0.2
+"""
+
+
+def test_ray_workers_get_the_oracle_svae_and_detector(env, tmp_path, capsys):
+    """A Type I run with an oracle and feature squeezing: Ray's shards load
+    the SVAE and the oracle from the object store and give the local run's
+    records, gallery and transition images."""
+    cfg_path = tmp_path / "type-i.toml"
+    cfg_path.write_text(TYPE_I_CONFIG)
+    local = run(load_config(cfg_path), run_dir=tmp_path / "local", progress=False).run_dir
+    out = tmp_path / "ray"
+    rc = main(["run", str(cfg_path), "--executor", "ray", "--out", str(out), "--no-progress"])
+    assert rc == 0, capsys.readouterr().err
+    a, b = _records(local), _records(out)
+    assert (a["oracle_pred"] >= 0).all() and np.isfinite(a["squeeze"]).all()
+    assert (a["attacker_pred"][a["job_id"] == "fgsm-eps0.2"] == -1).all()
+    assert (a["attacker_pred"][a["job_id"] != "fgsm-eps0.2"] >= 0).all()
+    for key in a:
+        np.testing.assert_array_equal(b[key], a[key], err_msg=key)
+    with np.load(local / "gallery.npz") as g1, np.load(out / "gallery.npz") as g2:
+        assert sorted(g1.files) == sorted(g2.files)
+        assert any(f.startswith("transition__") for f in g1.files)
+        for f in g1.files:
+            np.testing.assert_array_equal(g1[f], g2[f], err_msg=f)
