@@ -141,7 +141,7 @@ def test_table_covers_every_registered_attack_and_norm():
     optional = set() if HAVE_FOOLBOX else {"foolbox"}
     # Type I attacks keep the model's label on purpose: tests/test_type_i.py
     type_i = {name for name, spec in ATTACKS.items() if spec.kind == "type-i"}
-    assert type_i == {"type-i"}
+    assert type_i == {"type-i", "latent-type-i"}
     assert {name for name, _ in VARIANTS} == set(ATTACKS) - optional - type_i
     for name in ("fgsm", "pgd", "deepfool"):
         norms = {s["norm"] for n, s in VARIANTS if n == name}

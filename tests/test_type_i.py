@@ -202,3 +202,24 @@ def test_registered_type_i_needs_an_svae() -> None:
     with pytest.raises(LabelflipError, match=r"needs svae .*\[svae\] table") as e:
         run_attack("type-i", f1, _x([[1.0, 1.0]]), torch.tensor([1]), {"steps": 1})
     assert "\n" not in str(e.value)
+
+
+def test_registered_latent_type_i_on_the_svae() -> None:
+    """``latent-type-i``: eq. 13 on the SVAE, f2 as the auxiliary classifier
+    when targeted, judged like ``type-i``."""
+    from labelflip.attacks import run_attack
+
+    f1, svae, _ = toy()
+    x = _x([[2.0, 1.0]])
+    y = torch.tensor([1])
+    settings = {"k": 1.0, "eps": 0.5, "steps": 300, "lr": 0.05}
+    r = run_attack(
+        "latent-type-i", f1, x, y, settings, target=torch.tensor([0]), resources={"svae": svae}
+    )
+    assert r.success.all() and torch.equal(r.adv_pred, y)
+    assert torch.equal(r.attacker_pred, torch.tensor([0]))
+    assert r.transition is not None and r.transition.shape == x.shape
+    assert (r.iterations == 300).all() and (r.backwards == 300).all()
+    # untargeted, nothing pushes f2: z' only moves eps away, f2 stays -> no success
+    u = run_attack("latent-type-i", f1, x, y, settings, resources={"svae": svae})
+    assert torch.equal(u.adv_pred, y) and torch.equal(u.success, u.attacker_pred != y)

@@ -70,6 +70,13 @@ eta = 0.1
 attack = "pgd"
 eps = 0.2
 steps = 5
+
+[[attacks]]
+attack = "latent-type-i"
+target = "next"
+k = 1.0
+eps = 0.5
+steps = 60
 """
 
 TYPE_I = "type-i-to-next-steps120-lr0.05-k_max1-eta0.1"
@@ -150,6 +157,8 @@ def test_summary_reports_the_label_stay_matrix_and_both_judges(finished):
     assert job["detect"]["n"] == job["n_success_clean"]
     pgd = next(j for j in summary["jobs"] if j["attack"] == "pgd")
     assert pgd["kind"] == "type-ii" and pgd["oracle"]["n"] > 0
+    latent = next(j for j in summary["jobs"] if j["attack"] == "latent-type-i")
+    assert latent["kind"] == "type-i" and latent["type_i"]["rates"]["f2"]["n"] > 0
     assert 0.0 <= pgd["oracle"]["kept_true_rate"] <= 1.0
 
 
@@ -199,7 +208,7 @@ def test_killed_type_i_run_resumes_to_the_same_records(env, finished, tmp_path):
     assert proc.poll() is None, proc.communicate()
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert 0 < _count(db) < 144
+    assert 0 < _count(db) < 3 * 72
     resumed = _cli("run", "--resume", str(killed), "--no-progress", "--no-report")
     _, err = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, err

@@ -42,7 +42,12 @@ from labelflip.attacks.jma import JMASettings, jma
 from labelflip.attacks.labelfool import LabelFoolSettings, labelfool
 from labelflip.attacks.ml_cw import MLCarliniWagnerSettings, ml_carlini_wagner
 from labelflip.attacks.pgd import PGDSettings, pgd
-from labelflip.attacks.type_i import TypeISettings, type_i_attack
+from labelflip.attacks.type_i import (
+    LatentTypeISettings,
+    TypeISettings,
+    latent_type_i_attack,
+    type_i_attack,
+)
 
 __all__ = [
     "ATTACKS",
@@ -53,6 +58,7 @@ __all__ = [
     "FGSMSettings",
     "FoolboxSettings",
     "JMASettings",
+    "LatentTypeISettings",
     "LabelFoolSettings",
     "MLCarliniWagnerSettings",
     "PGDSettings",
@@ -67,6 +73,7 @@ __all__ = [
     "get_attack",
     "jma",
     "labelfool",
+    "latent_type_i_attack",
     "ml_carlini_wagner",
     "pgd",
     "run_attack",

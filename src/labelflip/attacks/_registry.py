@@ -26,7 +26,12 @@ from labelflip.attacks.jma import JMASettings, jma
 from labelflip.attacks.labelfool import LabelFoolSettings, labelfool
 from labelflip.attacks.ml_cw import MLCarliniWagnerSettings, ml_carlini_wagner
 from labelflip.attacks.pgd import PGDSettings, pgd
-from labelflip.attacks.type_i import TypeISettings, type_i_attack
+from labelflip.attacks.type_i import (
+    LatentTypeISettings,
+    TypeISettings,
+    latent_type_i_attack,
+    type_i_attack,
+)
 from labelflip.errors import LabelflipError, unknown_name
 from labelflip.models.classifier import Classifier
 
@@ -121,6 +126,16 @@ ATTACKS: dict[str, AttackSpec] = {
             TypeISettings,
             "Type I attack: the image changes class, the model keeps its label (SVAE latent "
             "search, Algorithm 2), Tang et al. 2019",
+            encodings=("onehot",),
+            kind="type-i",
+            needs=("svae",),
+        ),
+        AttackSpec(
+            "latent-type-i",
+            latent_type_i_attack,
+            LatentTypeISettings,
+            "Type I attack on a generator's latent space (eq. 13; the SVAE decoder, with f2 "
+            "as the auxiliary classifier when targeted), Tang et al. 2019",
             encodings=("onehot",),
             kind="type-i",
             needs=("svae",),

@@ -16,7 +16,9 @@ features ``f1`` *misses* (§II-A).
 - :func:`type_i_attack`: :func:`type_i` under the attack contract of the
   registry (``type-i`` in configs): an :class:`~labelflip.attacks.AttackResult`
   whose ``success`` is the Type I one, with the SVAE's ``f2`` as
-  ``attacker_pred`` and the latent midpoint as ``transition``.
+  ``attacker_pred`` and the latent midpoint as ``transition``;
+  :func:`latent_type_i_attack` likewise for :func:`latent_attack` on the
+  SVAE (``latent-type-i``).
 
 Every function is pure: keyword-only settings, randomness only through an
 explicit ``torch.Generator``, the caller's tensors never modified. The
@@ -88,6 +90,25 @@ class TypeISettings:
         check_number("type-i", "lr", self.lr, positive=True)
         for name in ("alpha", "gamma", "beta", "eta", "j1_target", "k_max"):
             check_number("type-i", name, getattr(self, name), minimum=0.0)
+
+
+@dataclass(frozen=True)
+class LatentTypeISettings:
+    """Settings of :func:`latent_type_i_attack` (``latent-type-i`` in a
+    config), the keyword settings of :func:`latent_attack`; defaults are the
+    paper's MNIST values (§IV-E: ``k`` 1e-2, ``ε`` 0.1, Adam at 0.01)."""
+
+    k: float = 1e-2
+    eps: float = 0.1
+    steps: int = 200
+    lr: float = 0.01
+    init_scale: float = 1e-3
+
+    def validate(self) -> None:
+        check_number("latent-type-i", "steps", self.steps, integer=True, positive=True)
+        check_number("latent-type-i", "k", self.k, minimum=0.0)
+        for name in ("eps", "lr", "init_scale"):
+            check_number("latent-type-i", name, getattr(self, name), positive=True)
 
 
 @dataclass(frozen=True)
@@ -386,6 +407,53 @@ def latent_attack(
         dist = (z_adv - z0).pow(2).sum(1)
         keeps, far = f1p == y, dist >= eps
     return LatentAttackResult(z_adv, x_adv, f1p, keeps, dist, far, keeps & far)
+
+
+def latent_type_i_attack(
+    clf: Classifier,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    svae: SVAE,
+    target: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+    k: float = 1e-2,
+    eps: float = 0.1,
+    steps: int = 200,
+    lr: float = 0.01,
+    init_scale: float = 1e-3,
+) -> AttackResult:
+    """:func:`latent_attack` (eq. 13) as a registered attack on the SVAE's
+    latent space: ``z = μ(x)``, ``G`` = the decoder and, when targeted, the
+    SVAE's ``f2`` as the auxiliary classifier ``f_G`` (§III-D). The result
+    is judged like :func:`type_i_attack`'s: ``success`` when ``f1`` keeps
+    ``y`` while ``f2`` moves (to the target, or off ``y``); eq. 12's own
+    criterion, ``‖z' − z‖² ≥ ε``, is what the hinge enforces. Every sample
+    takes all ``steps`` steps (one forward and backward pass of ``f1``
+    each)."""
+    x, y, target = prepare_inputs(clf, x, y, target, generator)
+    with torch.no_grad():
+        z = svae.encode(x)[0]
+    r = latent_attack(
+        clf, svae.decode, z, y, k=k, eps=eps, steps=steps, lr=lr, init_scale=init_scale,
+        generator=generator, aux=None if target is None else svae.classify, target=target,
+    )  # fmt: skip
+    with torch.no_grad():
+        f2 = svae.classify(r.z_adv).argmax(1)
+        transition = svae.decode(0.5 * (z + r.z_adv))
+    n = len(y)
+    return finalize_type_i(
+        clf,
+        x,
+        y,
+        r.x_adv,
+        target=target,
+        attacker_pred=f2,
+        transition=transition,
+        iterations=torch.full((n,), steps, dtype=torch.long),
+        forwards=torch.full((n,), steps, dtype=torch.long),
+        backwards=torch.full((n,), steps, dtype=torch.long),
+    )
 
 
 @torch.no_grad()
