@@ -157,7 +157,16 @@ def _summary_table(summary: Mapping[str, Any]) -> str:
         "before the attack (clean). Median norms over successful clean samples. "
         f"s: symmetry of the clean flip matrix (1 symmetric, 0 one-way) with its {level:.0%} "
         "bootstrap interval; Bowker p: test of H0 p<sub>ij</sub> = p<sub>ji</sub>. "
-        "Top attractor: class receiving the largest share of successful clean examples.</p>"
+        "Top attractor: class receiving the largest share of successful clean examples."
+        + (
+            " Type I jobs (the model must keep its label): success is the attack's own verdict "
+            "(f2 reached its goal, the model kept the label); success (clean), the medians, s "
+            "and the attractors are those of the label-stay matrix, judged by the independent "
+            "oracle when the run has one."
+            if any(j.get("type_i") for j in summary["jobs"])
+            else ""
+        )
+        + "</p>"
     )
     return f"<h2>Summary</h2>{_table(header, rows, numeric=range(1, 10))}{note}"
 
@@ -364,7 +373,8 @@ def _type_i_rows(job: Mapping[str, Any]) -> list[tuple[str, str]]:
             (
                 f"Type I success judged by the {label}",
                 f"{format_pct(r['success_rate'])} (model keeps its label: "
-                f"{format_pct(r['f1_keep_rate'])}; the {who} sees another class: "
+                f"{format_pct(r['f1_keep_rate'])}; {'the oracle' if who == 'oracle' else 'f2'} "
+                "sees another class: "
                 f"{format_pct(r['oracle_change_rate'])}{target})",
             )
         )
