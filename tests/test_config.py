@@ -143,6 +143,13 @@ def test_examples_are_valid(path):
             assert cfg.model.encoding == "ecoc" and targets == ["random"]
             assert {"cw-l2", "deepfool"} <= {j.attack for j in jobs}
         return
+    if path.name.startswith("type-i-"):  # Type I next to Type II, judged and detected
+        jobs = cfg.jobs()
+        assert [j.target["strategy"] for j in jobs if j.attack == "type-i"] == ["next", "next"]
+        assert {"latent-type-i", "fgsm", "pgd", "deepfool", "cw-l2"} <= {j.attack for j in jobs}
+        assert cfg.oracle is not None and cfg.oracle.arch != cfg.model.arch
+        assert cfg.svae is not None and cfg.detect.feature_squeezing
+        return
     eps = [j.sweep_value for j in cfg.jobs() if j.group == "pgd-linf"]
     assert eps == [0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0]
     assert {"deepfool", "cw-l2"} <= {j.attack for j in cfg.jobs()}

@@ -35,6 +35,8 @@ from labelflip.models.checkpoint import checkpoint_paths
         ("preact-resnet18", (1, 28, 28)),
         ("digits-cnn", (1, 8, 8)),
         ("digits-cnn", (3, 32, 32)),
+        ("mlp-mnist", (1, 28, 28)),
+        ("mlp-mnist", (1, 8, 8)),
     ],
 )
 def test_every_architecture_fits_any_dataset_shape(arch, shape):
@@ -43,8 +45,14 @@ def test_every_architecture_fits_any_dataset_shape(arch, shape):
     assert out.shape == (2, 7)
 
 
-def test_registry_lists_the_four_reference_architectures():
-    assert set(ARCHITECTURES) == {"cw-mnist", "cw-cifar", "preact-resnet18", "digits-cnn"}
+def test_registry_lists_the_reference_architectures():
+    assert set(ARCHITECTURES) == {
+        "cw-mnist",
+        "cw-cifar",
+        "preact-resnet18",
+        "digits-cnn",
+        "mlp-mnist",
+    }
 
 
 def test_cw_mnist_matches_carlini_wagner_table_1():

@@ -125,6 +125,23 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="ECOC codeword length, a power of 2 (default: the smallest >= the classes, 16 for 10)",
     )
+    p.add_argument(
+        "--svae-arch",
+        choices=["mlp", "conv"],
+        help="--arch svae only: encoder/decoder networks, MLPs (default) or convolutional",
+    )
+    p.add_argument(
+        "--svae-latent-dim", type=int, metavar="D", help="--arch svae only: latent size (16)"
+    )
+    p.add_argument(
+        "--svae-hidden", type=int, metavar="H", help="--arch svae only: hidden width (256)"
+    )
+    p.add_argument(
+        "--svae-dis-epochs",
+        type=int,
+        metavar="N",
+        help="--arch svae only: discriminator (stage 2) epochs (2)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     p.add_argument(
@@ -260,6 +277,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     if args.arch == "svae":
         return _train_svae(args, device)
+    svae_only = {
+        "--svae-arch": args.svae_arch,
+        "--svae-latent-dim": args.svae_latent_dim,
+        "--svae-hidden": args.svae_hidden,
+        "--svae-dis-epochs": args.svae_dis_epochs,
+    }
+    given_svae = [k for k, v in svae_only.items() if v is not None]
+    if given_svae:
+        verb = "applies" if len(given_svae) == 1 else "apply"
+        raise LabelflipError(f"{'/'.join(given_svae)} {verb} only to --arch svae")
     settings = TrainSettings.from_recipe(
         recipe_for(args.arch),
         epochs=args.epochs,
@@ -340,18 +367,28 @@ def _train_svae(args: argparse.Namespace, device) -> int:
 
     if args.encoding or args.code_length:
         raise LabelflipError("--encoding/--code-length do not apply to --arch svae")
-    given = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr}
+    given = {
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "arch": args.svae_arch,
+        "latent_dim": args.svae_latent_dim,
+        "hidden": args.svae_hidden,
+        "dis_epochs": args.svae_dis_epochs,
+    }
     settings = SVAESettings(seed=args.seed, **{k: v for k, v in given.items() if v is not None})
     settings.validate()
     out = (
         Path(args.out)
         if args.out
-        else Path("checkpoints") / (f"{slug(args.dataset)}-svae-seed{args.seed}")
+        else Path("checkpoints")
+        / (f"{slug(args.dataset)}-svae{'-conv' if settings.arch == 'conv' else ''}-seed{args.seed}")
     )
     train_set = load_dataset(args.dataset, "train", args.data_dir)
     test_set = load_dataset(args.dataset, "test", args.data_dir)
     print(
-        f"training svae on {args.dataset}: {len(train_set)} train images, {len(test_set)} test, "
+        f"training svae ({settings.arch}) on {args.dataset}: {len(train_set)} train images, "
+        f"{len(test_set)} test, "
         f"{settings.epochs}+{settings.dis_epochs} epochs, adam lr {settings.lr}, "
         f"batch {settings.batch_size}, latent {settings.latent_dim}, "
         f"seed {settings.seed}, {device}",

@@ -16,6 +16,11 @@ can be trained on any dataset whose images are large enough for it.
   (64, 128, 256, 512 channels), BN-ReLU, global average pooling, linear.
 - ``digits-cnn``: a small CNN for 8×8 inputs (scikit-learn digits): conv32,
   conv64 (3×3, padding 1), pool, fc128, dropout 0.5, fc.
+- ``mlp-mnist``: the attacked classifier ``f1`` of Tang et al., "Adversarial
+  Attack Type I: Cheat Classifiers by Significant Changes", §IV-A: "an MLP
+  with 128 hidden units" (2.73 % MNIST test error): flatten, fc128, ReLU,
+  fc. The paper gives no training recipe; ours is Adam, lr 1e-3, batch 128,
+  10 epochs (about 97.5-98 % on MNIST). Any input size (C·H·W inputs).
 """
 
 from __future__ import annotations
@@ -160,6 +165,22 @@ class DigitsCNN(nn.Module):
         return self.classifier(self.features(x))
 
 
+class MLP(nn.Module):
+    """One hidden layer over the flattened image: ``C·H·W -> hidden -> K``."""
+
+    def __init__(self, input_shape: InputShape, num_classes: int, hidden: int = 128) -> None:
+        super().__init__()
+        c, h, w = input_shape
+        self.classifier = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(c * h * w, hidden), nn.ReLU(),
+            nn.Linear(hidden, num_classes),
+        )  # fmt: skip
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(x)
+
+
 _CW_RECIPE = Recipe(epochs=50, batch_size=128, lr=0.01, momentum=0.9, nesterov=True)
 
 ARCHITECTURES: dict[str, Architecture] = {
@@ -195,6 +216,12 @@ ARCHITECTURES: dict[str, Architecture] = {
             DigitsCNN,
             Recipe(epochs=20, batch_size=64, lr=0.05, momentum=0.9),
             "small CNN for 8x8 digits",
+        ),
+        Architecture(
+            "mlp-mnist",
+            MLP,
+            Recipe(epochs=10, batch_size=128, lr=1e-3, optimizer="adam"),
+            "MLP, 128 hidden units: the Type I paper's f1 (Tang et al., sec. IV-A)",
         ),
     )
 }

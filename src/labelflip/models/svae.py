@@ -24,8 +24,15 @@ and averaged over the batch. Stage 2 trains only ``f_dis`` to tell
 (negatives); eq. 7 is written with probabilities, we maximise its usual
 log form (binary cross-entropy on the logit), which has the same optimum.
 
-The networks are small MLPs over the flattened image (sized for a CPU:
-MNIST 28×28×1, digits 8×8×1, small image folders). Training is
+Two encoder/decoder families (``SVAEConfig.arch``), both sized for a CPU
+(MNIST 28×28×1, digits 8×8×1, small image folders); the paper puts its
+architecture in a supplement we do not have. ``"mlp"`` (the default, and
+what sidecars written before ``arch`` existed hold): MLPs over the flattened
+image. ``"conv"``: two stride-2 4×4 convolutions (32, 64 channels) and a
+hidden fully connected layer to ``(μ, log σ²)``; the decoder mirrors them
+with transposed convolutions (``output_padding`` chosen per layer so that
+any ``H, W ≥ 4`` comes back exactly) and a sigmoid. ``f2`` and ``f_dis`` are
+MLPs on ``z`` in both. Training is
 deterministic under ``seed``: shuffling and every Gaussian draw come from one
 explicit ``torch.Generator``; weight initialisation uses the global RNG,
 seeded inside ``torch.random.fork_rng`` (as :mod:`labelflip.models.training`).
@@ -60,6 +67,7 @@ from labelflip.models.checkpoint import (
 )
 
 FORMAT = "labelflip-svae/1"
+SVAE_ARCHS = ("mlp", "conv")
 
 
 @dataclass(frozen=True)
@@ -71,10 +79,21 @@ class SVAEConfig:
     latent_dim: int = 16
     hidden: int = 256
     class_names: tuple[str, ...] = ()
+    arch: str = "mlp"
 
     def validate(self) -> None:
         if len(self.input_shape) != 3 or min(self.input_shape) < 1:
             raise LabelflipError(f"SVAE input shape must be (C, H, W), got {self.input_shape}")
+        if self.arch not in SVAE_ARCHS:
+            raise LabelflipError(
+                f"unknown SVAE architecture '{self.arch}' (known: {', '.join(SVAE_ARCHS)})"
+            )
+        if self.arch == "conv" and min(self.input_shape[1:]) < 4:
+            h, w = self.input_shape[1:]
+            raise LabelflipError(
+                f"the conv SVAE needs inputs of at least 4x4 pixels, got {h}x{w}; "
+                "use the mlp SVAE (--svae-arch mlp)"
+            )
         if self.num_classes < 2:
             raise LabelflipError(f"SVAE needs at least 2 classes, got {self.num_classes}")
         if self.latent_dim < 1:
@@ -100,8 +119,13 @@ class SVAESettings:
     latent_dim: int = 16
     hidden: int = 256
     seed: int = 0
+    arch: str = "mlp"
 
     def validate(self) -> None:
+        if self.arch not in SVAE_ARCHS:
+            raise LabelflipError(
+                f"unknown SVAE architecture '{self.arch}' (known: {', '.join(SVAE_ARCHS)})"
+            )
         for name in ("epochs", "batch_size", "latent_dim", "hidden"):
             if getattr(self, name) < 1:
                 raise LabelflipError(f"SVAE {name} must be >= 1, got {getattr(self, name)}")
@@ -116,7 +140,7 @@ class SVAESettings:
 class SVAE(nn.Module):
     """Encoder, decoder, latent classifier ``f2`` and discriminator ``f_dis``
     (paper §III-A, Fig. 4). Any four modules with the shapes below fit (the
-    tests build a hand-made one); :func:`build_svae` makes the default MLPs.
+    tests build a hand-made one); :func:`build_svae` makes the default networks.
 
     - ``encoder``: ``(N, C, H, W) -> (N, 2·latent_dim)`` (``μ`` then ``log σ²``);
     - ``decoder``: ``(N, latent_dim) -> (N, C·H·W)`` or ``(N, C, H, W)``, in ``[0, 1]``;
@@ -198,16 +222,57 @@ def _mlp(sizes: Sequence[int], last: nn.Module | None = None) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+def _down(size: int) -> int:
+    """Output size of a 4×4 convolution with stride 2 and padding 1."""
+    return (size + 2 - 4) // 2 + 1
+
+
+def _conv_nets(config: SVAEConfig) -> tuple[nn.Module, nn.Module]:
+    """Encoder and decoder of the ``"conv"`` SVAE (see the module docstring)."""
+    c, h, w = config.input_shape
+    hid, d = config.hidden, config.latent_dim
+    h1, w1 = _down(h), _down(w)
+    h2, w2 = _down(h1), _down(w1)
+    flat = 64 * h2 * w2
+    encoder = nn.Sequential(
+        nn.Conv2d(c, 32, 4, stride=2, padding=1), nn.ReLU(),
+        nn.Conv2d(32, 64, 4, stride=2, padding=1), nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(flat, hid), nn.ReLU(),
+        nn.Linear(hid, 2 * d),
+    )  # fmt: skip
+    # a transposed 4×4 conv, stride 2, padding 1 maps n to 2n + output_padding
+    decoder = nn.Sequential(
+        nn.Linear(d, hid), nn.ReLU(),
+        nn.Linear(hid, flat), nn.ReLU(),
+        nn.Unflatten(1, (64, h2, w2)),
+        nn.ConvTranspose2d(
+            64, 32, 4, stride=2, padding=1, output_padding=(h1 - 2 * h2, w1 - 2 * w2)
+        ),
+        nn.ReLU(),
+        nn.ConvTranspose2d(32, c, 4, stride=2, padding=1, output_padding=(h - 2 * h1, w - 2 * w1)),
+        nn.Sigmoid(),
+    )  # fmt: skip
+    return encoder, decoder
+
+
 def build_svae(config: SVAEConfig) -> SVAE:
-    """The default SVAE: MLPs ``D–h–h–2d`` (encoder), ``d–h–h–D`` + sigmoid
-    (decoder), ``d–h/2–h/2–K`` (``f2``) and ``d–h/2–1`` (``f_dis``), with
-    ``D = C·H·W``, ``h`` = ``config.hidden``, ``d`` = ``config.latent_dim``."""
+    """The default SVAE. ``config.arch == "mlp"``: MLPs ``D–h–h–2d``
+    (encoder) and ``d–h–h–D`` + sigmoid (decoder); ``"conv"``: the
+    convolutional encoder/decoder of the module docstring. Both: MLPs
+    ``d–h/2–h/2–K`` (``f2``) and ``d–h/2–1`` (``f_dis``), with ``D = C·H·W``,
+    ``h`` = ``config.hidden``, ``d`` = ``config.latent_dim``."""
     config.validate()
     c, h, w = config.input_shape
     d_in, hid, d = c * h * w, config.hidden, config.latent_dim
     half = max(hid // 2, 8)
-    encoder = nn.Sequential(nn.Flatten(), _mlp([d_in, hid, hid, 2 * d]))
-    decoder = _mlp([d, hid, hid, d_in], nn.Sigmoid())
+    encoder: nn.Module
+    decoder: nn.Module
+    if config.arch == "conv":
+        encoder, decoder = _conv_nets(config)
+    else:
+        encoder = nn.Sequential(nn.Flatten(), _mlp([d_in, hid, hid, 2 * d]))
+        decoder = _mlp([d, hid, hid, d_in], nn.Sigmoid())
     classifier = _mlp([d, half, half, config.num_classes])
     discriminator = _mlp([d, half, 1])
     return SVAE(encoder, decoder, classifier, discriminator, config)
@@ -307,7 +372,9 @@ def train_svae(
         latent_dim=settings.latent_dim,
         hidden=settings.hidden,
         class_names=tuple(dataset.class_names),
+        arch=settings.arch,
     )
+    config.validate()
     x_all, y_all = dataset.x.to(device), dataset.y.to(device)
     n = len(dataset)
     steps = math.ceil(n / settings.batch_size)
@@ -430,6 +497,7 @@ def load_svae(
         cfg = dict(meta["config"])
         cfg["input_shape"] = tuple(cfg["input_shape"])
         cfg["class_names"] = tuple(cfg.get("class_names", ()))
+        cfg.setdefault("arch", "mlp")  # sidecars written before "arch" existed
         config = SVAEConfig(**cfg)
     except (KeyError, TypeError, ValueError) as e:
         raise LabelflipError(f"SVAE sidecar {sidecar} has a bad config: {e}") from None
