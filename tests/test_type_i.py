@@ -223,3 +223,36 @@ def test_registered_latent_type_i_on_the_svae() -> None:
     # untargeted, nothing pushes f2: z' only moves eps away, f2 stays -> no success
     u = run_attack("latent-type-i", f1, x, y, settings, resources={"svae": svae})
     assert torch.equal(u.adv_pred, y) and torch.equal(u.success, u.attacker_pred != y)
+
+
+def test_min_confidence_keeps_f1_confident() -> None:
+    """With ``min_confidence`` an iterate counts only where f1 gives y at
+    least that probability; f1_keeps and success say so too."""
+    f1, svae, _ = toy()
+    x = _x([[2.0, 1.0], [3.0, 0.5]])
+    y = torch.tensor([1, 1])
+
+    def p_y(images: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(f1(images), 1)[:, 1]
+
+    assert (p_y(x) > 0.97).all()  # confident at the start
+    kw = {"target": 0, "steps": 400, "lr": 0.05, "eta": 0.1, "k_max": 1.0}
+    res = type_i(f1, svae, x, y, min_confidence=0.96, **kw)
+    assert res.success.all() and (p_y(res.x_adv) >= 0.96).all()
+    assert bool((res.z.sum(1) < 0).all())  # f2 moved to the target
+    # in this toy f2 only flips once f1 has dropped below 0.97: no iterate counts
+    strict = type_i(f1, svae, x, y, min_confidence=0.97, **kw)
+    assert torch.equal(strict.f1_pred, y) and not strict.f1_keeps.any()
+    assert torch.equal(strict.f1_keeps, p_y(strict.x_adv) >= 0.97)
+    assert not strict.success.any()
+    # an impossible confidence: no iterate counts, f1_keeps is False though f1's argmax is y
+    from labelflip.attacks import run_attack
+
+    r = run_attack(
+        "type-i", f1, x[:1], y[:1], {**{k: v for k, v in kw.items() if k != "target"},
+        "steps": 5, "min_confidence": 0.999999}, target=torch.tensor([0]),
+        resources={"svae": svae},
+    )  # fmt: skip
+    assert torch.equal(r.adv_pred, y[:1]) and not r.success.any()
+    with pytest.raises(LabelflipError, match="min_confidence must be < 1"):
+        type_i(f1, svae, x, y, min_confidence=1.0, **kw)

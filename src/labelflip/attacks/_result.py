@@ -211,11 +211,14 @@ def finalize_type_i(
     iterations: torch.Tensor,
     forwards: torch.Tensor,
     backwards: torch.Tensor,
+    min_confidence: float = 0.0,
 ) -> AttackResult:
     """:func:`finalize` for a Type I attack (Tang et al., eq. 2): the model
-    must *keep* ``y`` (``adv_pred == y``, evaluated here) while the
-    attacker's own classifier moves (``attacker_pred == target``, or ``!= y``
-    untargeted). An independent oracle's verdict is the runner's to add."""
+    must *keep* ``y`` (``adv_pred == y``, evaluated here; with
+    ``min_confidence`` > 0 also with at least that softmax probability)
+    while the attacker's own classifier moves (``attacker_pred == target``,
+    or ``!= y`` untargeted). An independent oracle's verdict is the
+    runner's to add."""
     r = finalize(
         clf,
         x,
@@ -228,9 +231,14 @@ def finalize_type_i(
     )
     a = attacker_pred.detach().to(device=r.y.device, dtype=torch.long).clone()
     changed = a == r.target if r.target is not None else a != r.y
+    keeps = r.adv_pred == r.y
+    if min_confidence > 0:
+        with torch.no_grad():
+            p = torch.softmax(clf(r.x_adv).double(), 1).gather(1, r.y[:, None])[:, 0]
+        keeps &= p >= min_confidence
     return replace(
         r,
-        success=(r.adv_pred == r.y) & changed,
+        success=keeps & changed,
         attacker_pred=a,
         transition=None if transition is None else clf.clip(transition.detach().to(x_adv)),
     )

@@ -74,7 +74,7 @@ class TypeISettings:
     the keyword settings of :func:`type_i`. Defaults are the paper's (§IV):
     500 Adam steps at 0.005, ``α`` 0.01, ``γ`` 1e-4, ``β`` 1e-3, ``Ĵ1`` 0.01,
     ``k_t`` clipped to 0.005 (Algorithm 2); ``η``, which the paper does not
-    give, is 1e-3."""
+    give, is 1e-3. ``min_confidence``: see :func:`type_i` (0 = off)."""
 
     steps: int = 500
     lr: float = 0.005
@@ -84,9 +84,13 @@ class TypeISettings:
     eta: float = 1e-3
     j1_target: float = 0.01
     k_max: float = 0.005
+    min_confidence: float = 0.0
 
     def validate(self) -> None:
         check_number("type-i", "steps", self.steps, integer=True, positive=True)
+        check_number("type-i", "min_confidence", self.min_confidence, minimum=0.0)
+        if self.min_confidence >= 1:
+            raise LabelflipError(f"type-i: min_confidence must be < 1, got {self.min_confidence}")
         check_number("type-i", "lr", self.lr, positive=True)
         for name in ("alpha", "gamma", "beta", "eta", "j1_target", "k_max"):
             check_number("type-i", name, getattr(self, name), minimum=0.0)
@@ -186,6 +190,7 @@ def type_i(
     eta: float = 1e-3,
     j1_target: float = 0.01,
     k_max: float = 0.005,
+    min_confidence: float = 0.0,
 ) -> TypeIResult:
     """Algorithm 2 of Tang et al.: a Type I adversarial example per sample.
 
@@ -203,6 +208,13 @@ def type_i(
     (§IV: 0.01 for classification). ``η`` is not given in the paper; the
     upper clip is 0.005 in Algorithm 2 and 0.001 in the text of §III-C
     (``k_max`` takes either). ``f_dis`` is the probability ``σ(logit)``.
+
+    ``min_confidence`` (our addition; 0 = off): an iterate counts only if
+    ``f1`` gives ``y`` at least this softmax probability. The paper's
+    examples keep ``f1`` confident (Fig. 6: 99.41 %; ``Ĵ1 = 0.01`` is
+    ``p(y) ≈ 0.99``), while without it the returned iterate often sits just
+    inside ``f1``'s decision region, where feature squeezing flags it
+    (docs/type-i.md). ``f1_keeps`` then also requires the confidence.
 
     ``target`` (a class or one per sample) is ``y'``; ``None`` is untargeted:
     ``J2 = −log(1 − f2(z)_y)``. ``y`` is the class ``f1`` must keep. The
@@ -240,11 +252,21 @@ def type_i(
         _positive("j1_target", j1_target, zero=True),
     )
     k_max = _positive("k_max", k_max, zero=True)
+    min_confidence = _positive("min_confidence", min_confidence, zero=True)
+    if min_confidence >= 1:
+        raise LabelflipError(f"type-i: min_confidence must be < 1, got {min_confidence}")
     generator_or_default(generator)
     svae = svae.eval()
 
     def changed(f2p: torch.Tensor) -> torch.Tensor:
         return f2p == tgt if tgt is not None else f2p != y
+
+    def keeps(logits1: torch.Tensor) -> torch.Tensor:
+        ok = clf.decode(logits1) == y
+        if min_confidence > 0:
+            p_y = torch.softmax(logits1.double(), 1).gather(1, y[:, None])[:, 0]
+            ok &= p_y >= min_confidence
+        return ok
 
     with torch.no_grad():
         z0 = svae.encode(x)[0]
@@ -268,7 +290,7 @@ def type_i(
             j1 = F.cross_entropy(logits1, y, reduction="none")
             j2 = _f2_loss(logits2, y, tgt)
             k = (k + eta * (beta * j1 - j2 + (j1 - j1_target).clamp_min(0))).clamp(0.0, k_max)
-            ok = (clf.decode(logits1) == y) & changed(logits2.argmax(1))
+            ok = keeps(logits1) & changed(logits2.argmax(1))
             best[ok] = z[ok]
             best_it[ok] = t
     with torch.no_grad():
@@ -276,9 +298,10 @@ def type_i(
         best[never] = z.detach()[never]
         best_it[never] = steps
         x_adv = svae.decode(best).clamp(*clf.bounds)
-        f1p = clf.decode(clf(x_adv))
+        logits1 = clf(x_adv)
+        f1p = clf.decode(logits1)
         f2p = svae.classify(best).argmax(1)
-        keeps, chg = f1p == y, changed(f2p)
+        kept, chg = keeps(logits1), changed(f2p)
     target_out = tgt if tgt is not None else torch.full_like(y, -1)
     return TypeIResult(
         x_adv=x_adv.detach(),
@@ -287,9 +310,9 @@ def type_i(
         target=target_out.clone(),
         f1_pred=f1p,
         f2_pred=f2p,
-        f1_keeps=keeps,
+        f1_keeps=kept,
         f2_changed=chg,
-        success=keeps & chg,
+        success=kept & chg,
         iterations=best_it,
         k=k.detach(),
     )
@@ -311,6 +334,7 @@ def type_i_attack(
     eta: float = 1e-3,
     j1_target: float = 0.01,
     k_max: float = 0.005,
+    min_confidence: float = 0.0,
 ) -> AttackResult:
     """:func:`type_i` as a registered attack: the settings are those of
     :class:`TypeISettings`; ``svae`` is the run's SVAE (the runner passes it).
@@ -327,6 +351,7 @@ def type_i_attack(
     r = type_i(
         clf, svae, x, y, target=target, generator=generator, steps=steps, lr=lr, alpha=alpha,
         gamma=gamma, beta=beta, eta=eta, j1_target=j1_target, k_max=k_max,
+        min_confidence=min_confidence,
     )  # fmt: skip
     with torch.no_grad():
         z0 = svae.encode(x.detach().to(r.x_adv))[0]
@@ -343,6 +368,7 @@ def type_i_attack(
         iterations=r.iterations,
         forwards=torch.full((n,), 2 * steps, dtype=torch.long),
         backwards=torch.full((n,), steps, dtype=torch.long),
+        min_confidence=min_confidence,
     )
 
 
