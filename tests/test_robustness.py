@@ -523,6 +523,24 @@ CASES = [
     Case("wrong-normalisation", "a checkpoint normalising for 0-255 pixels (mean 127.5, std 64)",
          lambda d, s: _sidecar(d, s, mean=[127.5], std=[64.0]),
          "clean accuracy on the 20 chosen samples is", code=0),
+    # ---- Type I runs: the SVAE, the oracle, the detector
+    Case("type-i-no-svae", "a `type-i` attack without an `[svae]` table",
+         lambda d, s: run_with(d, s, attacks='attack = "type-i"'),
+         "attack #1 (type-i) needs an [svae] table"),
+    Case("svae-missing", "`[svae] checkpoint` naming a file that does not exist",
+         lambda d, s: run_with(
+             d, s, attacks='attack = "type-i"\n\n[svae]\ncheckpoint = "nope.safetensors"'),
+         "SVAE weights not found: nope.safetensors"),
+    Case("oracle-is-model", "the attacked model's own checkpoint as `[oracle]`",
+         lambda d, s: run_with(
+             d, s, attacks='attack = "fgsm"\neps = 0.1\n\n[oracle]\n'
+                           'checkpoint = "model.safetensors"'),
+         "is the attacked model itself (same weights)"),
+    Case("bad-squeezer", "`[detect] squeezers = [\"bit_depth_0\"]`",
+         lambda d, s: run_with(
+             d, s, attacks='attack = "fgsm"\neps = 0.1\n\n[detect]\nfeature_squeezing = true\n'
+                           'squeezers = ["bit_depth_0"]'),
+         "bits must be an integer >= 1, got 0 in 'bit_depth_0'"),
     # ---- the run directory
     Case("resume-other-config", "`--resume` with a config the run was not made with",
          _resume_other_config,
