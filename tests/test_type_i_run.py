@@ -292,3 +292,12 @@ def test_config_round_trips_through_json(env):
         "lr": 2e-3,
         "hidden": 128,
     }
+
+
+def test_cli_table_says_what_type_i_success_means(finished, capsys):
+    from labelflip.cli import main
+
+    assert main(["report", str(finished)]) == 0
+    out = capsys.readouterr().out
+    assert "Type I rows: success = the attack's own verdict" in out
+    assert "judged by the independent oracle" in out

@@ -659,6 +659,13 @@ def print_summary(run_dir: Path, *, write: bool) -> Path | None:
     with RunStore.open(run_dir) as store:
         summary = summarize(store)
     print_table(*format_table(summary))
+    judges = {j["type_i"]["judge"] for j in summary["jobs"] if j.get("type_i")}
+    if judges:
+        who = "the independent oracle" if judges == {"oracle"} else "f2 (no [oracle] in the run)"
+        print(
+            "Type I rows: success = the attack's own verdict (f1 kept its label, f2 moved); "
+            f"success (clean), norms, s and attractors: the label-stay matrix judged by {who}"
+        )
     return write_report(run_dir, summary=summary) if write else None
 
 
