@@ -100,23 +100,21 @@ def tanh_l2_search(
     clf: Classifier,
     x0: torch.Tensor,
     objective: Objective,
-    *,
-    binary_search_steps: int,
-    steps: int,
-    stepsize: float,
-    initial_const: float,
-    abort_early: bool,
+    s: CarliniWagnerL2Settings,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """The C&W L2 optimisation shared by ``cw-l2`` and ``ml-cw``: minimise
     ``||x' - x||_2^2 + c · f(x')`` over ``x' = a + b · tanh(w)`` with Adam
     and a per-sample binary search over ``c`` (module docstring), for the
-    attack term ``f`` and adversarial check given by ``objective``.
+    attack term ``f`` and adversarial check given by ``objective``, with the
+    search settings of ``s`` (its ``confidence`` belongs to the objective).
 
     Returns ``(best_adv, iterations, forwards, backwards)``: per sample the
     smallest-L2 input the objective called adversarial (``x0`` itself where
     none was found, or where ``x0`` already is adversarial), and the pass
     counts (1 forward for the initial check, then 1 forward + 1 backward per
     Adam step the sample takes)."""
+    binary_search_steps, steps, stepsize = s.binary_search_steps, s.steps, s.stepsize
+    initial_const, abort_early = s.initial_const, s.abort_early
     n = len(x0)
     dev = x0.device
     iterations, forwards, backwards = new_counts(n, dev)
@@ -237,16 +235,7 @@ def carlini_wagner_l2(
         margin = _margin(clf(xb), labels[idx], targeted)
         return (margin + kappa).clamp(min=0), _is_adv(margin.detach(), kappa)
 
-    best_adv, iterations, forwards, backwards = tanh_l2_search(
-        clf,
-        x0,
-        objective,
-        binary_search_steps=s.binary_search_steps,
-        steps=s.steps,
-        stepsize=s.stepsize,
-        initial_const=s.initial_const,
-        abort_early=s.abort_early,
-    )
+    best_adv, iterations, forwards, backwards = tanh_l2_search(clf, x0, objective, s)
     return finalize(
         clf,
         x0,

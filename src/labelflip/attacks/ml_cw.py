@@ -134,16 +134,7 @@ def ml_carlini_wagner(
             adv &= (code * z_d).amin(1) >= gamma
         return term, adv
 
-    best_adv, iterations, forwards, backwards = tanh_l2_search(
-        clf,
-        x0,
-        objective,
-        binary_search_steps=s.binary_search_steps,
-        steps=s.steps,
-        stepsize=s.stepsize,
-        initial_const=s.initial_const,
-        abort_early=s.abort_early,
-    )
+    best_adv, iterations, forwards, backwards = tanh_l2_search(clf, x0, objective, s)
     return finalize(
         clf,
         x0,
