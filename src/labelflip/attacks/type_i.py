@@ -146,23 +146,6 @@ class Judgement:
     success: torch.Tensor
 
 
-def _positive(name: str, v: float, *, zero: bool = False) -> float:
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        raise LabelflipError(f"type-i: {name} must be a number, got {v!r}") from None
-    if not (f == f and abs(f) != float("inf")) or f < 0 or (f == 0 and not zero):
-        need = ">= 0" if zero else "> 0"
-        raise LabelflipError(f"type-i: {name} must be a finite number {need}, got {v!r}")
-    return f
-
-
-def _steps(v: int) -> int:
-    if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-        raise LabelflipError(f"type-i: steps must be an integer >= 1, got {v!r}")
-    return v
-
-
 def _f2_loss(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
     """Per-sample ``J2``: ``−log f2(z)_{y'}`` (eq. 8) when targeted; untargeted,
     ``−log(1 − f2(z)_y)``, which pushes ``f2`` away from ``y`` and, like the
@@ -244,17 +227,10 @@ def type_i(
         )
     if tgt is not None and bool((tgt == y).any()):
         raise LabelflipError("type-i: a target equals the true class; a Type I target must differ")
-    steps = _steps(steps)
-    lr, eta = _positive("lr", lr), _positive("eta", eta, zero=True)
-    alpha, gamma = _positive("alpha", alpha, zero=True), _positive("gamma", gamma, zero=True)
-    beta, j1_target = (
-        _positive("beta", beta, zero=True),
-        _positive("j1_target", j1_target, zero=True),
-    )
-    k_max = _positive("k_max", k_max, zero=True)
-    min_confidence = _positive("min_confidence", min_confidence, zero=True)
-    if min_confidence >= 1:
-        raise LabelflipError(f"type-i: min_confidence must be < 1, got {min_confidence}")
+    TypeISettings(
+        steps=steps, lr=lr, alpha=alpha, gamma=gamma, beta=beta, eta=eta,
+        j1_target=j1_target, k_max=k_max, min_confidence=min_confidence,
+    ).validate()  # fmt: skip
     generator_or_default(generator)
     svae = svae.eval()
 
@@ -405,9 +381,7 @@ def latent_attack(
         raise LabelflipError(f"generator must be a torch.Generator, got {type(generator).__name__}")
     if (aux is None) != (target is None):
         raise LabelflipError("latent-attack: a target needs an auxiliary classifier and vice versa")
-    steps = _steps(steps)
-    k, eps = _positive("k", k, zero=True), _positive("eps", eps)
-    lr, init_scale = _positive("lr", lr), _positive("init_scale", init_scale)
+    LatentTypeISettings(k=k, eps=eps, steps=steps, lr=lr, init_scale=init_scale).validate()
     if not isinstance(y, torch.Tensor) or y.shape != (z.shape[0],):
         raise LabelflipError(f"latent-attack: y must be a tensor of shape ({z.shape[0]},)")
     y = y.detach().to(device=z.device, dtype=torch.long)
