@@ -44,6 +44,7 @@ import numpy as np
 import torch
 from numpy.typing import ArrayLike
 
+from labelflip.analysis import _validate
 from labelflip.errors import LabelflipError
 from labelflip.models.classifier import Classifier, check_logits
 
@@ -258,15 +259,7 @@ def _probabilities(clf: Classifier, x: torch.Tensor) -> torch.Tensor:
 def _scores_vector(scores: ArrayLike | torch.Tensor, name: str) -> np.ndarray:
     if isinstance(scores, torch.Tensor):
         scores = scores.detach().cpu().numpy()
-    try:
-        v = np.asarray(scores, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise LabelflipError(f"{name} must be a numeric vector: {exc}") from None
-    if v.ndim != 1:
-        raise LabelflipError(f"{name} must be 1-D, got shape {v.shape}")
-    if not np.all(np.isfinite(v)):
-        raise LabelflipError(f"{name} contains NaN or infinite values")
-    return v
+    return _validate.vector(scores, name)
 
 
 def calibrate_threshold(scores_clean: ArrayLike | torch.Tensor, fpr: float = 0.05) -> float:
