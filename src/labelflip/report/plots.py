@@ -318,6 +318,29 @@ def _perturbation(x: np.ndarray, x_adv: np.ndarray) -> np.ndarray:
     return 0.5 + d / (2 * scale) if scale > 0 else np.full_like(d, 0.5)
 
 
+def _image_grid(
+    columns: Sequence[Sequence[tuple[np.ndarray, str | None]]],
+    rows: Sequence[str],
+    titles: Sequence[str],
+    height: float,
+) -> bytes:
+    """One column per example, one row per panel (an image in ``[0, 1]``
+    and its colormap), the row names on the left, the titles on top."""
+    n = len(columns)
+    fig = _figure(max(1.7 * n + 0.8, 3.0), height)
+    axes = fig.subplots(len(rows), n, squeeze=False)
+    for i, panels in enumerate(columns):
+        for r, (img, cmap) in enumerate(panels):
+            ax = axes[r, i]
+            ax.imshow(img, cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_ylabel(rows[r], fontsize=8)
+        axes[0, i].set_title(_plain(titles[i]), fontsize=8)
+    return _png(fig)
+
+
 def gallery(
     x: np.ndarray,
     x_adv: np.ndarray,
@@ -332,22 +355,16 @@ def gallery(
     largest absolute entry, so 0.5 grey means unchanged.
     """
     lo, hi = float(bounds[0]), float(bounds[1])
-    n = len(x)
-    fig = _figure(max(1.7 * n + 0.8, 3.0), 5.6)
-    axes = fig.subplots(3, n, squeeze=False)
+    columns = [
+        (
+            _to_image(x[i], lo, hi),
+            _to_image(x_adv[i], lo, hi),
+            _to_image(_perturbation(x[i], x_adv[i]), 0, 1),
+        )
+        for i in range(len(x))
+    ]
     rows = ("original", "adversarial", "perturbation\n(rescaled)")
-    for i in range(n):
-        pert = _perturbation(x[i], x_adv[i])
-        panels = (_to_image(x[i], lo, hi), _to_image(x_adv[i], lo, hi), _to_image(pert, 0, 1))
-        for r, (img, cmap) in enumerate(panels):
-            ax = axes[r, i]
-            ax.imshow(img, cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if i == 0:
-                ax.set_ylabel(rows[r], fontsize=8)
-        axes[0, i].set_title(_plain(titles[i]), fontsize=8)
-    return _png(fig)
+    return _image_grid(columns, rows, titles, 5.6)
 
 
 def gallery_type_i(
@@ -361,18 +378,8 @@ def gallery_type_i(
     (halfway along the latent path) and the result, all ``(N, C, H, W)`` in
     ``bounds`` (see :func:`gallery`)."""
     lo, hi = float(bounds[0]), float(bounds[1])
-    n = len(x)
-    fig = _figure(max(1.7 * n + 0.8, 3.0), 6.0)
-    axes = fig.subplots(3, n, squeeze=False)
-    rows = ("start", "transition", "result")
-    for i in range(n):
-        for r, image in enumerate((x[i], transition[i], x_adv[i])):
-            img, cmap = _to_image(image, lo, hi)
-            ax = axes[r, i]
-            ax.imshow(img, cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if i == 0:
-                ax.set_ylabel(rows[r], fontsize=8)
-        axes[0, i].set_title(_plain(titles[i]), fontsize=8)
-    return _png(fig)
+    columns = [
+        tuple(_to_image(image, lo, hi) for image in (x[i], transition[i], x_adv[i]))
+        for i in range(len(x))
+    ]
+    return _image_grid(columns, ("start", "transition", "result"), titles, 6.0)
