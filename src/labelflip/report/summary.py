@@ -234,20 +234,45 @@ def _job_summary(
             job, status, rec, names, judges, n_boot=n_boot, level=level, seed=seed,
             distances=distances or {}, image_size=image_size,
         )  # fmt: skip
-    A = analysis.flip_matrix(true, adv, k, mask=correct)
-    bowker = analysis.bowker_test(A)
-    ci = analysis.symmetry_ci(true, adv, k, mask=correct, n_boot=n_boot, level=level, seed=seed)
-    attract = analysis.attractor_summary(true[correct], adv[correct], success[correct], k)
-    top = attract["top_class"]
+    landing = _landings(true, adv, correct, success, names, n_boot=n_boot, level=level, seed=seed)
     rho = (
-        analysis.rank_correlation(attract["shares"], noise)
+        analysis.rank_correlation(landing["landing_shares"], noise)
         if noise is not None
         else analysis.SpearmanResult(math.nan, math.nan)
     )
+    A = landing["flip_matrix"]
     return {
         **_job_header(job, status, rec),
-        "flip_matrix": A,
+        **landing,
         "flip_matrix_all": analysis.flip_matrix(true, adv, k),
+        "white_noise_spearman": {"rho": rho.rho, "p_value": rho.p_value},
+        "label_space": _label_space(job, rec, A, distances or {}, image_size, targeted),
+        **_type_ii_judged(rec, success & correct, judges),
+    }
+
+
+def _landings(
+    true: np.ndarray,
+    landed: np.ndarray,
+    mask: np.ndarray,
+    success: np.ndarray,
+    names: list[str],
+    *,
+    n_boot: int,
+    level: float,
+    seed: int,
+) -> dict[str, Any]:
+    """Where the ``mask``ed samples landed: the flip matrix of ``true`` ×
+    ``landed`` with its symmetry (bootstrap interval), Bowker test and top
+    flips, and the attractors of the ``success``ful ones."""
+    k = len(names)
+    A = analysis.flip_matrix(true, landed, k, mask=mask)
+    bowker = analysis.bowker_test(A)
+    ci = analysis.symmetry_ci(true, landed, k, mask=mask, n_boot=n_boot, level=level, seed=seed)
+    attract = analysis.attractor_summary(true[mask], landed[mask], success[mask], k)
+    top = attract["top_class"]
+    return {
+        "flip_matrix": A,
         "symmetry": analysis.symmetry_score(A),
         "symmetry_ci": list(ci),
         "symmetry_level": level,
@@ -261,9 +286,6 @@ def _job_summary(
             "name": None if top is None else names[top],
             "share": attract["top_share"],
         },
-        "white_noise_spearman": {"rho": rho.rho, "p_value": rho.p_value},
-        "label_space": _label_space(job, rec, A, distances or {}, image_size, targeted),
-        **_type_ii_judged(rec, success & correct, judges),
     }
 
 
@@ -390,15 +412,12 @@ def _type_i_job_summary(
         base = base & (_oracle_clean(rec, judges) == true)
     seen = rec["oracle_pred"] if by_oracle else rec["attacker_pred"]
     target = rec["target"]
-    M = label_stay_matrix(true, adv, seen, k, mask=base)
     keeps = adv == true
     ok = base & keeps & (seen != true)  # the judge's Type I successes
-    bowker = analysis.bowker_test(M)
-    # what the judge sees where the model kept its label (else the true class)
-    landed = np.where(keeps, seen, true)
-    ci = analysis.symmetry_ci(true, landed, k, mask=base, n_boot=n_boot, level=level, seed=seed)
-    attract = analysis.attractor_summary(true[base], landed[base], ok[base], k)
-    top = attract["top_class"]
+    # the label-stay matrix is the flip matrix of true x seen over the samples f1 kept
+    landing = _landings(
+        true, seen, base & keeps, seen != true, names, n_boot=n_boot, level=level, seed=seed
+    )
     rates = {
         "f2": type_i_rates(true, adv, rec["attacker_pred"], target, mask=base).__dict__,
         "oracle": (
@@ -416,26 +435,16 @@ def _type_i_job_summary(
             **{f"median_{c}": _median(rec[c][ok].astype(np.float64)) for c in NORMS},
         }
     )
-    ls_rec = {**rec, "adv_pred": landed}
+    # what the judge sees where the model kept its label (else the true class)
+    ls_rec = {**rec, "adv_pred": np.where(keeps, seen, true)}
     return {
         **header,
-        "flip_matrix": M,
+        **landing,
         "flip_matrix_all": label_stay_matrix(true, adv, seen, k),
-        "symmetry": analysis.symmetry_score(M),
-        "symmetry_ci": list(ci),
-        "symmetry_level": level,
-        "bowker": {"statistic": bowker.statistic, "df": bowker.df, "p_value": bowker.p_value},
-        "top_flips": _flip_entries(M, names),
-        "landing_shares": attract["shares"],
-        "baseline_shares": attract["baseline_shares"],
-        "entropy": attract["entropy"],
-        "top_attractor": {
-            "class": top,
-            "name": None if top is None else names[top],
-            "share": attract["top_share"],
-        },
         "white_noise_spearman": {"rho": math.nan, "p_value": math.nan},
-        "label_space": _label_space(job, ls_rec, M, distances, image_size, True),
+        "label_space": _label_space(
+            job, ls_rec, landing["flip_matrix"], distances, image_size, True
+        ),
         "type_i": {
             "judge": "oracle" if by_oracle else "f2",
             "rates": rates,
