@@ -235,6 +235,12 @@ def load_checkpoint(
     return clf.to(device), meta
 
 
+def mismatch_detail(e: RuntimeError) -> str:
+    """The first informative line of ``load_state_dict``'s error (its first
+    line only says that loading failed)."""
+    return next((ln.strip() for ln in str(e).splitlines()[1:] if ln.strip()), str(e))
+
+
 def load_state(
     model: torch.nn.Module, state: Mapping[str, torch.Tensor], what: str, meta: CheckpointMeta
 ) -> None:
@@ -242,7 +248,7 @@ def load_state(
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
-        detail = next((ln.strip() for ln in str(e).splitlines()[1:] if ln.strip()), str(e))
+        detail = mismatch_detail(e)
         raise LabelflipError(
             f"{what} does not fit architecture '{meta.architecture}' with input shape "
             f"{tuple(meta.input_shape)} and {_outputs_phrase(meta)}: {detail}"

@@ -61,10 +61,12 @@ from labelflip.errors import LabelflipError
 from labelflip.models.checkpoint import (
     checkpoint_paths,
     library_versions,
+    mismatch_detail,
     read_sidecar,
     read_verified_weights,
     write_weights,
 )
+from labelflip.models.training import progress_bar
 
 FORMAT = "labelflip-svae/1"
 SVAE_ARCHS = ("mlp", "conv")
@@ -333,14 +335,6 @@ class SVAETraining:
     seconds: float = 0.0
 
 
-def _bar(total: int, desc: str, enabled: bool) -> Any:
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit="batch", leave=True, dynamic_ncols=True)
-
-
 def train_svae(
     dataset: Dataset,
     settings: SVAESettings,
@@ -395,7 +389,7 @@ def train_svae(
             sums = {"total": 0.0, "rec": 0.0, "kl": 0.0, "cls": 0.0}
             correct = 0
             order = torch.randperm(n, generator=gen)
-            bar = _bar(steps, f"svae stage 1 epoch {epoch}/{settings.epochs}", progress)
+            bar = progress_bar(steps, f"svae stage 1 epoch {epoch}/{settings.epochs}", progress)
             for i in range(0, n, settings.batch_size):
                 idx = order[i : i + settings.batch_size].to(device)
                 xb, yb = x_all[idx], y_all[idx]
@@ -432,7 +426,7 @@ def train_svae(
             svae.discriminator.train()
             total = 0.0
             order = torch.randperm(n, generator=gen)
-            bar = _bar(steps, f"svae stage 2 epoch {epoch}/{settings.dis_epochs}", progress)
+            bar = progress_bar(steps, f"svae stage 2 epoch {epoch}/{settings.dis_epochs}", progress)
             for i in range(0, n, settings.batch_size):
                 idx = order[i : i + settings.batch_size].to(device)
                 loss = stage2_loss(svae, x_all[idx], gen)
@@ -505,8 +499,7 @@ def load_svae(
     try:
         svae.load_state_dict(state, strict=True)
     except RuntimeError as e:
-        detail = next((ln.strip() for ln in str(e).splitlines()[1:] if ln.strip()), str(e))
         raise LabelflipError(
-            f"SVAE weights {weights.name} do not fit their config: {detail}"
+            f"SVAE weights {weights.name} do not fit their config: {mismatch_detail(e)}"
         ) from None
     return svae.to(device).eval(), meta

@@ -266,7 +266,7 @@ def train(
             model.train()
             order = tr_idx[torch.randperm(len(tr_idx), generator=gen)]
             total_loss, correct, seen, bits_right = 0.0, 0, 0, 0
-            bar = _bar(steps_per_epoch, f"epoch {epoch}/{settings.epochs}", progress)
+            bar = progress_bar(steps_per_epoch, f"epoch {epoch}/{settings.epochs}", progress)
             for i in range(0, len(order), settings.batch_size):
                 idx = order[i : i + settings.batch_size].to(device)
                 xb, yb = x_all[idx], y_all[idx]
@@ -400,7 +400,8 @@ def _augment(x: torch.Tensor, gen: torch.Generator, pad: int = 4) -> torch.Tenso
     return padded[ni, ci, rows, cols]
 
 
-def _bar(total: int, desc: str, enabled: bool):
+def progress_bar(total: int, desc: str, enabled: bool) -> Any:
+    """A tqdm bar over ``total`` batches, or ``None`` when not ``enabled``."""
     if not enabled:
         return None
     from tqdm.auto import tqdm
