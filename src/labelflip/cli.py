@@ -360,10 +360,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def _train_svae(args: argparse.Namespace, device) -> int:
     """``labelflip train --arch svae``: the SVAE of the Type I attack paper
     (Algorithm 1), saved with :func:`labelflip.models.svae.save_svae`."""
-    from dataclasses import asdict
-
-    from labelflip.data import load_dataset
-    from labelflip.models.svae import SVAESettings, save_svae, svae_accuracy, train_svae
+    from labelflip.models.svae import SVAESettings, train_and_save_svae
 
     if args.encoding or args.code_length:
         raise LabelflipError("--encoding/--code-length do not apply to --arch svae")
@@ -384,16 +381,16 @@ def _train_svae(args: argparse.Namespace, device) -> int:
         else Path("checkpoints")
         / (f"{slug(args.dataset)}-svae{'-conv' if settings.arch == 'conv' else ''}-seed{args.seed}")
     )
-    train_set = load_dataset(args.dataset, "train", args.data_dir)
-    test_set = load_dataset(args.dataset, "test", args.data_dir)
-    print(
-        f"training svae ({settings.arch}) on {args.dataset}: {len(train_set)} train images, "
-        f"{len(test_set)} test, "
-        f"{settings.epochs}+{settings.dis_epochs} epochs, adam lr {settings.lr}, "
-        f"batch {settings.batch_size}, latent {settings.latent_dim}, "
-        f"seed {settings.seed}, {device}",
-        file=sys.stderr,
-    )
+
+    def banner(train_set, test_set) -> None:
+        print(
+            f"training svae ({settings.arch}) on {args.dataset}: {len(train_set)} train images, "
+            f"{len(test_set)} test, "
+            f"{settings.epochs}+{settings.dis_epochs} epochs, adam lr {settings.lr}, "
+            f"batch {settings.batch_size}, latent {settings.latent_dim}, "
+            f"seed {settings.seed}, {device}",
+            file=sys.stderr,
+        )
 
     def log_epoch(st) -> None:
         losses = ", ".join(f"{k} {v:.4f}" for k, v in st.losses.items())
@@ -405,18 +402,15 @@ def _train_svae(args: argparse.Namespace, device) -> int:
             file=sys.stderr,
         )
 
-    svae = train_svae(
-        train_set,
+    path, test_acc = train_and_save_svae(
+        args.dataset,
         settings,
-        progress=not args.no_progress,
-        device=device,
-        on_epoch=log_epoch if args.no_progress else None,
-    )
-    test_acc = svae_accuracy(svae, test_set.x.to(device), test_set.y)
-    path = save_svae(
         out,
-        svae,
-        {"dataset": args.dataset, **asdict(settings), "f2_test_accuracy": round(test_acc, 6)},
+        data_dir=args.data_dir,
+        device=device,
+        progress=not args.no_progress,
+        on_epoch=log_epoch if args.no_progress else None,
+        on_start=banner,
     )
     print(f"svae f2 test accuracy {test_acc:.4f}")
     print(f"checkpoint: {path}")

@@ -186,7 +186,7 @@ def obtain_svae(cfg: RunConfig, device: torch.device, progress: bool):
     dataset's train split with the table's settings and cached (the cache
     name carries a digest of the settings). ``(None, None, None)`` when the
     config has no ``[svae]`` table."""
-    from labelflip.models.svae import SVAESettings, load_svae, save_svae, svae_accuracy, train_svae
+    from labelflip.models.svae import SVAESettings, load_svae, train_and_save_svae
 
     sv = cfg.svae
     if sv is None:
@@ -200,26 +200,19 @@ def obtain_svae(cfg: RunConfig, device: torch.device, progress: bool):
         ).hexdigest()[:10]
         path = model_cache_dir() / f"{slug(cfg.data.dataset)}-svae-{digest}.safetensors"
         if not path.is_file():
-            from labelflip.data import load_dataset
-
             _log(
                 f"training an svae on {cfg.data.dataset} ({settings.epochs}+"
                 f"{settings.dis_epochs} epochs, seed {settings.seed}); cached at {path}"
             )
-            train = load_dataset(cfg.data.dataset, "train", cfg.data.data_dir)
-            test = load_dataset(cfg.data.dataset, "test", cfg.data.data_dir)
             t = time.perf_counter()
-            svae = train_svae(train, settings, progress=progress, device=device)
-            acc = svae_accuracy(svae, test.x.to(device), test.y)
             path.parent.mkdir(parents=True, exist_ok=True)
-            save_svae(
+            path, acc = train_and_save_svae(
+                cfg.data.dataset,
+                settings,
                 path,
-                svae,
-                {
-                    "dataset": cfg.data.dataset,
-                    **dataclasses.asdict(settings),
-                    "f2_test_accuracy": round(acc, 6),
-                },
+                data_dir=cfg.data.data_dir,
+                device=device,
+                progress=progress,
             )
             _log(f"trained in {time.perf_counter() - t:.0f} s: f2 test accuracy {acc:.4f}")
     svae, meta = load_svae(path, device=device)

@@ -455,6 +455,38 @@ def svae_accuracy(svae: SVAE, x: torch.Tensor, y: torch.Tensor) -> float:
     return float((svae.predict(x).cpu() == y.cpu()).double().mean())
 
 
+def train_and_save_svae(
+    dataset: str,
+    settings: SVAESettings,
+    out: str | os.PathLike[str],
+    *,
+    data_dir: str | None = None,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+    on_epoch: Callable[[SVAEEpoch], None] | None = None,
+    on_start: Callable[[Dataset, Dataset], None] | None = None,
+) -> tuple[Path, float]:
+    """Train an SVAE on ``dataset``'s train split (:func:`train_svae`),
+    measure ``f2`` on the test split and save it at ``out`` with the dataset,
+    the settings and that accuracy; returns the weights path and the
+    accuracy. ``on_start(train_set, test_set)`` runs once the data is loaded.
+    Used by ``labelflip train --arch svae`` and by runs that train their
+    ``[svae]``."""
+    from labelflip.data import load_dataset
+
+    settings.validate()
+    train_set = load_dataset(dataset, "train", data_dir)
+    test_set = load_dataset(dataset, "test", data_dir)
+    if on_start is not None:
+        on_start(train_set, test_set)
+    svae = train_svae(train_set, settings, progress, device=device, on_epoch=on_epoch)
+    acc = svae_accuracy(svae, test_set.x.to(device), test_set.y)
+    path = save_svae(
+        out, svae, {"dataset": dataset, **asdict(settings), "f2_test_accuracy": round(acc, 6)}
+    )
+    return path, acc
+
+
 # ------------------------------------------------------------------------- checkpoints
 
 
