@@ -517,6 +517,15 @@ _WORKER_MODEL: dict[tuple[str, str], Any] = {}
 _WORKER_JUDGES: dict[tuple[str, str], dict[str, Any]] = {}
 
 
+def _from_payload(payload: _ModelPayload, load: Callable[[Path], Any]) -> Any:
+    """``load(path)`` of the checkpoint in ``payload``, written for the call
+    into a temporary directory (weights and sidecar side by side)."""
+    with tempfile.TemporaryDirectory(prefix="labelflip-model-") as tmp:
+        (Path(tmp) / "model.safetensors").write_bytes(payload.weights)
+        (Path(tmp) / "model.json").write_bytes(payload.sidecar)
+        return load(Path(tmp) / "model.safetensors")
+
+
 def _worker_resources(box: list, ref_id: str, device: torch.device) -> dict[str, Any]:
     """The run's oracle, SVAE and detector config in this worker process
     (``box[1]``, object id ``ref_id``), loaded on first use and kept, like
@@ -531,16 +540,12 @@ def _worker_resources(box: list, ref_id: str, device: torch.device) -> dict[str,
 
         payload: _JudgesPayload = ray.get(box[1])
         res = {"oracle": None, "svae": None, "detect": payload.detect}
-        with tempfile.TemporaryDirectory(prefix="labelflip-judges-") as tmp:
-            for name, p in (("oracle", payload.oracle), ("svae", payload.svae)):
-                if p is None:
-                    continue
-                (Path(tmp) / f"{name}.safetensors").write_bytes(p.weights)
-                (Path(tmp) / f"{name}.json").write_bytes(p.sidecar)
-                if name == "oracle":
-                    res[name] = load_checkpoint(Path(tmp) / f"{name}.safetensors", device=device)[0]
-                else:
-                    res[name] = load_svae(Path(tmp) / f"{name}.safetensors", device=device)[0]
+        if payload.oracle is not None:
+            res["oracle"] = _from_payload(
+                payload.oracle, lambda p: load_checkpoint(p, device=device)
+            )[0]
+        if payload.svae is not None:
+            res["svae"] = _from_payload(payload.svae, lambda p: load_svae(p, device=device))[0]
         _WORKER_JUDGES.clear()
         _WORKER_JUDGES[key] = res
     return res
@@ -558,12 +563,9 @@ def _worker_classifier(box: list, ref_id: str, device: torch.device) -> Any:
         from labelflip.models import load_checkpoint
 
         payload: _ModelPayload = ray.get(box[0])
-        with tempfile.TemporaryDirectory(prefix="labelflip-model-") as tmp:
-            (Path(tmp) / "model.safetensors").write_bytes(payload.weights)
-            (Path(tmp) / "model.json").write_bytes(payload.sidecar)
-            clf, meta = load_checkpoint(
-                Path(tmp) / "model.safetensors", device=device, trust_code=payload.trust
-            )
+        clf, meta = _from_payload(
+            payload, lambda p: load_checkpoint(p, device=device, trust_code=payload.trust)
+        )
         if meta.weights_sha256 != payload.sha256:  # cannot happen: the driver's own files
             raise LabelflipError("the model that reached this worker is not the run's model")
         _WORKER_MODEL.clear()
