@@ -46,7 +46,8 @@ class TypeIResult:
     """One row per sample.
 
     ``x_adv``: the decoded adversarial images ``f_dec(z)``; ``z``: their
-    latent codes; ``f1_pred``: the attacked classifier's class for ``x_adv``
+    latent codes, ``z_start`` the codes ``μ(x)`` the search started from;
+    ``f1_pred``: the attacked classifier's class for ``x_adv``
     (a success keeps ``y``); ``f2_pred``: the SVAE classifier's class for
     ``z`` (should be ``target``, or ``≠ y`` untargeted); ``f1_keeps`` and
     ``f2_changed`` (``f2_pred == target`` when targeted, else ``≠ y``)
@@ -57,6 +58,7 @@ class TypeIResult:
 
     x_adv: torch.Tensor
     z: torch.Tensor
+    z_start: torch.Tensor
     y: torch.Tensor
     target: torch.Tensor
     f1_pred: torch.Tensor
@@ -282,6 +284,7 @@ def type_i(
     return TypeIResult(
         x_adv=x_adv.detach(),
         z=best.detach(),
+        z_start=z0,
         y=y.clone(),
         target=target_out.clone(),
         f1_pred=f1p,
@@ -330,8 +333,7 @@ def type_i_attack(
         min_confidence=min_confidence,
     )  # fmt: skip
     with torch.no_grad():
-        z0 = svae.encode(x.detach().to(r.x_adv))[0]
-        transition = svae.decode(0.5 * (z0 + r.z))
+        transition = svae.decode(0.5 * (r.z_start + r.z))
     n = len(r.y)
     return finalize_type_i(
         clf,
