@@ -300,7 +300,7 @@ def _attack_kind(attack: str) -> str:
         return "type-ii"
 
 
-def _judges(meta: Mapping[str, Any], n_samples: int) -> dict[str, Any]:
+def _judges(meta: Mapping[str, Any]) -> dict[str, Any]:
     """What the run's metadata says of its judges: ``oracle`` (its info and
     its clean predictions, per sample position) and ``detect`` (feature
     squeezing: settings, clean scores, the calibrated threshold)."""
@@ -327,8 +327,6 @@ def _judges(meta: Mapping[str, Any], n_samples: int) -> dict[str, Any]:
                 "rates": [detection_rate(clean, t) for t in fixed],
             },
         }
-    if out["oracle_clean"] is not None and len(out["oracle_clean"]) != n_samples:
-        out["oracle"] = out["oracle_clean"] = None  # not this run's samples: ignore
     return out
 
 
@@ -624,8 +622,7 @@ def summarize(
     noise_dist = None if noise is None else noise["distribution"]
     distances = _distances(meta, len(names))
     image_size = _image_size(meta)
-    samples = meta.get("samples")
-    judges = None if multilabel else _judges(meta, len(samples or []))
+    judges = None if multilabel else _judges(meta)
     job_summaries = [
         _job_summary(
             job,
@@ -643,6 +640,7 @@ def summarize(
         )
         for job, rec in zip(jobs, records, strict=True)
     ]
+    samples = meta.get("samples")
     n_samples = len(samples) if samples is not None else max([0] + [j["n"] for j in job_summaries])
     return jsonable(
         {
