@@ -322,20 +322,22 @@ def _job_table(job: Mapping[str, Any], names: Sequence[str] | None = None) -> st
     ent = job["entropy"]
     bw = job["bowker"]
     p_value = format_p(bw["p_value"])
-    rows = [
+    head = [
         ("attack", job["attack"]),
         ("settings", json.dumps(job["settings"], sort_keys=True, ensure_ascii=False)),
         ("seed", job["seed"]),
-        ("records", f"{job['n']} ({job['n_clean_correct']} clean-correct)"),
-        ("landing entropy (normalised)", "–" if ent is None else f"{ent:.3f}"),
-        ("Spearman rho, landing shares vs white noise", rho),
-        ("Bowker test", f"χ² = {bw['statistic']:.3g}, df = {bw['df']}, p = {p_value}"),
     ]
+    records = ("records", f"{job['n']} ({job['n_clean_correct']} clean-correct)")
+    entropy = ("landing entropy (normalised)", "–" if ent is None else f"{ent:.3f}")
+    noise = ("Spearman rho, landing shares vs white noise", rho)
+    bowker = ("Bowker test", f"χ² = {bw['statistic']:.3g}, df = {bw['df']}, p = {p_value}")
     ml = job.get("multilabel")
     if ml:
-        rows = rows[:4] + _multilabel_rows(ml, names or [])
-    if job.get("type_i"):
-        rows = rows[:3] + _type_i_rows(job) + [rows[4], rows[6]]  # no white-noise prior
+        rows = [*head, records, *_multilabel_rows(ml, names or [])]
+    elif job.get("type_i"):  # no white-noise prior: the model keeps its label
+        rows = [*head, *_type_i_rows(job), entropy, bowker]
+    else:
+        rows = [*head, records, entropy, noise, bowker]
     oracle = job.get("oracle")
     if oracle:
         rows.append(
