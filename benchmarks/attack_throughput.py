@@ -28,6 +28,7 @@ reported and skipped.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import platform
 import sys
@@ -92,7 +93,7 @@ def _timed(fn: Callable[[], torch.Tensor]) -> tuple[torch.Tensor, float]:
     return out, time.perf_counter() - t
 
 
-def run_native(name, attack, clf, x, y, batch) -> Row:
+def run_native(name, attack, clf, x, y, batch, library="labelflip") -> Row:
     def go():
         parts = [attack(clf, x[i : i + batch], y[i : i + batch]) for i in range(0, len(x), batch)]
         return parts
@@ -103,7 +104,7 @@ def run_native(name, attack, clf, x, y, batch) -> Row:
     fwd = sum(int(p.forwards.sum()) for p in parts) / len(x)
     bwd = sum(int(p.backwards.sum()) for p in parts) / len(x)
     s, l2, linf = _stats(clf, x, y, x_adv)
-    return Row(name, "labelflip", len(x), secs, len(x) / secs, s, l2, linf, fwd, bwd)
+    return Row(name, library, len(x), secs, len(x) / secs, s, l2, linf, fwd, bwd)
 
 
 def run_peer(name, library, make, clf, x, y, batch) -> Row:
@@ -123,6 +124,18 @@ def run_peer(name, library, make, clf, x, y, batch) -> Row:
     return Row(
         name, library, n, secs, n / secs, s, l2, linf, counter.rows / n, counter.grad_rows / n
     )
+
+
+def replicated_deepfool(name, clf, x, y, batch) -> Row:
+    """labelflip's DeepFool with the gradient path it uses on accelerators
+    (one replicated batch per step) forced on this device."""
+    module = importlib.import_module("labelflip.attacks.deepfool")
+    saved = module.SHARED_FORWARD_DEVICES
+    module.SHARED_FORWARD_DEVICES = frozenset()
+    try:
+        return run_native(name, deepfool, clf, x, y, batch, "labelflip-replicated")
+    finally:
+        module.SHARED_FORWARD_DEVICES = saved
 
 
 def foolbox_maker(attack_factory, eps):
@@ -168,6 +181,12 @@ def main(argv: list[str] | None = None) -> int:
         help="leave the weights' requires_grad on, as a freshly loaded model has it "
         "(Foolbox then also accumulates weight gradients; default: frozen for every library)",
     )
+    p.add_argument(
+        "--also-replicated",
+        action="store_true",
+        help="also time labelflip's DeepFool with the accelerator's gradient path "
+        "(one replicated batch) on this device",
+    )
     p.add_argument("--json", default=None, help="also write the rows as JSON here")
     args = p.parse_args(argv)
 
@@ -195,8 +214,10 @@ def main(argv: list[str] | None = None) -> int:
     b = args.batch_size
     if "deepfool" in wanted:
         name = "DeepFool L2 (50 steps, 10 candidates, overshoot 0.02)"
+        plan.append(("labelflip", name, lambda: run_native(name, deepfool, clf, x, y, b)))
+        if args.also_replicated:
+            plan.append(("labelflip", name, lambda: replicated_deepfool(name, clf, x, y, b)))
         plan += [
-            ("labelflip", name, lambda: run_native(name, deepfool, clf, x, y, b)),
             (
                 "foolbox",
                 name,
@@ -271,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
 
     rows: list[Row] = []
     header = (
-        f"{'attack':<55} {'library':<13} {'img/s':>8} {'seconds':>8} {'success':>8} "
+        f"{'attack':<55} {'library':<21} {'img/s':>8} {'seconds':>8} {'success':>8} "
         f"{'med L2':>8} {'med L∞':>8} {'fwd/img':>8} {'grad/img':>8}"
     )
     print(header)
@@ -279,18 +300,18 @@ def main(argv: list[str] | None = None) -> int:
         try:
             r = job()
         except ImportError as e:
-            print(f"{name:<55} {library:<13} skipped: {e}", flush=True)
+            print(f"{name:<55} {library:<21} skipped: {e}", flush=True)
             continue
         rows.append(r)
         print(
-            f"{r.attack:<55} {r.library:<13} {r.images_per_s:8.1f} {r.seconds:8.1f} "
+            f"{r.attack:<55} {r.library:<21} {r.images_per_s:8.1f} {r.seconds:8.1f} "
             f"{r.success:8.3f} {r.median_l2:8.4f} {r.median_linf:8.4f} "
             f"{r.fwd_per_image:8.1f} {r.grad_per_image:8.1f}",
             flush=True,
         )
     for name in dict.fromkeys(r.attack for r in rows):
         ours = [r for r in rows if r.attack == name and r.library == "labelflip"]
-        for peer in (r for r in rows if r.attack == name and r.library != "labelflip"):
+        for peer in (r for r in rows if r.attack == name and not r.library.startswith("labelflip")):
             if ours:
                 print(
                     f"{name}: labelflip / {peer.library} throughput "

@@ -28,6 +28,7 @@ from labelflip.attacks import (
     run_attack,
     settings_from_mapping,
 )
+from labelflip.attacks import _common as common
 from labelflip.data import load_dataset
 from labelflip.errors import LabelflipError
 from labelflip.models import Classifier, recipe_for
@@ -429,18 +430,51 @@ def test_deepfool_is_batch_invariant(digits_model, digits_test):
         assert one.iterations[0] == whole.iterations[i]
 
 
-def test_deepfool_cpu_chunking_changes_nothing(digits_model, digits_test, monkeypatch):
-    # the package attribute `deepfool` is the function; fetch the module itself
+@pytest.mark.parametrize(
+    "name, settings",
+    [
+        ("deepfool", {}),
+        ("pgd", {"eps": 0.3, "steps": 10}),
+        ("pgd", {"eps": 2.0, "norm": "l2", "steps": 10}),
+        ("fgsm", {"eps": 0.1}),
+        ("labelfool", {}),
+    ],
+)
+def test_cpu_chunking_changes_nothing(digits_model, digits_test, monkeypatch, name, settings):
+    # on a CPU the gradient passes run in chunks of samples (caches); the
+    # attack must not notice
+    x, y = digits_test
+    x, y = x[:30], y[:30]
+    gen = torch.Generator().manual_seed(3)
+    t = _required_target(name, y)
+    monkeypatch.setattr(common, "CPU_ROWS_PER_PASS", 10**6)
+    whole = run_attack(name, digits_model, x, y, settings, target=t, generator=gen.manual_seed(3))
+    monkeypatch.setattr(common, "CPU_ROWS_PER_PASS", 20)  # 2 to 20 samples a chunk
+    chunked = run_attack(name, digits_model, x, y, settings, target=t, generator=gen.manual_seed(3))
+    assert torch.allclose(whole.x_adv, chunked.x_adv, atol=1e-5)
+    assert torch.equal(whole.adv_pred, chunked.adv_pred)
+    assert torch.equal(whole.iterations, chunked.iterations)
+    assert torch.equal(whole.forwards, chunked.forwards)
+
+
+def test_deepfool_gradient_paths_agree(digits_model, digits_test, monkeypatch):
+    # the CPU path (one shared forward, a backward per candidate) and the
+    # accelerator path (one replicated batch) must give the same attack
     deepfool_module = importlib.import_module("labelflip.attacks.deepfool")
     x, y = digits_test
     x, y = x[:30], y[:30]
-    monkeypatch.setattr(deepfool_module, "CPU_ROWS_PER_PASS", 10**6)
-    whole = deepfool(digits_model, x, y)
-    monkeypatch.setattr(deepfool_module, "CPU_ROWS_PER_PASS", 20)  # 2 samples x 9 copies
-    chunked = deepfool(digits_model, x, y)
-    assert torch.allclose(whole.x_adv, chunked.x_adv, atol=1e-5)
-    assert torch.equal(whole.iterations, chunked.iterations)
-    assert torch.equal(whole.forwards, chunked.forwards)
+    classes = digits_model(x).detach().argsort(1, descending=True)[:, :6]
+    shared = deepfool_module._shared_forward(digits_model, x, classes)
+    replicated = deepfool_module._replicated(digits_model, x, classes)
+    assert shared[1].shape == (30, 5, *x.shape[1:])
+    for a, b in zip(shared, replicated, strict=True):
+        assert torch.allclose(a, b, atol=1e-6)
+    on_cpu = deepfool(digits_model, x, y)
+    monkeypatch.setattr(deepfool_module, "SHARED_FORWARD_DEVICES", frozenset())
+    as_on_gpu = deepfool(digits_model, x, y)
+    assert torch.allclose(on_cpu.x_adv, as_on_gpu.x_adv, atol=1e-5)
+    assert torch.equal(on_cpu.iterations, as_on_gpu.iterations)
+    assert torch.equal(on_cpu.backwards, as_on_gpu.backwards)
 
 
 def test_carlini_wagner_is_batch_invariant(digits_model, digits_test):

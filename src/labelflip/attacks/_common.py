@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import difflib
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -184,12 +184,57 @@ def random_start_l2(x: torch.Tensor, eps: float, generator: torch.Generator) -> 
 
 def ce_gradient(clf: Classifier, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Gradient w.r.t. ``x`` of the summed cross-entropy of ``labels`` (one
-    forward and one backward pass)."""
+    forward and one backward pass; on a CPU, per chunk of samples)."""
+    (grad,) = map_chunks(lambda xc, lc: (_ce_gradient(clf, xc, lc),), 1, x, labels)
+    return grad
+
+
+def _ce_gradient(clf: Classifier, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     with torch.enable_grad():
         xg = x.detach().requires_grad_(True)
         loss = F.cross_entropy(clf(xg), labels, reduction="sum")
         (grad,) = torch.autograd.grad(loss, xg)
     return grad
+
+
+# ------------------------------------------------------------- CPU chunking
+
+
+# Gradient rows (samples x gradients per sample) per chunk on a CPU, where a
+# forward+backward slows down sharply once a pass no longer fits the caches.
+# Measured on a 2-core CPU with the cw-mnist model: PGD-40 on 500 images runs
+# at 41 img/s in one batch and 107-111 img/s in chunks of 64-256; DeepFool's
+# 9 candidate gradients per sample cost 1.0 ms per sample with 28 samples a
+# chunk, 1.14 ms with 200 and 2.6 ms with 500. Accelerators take the whole
+# batch at once.
+CPU_ROWS_PER_PASS = 256
+
+
+def sample_chunks(n: int, rows_per_sample: int, device: torch.device) -> list[slice]:
+    """Slices of ``n`` samples processed per pass: all at once on an
+    accelerator, at most ``CPU_ROWS_PER_PASS // rows_per_sample`` on a CPU;
+    always at least one (possibly empty) slice."""
+    if device.type != "cpu" or n == 0:
+        return [slice(0, n)]
+    step = max(1, CPU_ROWS_PER_PASS // rows_per_sample)
+    return [slice(i, i + step) for i in range(0, n, step)]
+
+
+def map_chunks(
+    fn: Callable[..., tuple[torch.Tensor, ...]],
+    rows_per_sample: int,
+    x: torch.Tensor,
+    *per_sample: torch.Tensor,
+) -> tuple[torch.Tensor, ...]:
+    """``fn(x[c], *(t[c] for t in per_sample))`` over :func:`sample_chunks`,
+    its tuple of per-sample outputs concatenated."""
+    parts = [
+        fn(x[c], *(t[c] for t in per_sample))
+        for c in sample_chunks(len(x), rows_per_sample, x.device)
+    ]
+    if len(parts) == 1:
+        return parts[0]
+    return tuple(torch.cat(p) for p in zip(*parts, strict=True))
 
 
 # ------------------------------------------------------------ norms and projections

@@ -19,25 +19,39 @@ is applied to the accumulated perturbation, ``x_{i+1} = clip(x_0 + (1 + η)
 stability; at most ``steps`` iterations.
 
 Batched execution: a sample that is adversarial (its prediction differs from
-its label) leaves the active batch. The gradients of the ``candidates - 1``
-logit differences of all active samples come from ONE forward and ONE
-backward pass over a batch holding ``candidates - 1`` copies of every active
-sample (copy ``j`` differentiates ``f_{c_j} - f_{c_0}``); there is no Python
-loop over classes or samples and no host synchronisation per sample. On a
-CPU that replicated batch is processed in chunks of at most
-``CPU_ROWS_PER_PASS`` rows, because CPU throughput per row falls sharply for
-larger batches; on an accelerator it is one pass.
+its label) leaves the active batch; there is no Python loop over samples and
+no host synchronisation per sample. The gradients of the ``candidates - 1``
+logit differences of all active samples are obtained in one of two ways,
+chosen by device (:func:`candidate_gradients`; both give the same numbers):
+
+- on an accelerator, ONE forward and ONE backward pass over a batch holding
+  ``candidates - 1`` copies of every active sample (copy ``j``
+  differentiates ``f_{c_j} - f_{c_0}``): one kernel launch sequence however
+  many candidates, which is what pays off where launches, not arithmetic,
+  bound the time;
+- on a CPU, where the convolutions are compute-bound, ONE shared forward
+  pass and ``candidates - 1`` backward passes through its graph, each over
+  all active samples of a chunk. The replicated batch would repeat the
+  forward ``candidates - 1`` times for nothing, and PyTorch's batched
+  autograd (``is_grads_batched``) runs ``convolution_backward`` once per
+  candidate on a CPU anyway (profiled). Measured on a 2-core CPU with the
+  cw-mnist model: 1.0 ms per sample and step against 2.7 ms replicated and
+  1.5 ms batched autograd (docs/benchmarks.md).
+
+On a CPU the samples are processed in chunks of ``CPU_ROWS_PER_PASS //
+(candidates - 1)``, because CPU throughput per row falls sharply for larger
+batches.
 
 Pass counting, per sample: 1 forward for the initial logits; then per
-iteration 1 forward + 1 backward for the replicated gradient pass (the copies
-of a sample together count as one pass) and 1 forward (no gradient) to check
+iteration 1 forward + 1 backward for the gradients of all its candidates (the
+replicated copies, or the per-candidate backward passes, together count as
+one, whatever the device) and 1 forward (no gradient) to check
 whether the new point is adversarial (skipped after the last allowed
 iteration, where the final evaluation decides).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -45,9 +59,11 @@ import torch
 from labelflip.attacks._common import (
     check_choice,
     check_number,
+    map_chunks,
     new_counts,
     prepare_inputs,
     rows,
+    sample_chunks,
 )
 from labelflip.attacks._result import AttackResult, finalize
 from labelflip.errors import LabelflipError
@@ -74,40 +90,6 @@ class DeepFoolSettings:
         check_number("deepfool", "overshoot", self.overshoot, minimum=0.0)
 
 
-# Rows per replicated pass on a CPU: measured on a 2-core CPU with the
-# cw-mnist model, per-row throughput of a forward+backward drops about 3x
-# from ~200 to ~1800 rows (caches), so there the replicated batch is cut into
-# chunks of at most this many rows. Accelerators take the whole batch at once.
-CPU_ROWS_PER_PASS = 256
-
-
-def sample_chunks(n: int, rows_per_sample: int, device: torch.device) -> list[slice]:
-    """Slices of ``n`` samples processed per pass: all at once on an
-    accelerator, at most ``CPU_ROWS_PER_PASS // rows_per_sample`` on a CPU;
-    always at least one (possibly empty) slice."""
-    if device.type != "cpu" or n == 0:
-        return [slice(0, n)]
-    step = max(1, CPU_ROWS_PER_PASS // rows_per_sample)
-    return [slice(i, i + step) for i in range(0, n, step)]
-
-
-def map_chunks(
-    fn: Callable[..., tuple[torch.Tensor, ...]],
-    rows_per_sample: int,
-    x: torch.Tensor,
-    *per_sample: torch.Tensor,
-) -> tuple[torch.Tensor, ...]:
-    """``fn(x[c], *(t[c] for t in per_sample))`` over :func:`sample_chunks`,
-    its tuple of per-sample outputs concatenated."""
-    parts = [
-        fn(x[c], *(t[c] for t in per_sample))
-        for c in sample_chunks(len(x), rows_per_sample, x.device)
-    ]
-    if len(parts) == 1:
-        return parts[0]
-    return tuple(torch.cat(p) for p in zip(*parts, strict=True))
-
-
 def predict_logits(clf: Classifier, x: torch.Tensor) -> torch.Tensor:
     """Logits of ``x`` without gradients (in CPU-sized chunks on a CPU)."""
     with torch.no_grad():
@@ -119,14 +101,38 @@ def candidate_gradients(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Logit differences ``f_{c_j}(x) - f_{c_0}(x)`` for ``j = 1..k-1`` and their
     gradients w.r.t. ``x``, for every row of ``x``: shapes ``(A, k-1)`` and
-    ``(A, k-1, *x.shape[1:])``. One forward and one backward pass over a batch
-    of ``A * (k-1)`` rows (on a CPU, over chunks of that batch)."""
+    ``(A, k-1, *x.shape[1:])``. On an accelerator one forward and one backward
+    pass over a batch of ``A * (k-1)`` rows; on a CPU, per chunk of samples,
+    one forward and ``k-1`` backward passes through it (module docstring)."""
     m = classes.shape[1] - 1
-    diffs, grads = map_chunks(lambda xc, cc: _candidate_gradients(clf, xc, cc), m, x, classes)
+    one_chunk = _shared_forward if x.device.type in SHARED_FORWARD_DEVICES else _replicated
+    diffs, grads = map_chunks(lambda xc, cc: one_chunk(clf, xc, cc), m, x, classes)
     return diffs, grads
 
 
-def _candidate_gradients(
+# Device types on which the candidate gradients share one forward pass
+# (compute-bound: a replicated batch would only repeat the forward); on the
+# others the candidates are replicated into one batch (launch-bound).
+SHARED_FORWARD_DEVICES = frozenset({"cpu"})
+
+
+def _shared_forward(
+    clf: Classifier, x: torch.Tensor, classes: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    m = classes.shape[1] - 1
+    with torch.enable_grad():
+        xr = x.detach().requires_grad_(True)
+        logits = clf(xr)
+        diffs = logits.gather(1, classes[:, 1:]) - logits.gather(1, classes[:, :1])
+        # rows are independent (eval mode), so the gradient of a column's sum
+        # is every row's own gradient; one backward pass per candidate rank
+        grads = [
+            torch.autograd.grad(diffs[:, j].sum(), xr, retain_graph=j < m - 1)[0] for j in range(m)
+        ]
+    return diffs.detach(), torch.stack(grads, 1)
+
+
+def _replicated(
     clf: Classifier, x: torch.Tensor, classes: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     a, k = classes.shape

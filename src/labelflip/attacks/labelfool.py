@@ -43,9 +43,9 @@ from dataclasses import dataclass
 
 import torch
 
-from labelflip.attacks._common import check_number, new_counts, prepare_inputs, rows
+from labelflip.attacks._common import check_number, map_chunks, new_counts, prepare_inputs, rows
 from labelflip.attacks._result import AttackResult, finalize
-from labelflip.attacks.deepfool import map_chunks, predict_logits
+from labelflip.attacks.deepfool import predict_logits
 from labelflip.errors import LabelflipError
 from labelflip.models.classifier import Classifier
 
