@@ -438,6 +438,9 @@ def test_deepfool_is_batch_invariant(digits_model, digits_test):
         ("pgd", {"eps": 2.0, "norm": "l2", "steps": 10}),
         ("fgsm", {"eps": 0.1}),
         ("labelfool", {}),
+        ("jma", {}),
+        ("cw-l2", {"binary_search_steps": 3, "steps": 20}),
+        ("ml-cw", {"binary_search_steps": 2, "steps": 20}),
     ],
 )
 def test_cpu_chunking_changes_nothing(digits_model, digits_test, monkeypatch, name, settings):
@@ -457,22 +460,38 @@ def test_cpu_chunking_changes_nothing(digits_model, digits_test, monkeypatch, na
     assert torch.equal(whole.forwards, chunked.forwards)
 
 
-def test_deepfool_gradient_paths_agree(digits_model, digits_test, monkeypatch):
-    # the CPU path (one shared forward, a backward per candidate) and the
-    # accelerator path (one replicated batch) must give the same attack
-    deepfool_module = importlib.import_module("labelflip.attacks.deepfool")
-    x, y = digits_test
-    x, y = x[:30], y[:30]
-    classes = digits_model(x).detach().argsort(1, descending=True)[:, :6]
-    shared = deepfool_module._shared_forward(digits_model, x, classes)
-    replicated = deepfool_module._replicated(digits_model, x, classes)
-    assert shared[1].shape == (30, 5, *x.shape[1:])
+def test_output_vjps_paths_agree(digits_model, digits_test):
+    # the CPU strategy (one shared forward, a backward per vector) and the
+    # accelerator strategy (one replicated batch) must give the same numbers
+    x, _ = digits_test
+    x = x[:30]
+    v = torch.randn(30, 4, digits_model.num_classes, generator=_gen(5))
+    shared = common._shared_forward_vjps(digits_model, x, v)
+    replicated = common._replicated_vjps(digits_model, x, v)
+    assert shared[1].shape == (30, 4, *x.shape[1:])
+    # against a plain per-vector reference
+    xg = x.clone().requires_grad_(True)
+    out = digits_model(xg)
+    ref = torch.autograd.grad(out, xg, v[:, 2], retain_graph=True)[0]
+    assert torch.allclose(shared[1][:, 2], ref, atol=1e-6)
     for a, b in zip(shared, replicated, strict=True):
         assert torch.allclose(a, b, atol=1e-6)
-    on_cpu = deepfool(digits_model, x, y)
-    monkeypatch.setattr(deepfool_module, "SHARED_FORWARD_DEVICES", frozenset())
-    as_on_gpu = deepfool(digits_model, x, y)
+
+
+@pytest.mark.parametrize(
+    "name, settings", [("deepfool", {}), ("deepfool", {"norm": "linf"}), ("jma", {})]
+)
+def test_attacks_agree_on_both_gradient_strategies(
+    digits_model, digits_test, monkeypatch, name, settings
+):
+    x, y = digits_test
+    x, y = x[:30], y[:30]
+    t = _targets(y) if name == "jma" else None
+    on_cpu = run_attack(name, digits_model, x, y, settings, target=t, generator=_gen())
+    monkeypatch.setattr(common, "SHARED_FORWARD_DEVICES", frozenset())  # as on a GPU
+    as_on_gpu = run_attack(name, digits_model, x, y, settings, target=t, generator=_gen())
     assert torch.allclose(on_cpu.x_adv, as_on_gpu.x_adv, atol=1e-5)
+    assert torch.equal(on_cpu.adv_pred, as_on_gpu.adv_pred)
     assert torch.equal(on_cpu.iterations, as_on_gpu.iterations)
     assert torch.equal(on_cpu.backwards, as_on_gpu.backwards)
 

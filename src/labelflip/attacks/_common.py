@@ -200,14 +200,13 @@ def _ce_gradient(clf: Classifier, x: torch.Tensor, labels: torch.Tensor) -> torc
 # ------------------------------------------------------------- CPU chunking
 
 
-# Gradient rows (samples x gradients per sample) per chunk on a CPU, where a
-# forward+backward slows down sharply once a pass no longer fits the caches.
-# Measured on a 2-core CPU with the cw-mnist model: PGD-40 on 500 images runs
-# at 41 img/s in one batch and 107-111 img/s in chunks of 64-256; DeepFool's
-# 9 candidate gradients per sample cost 1.0 ms per sample with 28 samples a
-# chunk, 1.14 ms with 200 and 2.6 ms with 500. Accelerators take the whole
-# batch at once.
-CPU_ROWS_PER_PASS = 256
+# Rows per forward/backward pass on a CPU, where a pass slows down sharply
+# once its activations no longer fit the caches. Measured on a 2-core CPU with
+# the cw-mnist model on 500 MNIST images: PGD-40 runs at 37-42 img/s in one
+# batch, 65-77 in chunks of 256 rows and 100-107 in chunks of 64-128;
+# DeepFool at 77-83 img/s in chunks of 256 samples and 93-135 with 64-128.
+# Accelerators take the whole batch at once.
+CPU_ROWS_PER_PASS = 128
 
 
 def sample_chunks(n: int, rows_per_sample: int, device: torch.device) -> list[slice]:
@@ -235,6 +234,61 @@ def map_chunks(
     if len(parts) == 1:
         return parts[0]
     return tuple(torch.cat(p) for p in zip(*parts, strict=True))
+
+
+# Device types on which several gradients of one batch share a forward pass
+# (compute-bound: replicating the batch would only repeat the forward); on the
+# others the batch is replicated into one pass (launch-bound).
+SHARED_FORWARD_DEVICES = frozenset({"cpu"})
+
+
+def output_vjps(
+    fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, v: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Outputs ``fn(x)`` (A, n) and, for every sample ``a`` and every ``j < m``,
+    the gradient ``∇_x (v[a, j] · fn(x)[a])`` (A, m, *x.shape[1:]); ``v`` is
+    (A, m, n). The rows of ``fn`` must be independent (a model in eval mode).
+
+    - On a CPU (compute-bound), per chunk of samples: ONE forward pass and
+      ``m`` backward passes through its graph, each over the whole chunk.
+      Replicating the chunk would repeat the forward ``m`` times for nothing,
+      and PyTorch's batched autograd (``is_grads_batched``) runs
+      ``convolution_backward`` once per vector on a CPU anyway (profiled).
+    - On an accelerator (launch-bound): ONE forward and ONE backward pass over
+      a batch holding ``m`` copies of every sample, copy ``j`` weighted by
+      ``v[:, j]``.
+
+    Both give the same numbers (tested); docs/benchmarks.md has the timings."""
+    shared = x.device.type in SHARED_FORWARD_DEVICES
+    one = _shared_forward_vjps if shared else _replicated_vjps
+    return map_chunks(lambda xc, vc: one(fn, xc, vc), 1 if shared else v.shape[1], x, v)
+
+
+def _shared_forward_vjps(
+    fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, v: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    m = v.shape[1]
+    with torch.enable_grad():
+        xg = x.detach().requires_grad_(True)
+        out = fn(xg)
+        grads = [
+            torch.autograd.grad(out, xg, v[:, j].to(out.dtype), retain_graph=j < m - 1)[0]
+            for j in range(m)
+        ]
+    return out.detach(), torch.stack(grads, 1)
+
+
+def _replicated_vjps(
+    fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, v: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    a, m = v.shape[:2]
+    shape = x.shape[1:]
+    with torch.enable_grad():
+        xr = x.detach().unsqueeze(1).expand(a, m, *shape).reshape(a * m, *shape)
+        xr.requires_grad_(True)
+        out = fn(xr)
+        (grads,) = torch.autograd.grad(out, xr, v.reshape(a * m, -1).to(out.dtype))
+    return out.view(a, m, -1)[:, 0].detach(), grads.view(a, m, *shape)
 
 
 # ------------------------------------------------------------ norms and projections

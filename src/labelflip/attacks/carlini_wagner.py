@@ -46,6 +46,7 @@ import torch
 from labelflip.attacks._common import (
     check_bool,
     check_number,
+    map_chunks,
     new_counts,
     prepare_inputs,
 )
@@ -141,6 +142,19 @@ def tanh_l2_search(
     check_every = math.ceil(steps / 10)
     beta1, beta2, adam_eps = 0.9, 0.999, 1e-8
 
+    def gradient(
+        d: torch.Tensor, w: torch.Tensor, xr: torch.Tensor, c: torch.Tensor, idx: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Gradient of the loss w.r.t. ``d`` (one forward and one backward pass),
+        the loss, the adversarial check and the point evaluated."""
+        with torch.enable_grad():
+            d = d.requires_grad_(True)
+            x_d = torch.tanh(w + d) * b + a
+            term, adv = objective(x_d, idx)
+            loss = c * term + (x_d - xr).flatten(1).square().sum(1)
+            (grad,) = torch.autograd.grad(loss.sum(), d)
+        return grad, loss.detach(), adv, x_d.detach()
+
     for round_ in range(binary_search_steps):
         if todo.numel() == 0:
             break
@@ -157,13 +171,10 @@ def tanh_l2_search(
         for step in range(steps):
             if active.numel() == 0:
                 break
-            with torch.enable_grad():
-                d_a = delta[active].requires_grad_(True)
-                x_a = torch.tanh(w0[active] + d_a) * b + a
-                term, adv = objective(x_a, active)
-                sq = (x_a - x_rec[active]).flatten(1).square().sum(1)
-                loss = c_all[active] * term + sq
-                (grad,) = torch.autograd.grad(loss.sum(), d_a)
+            d_a = delta[active]
+            grad, loss, adv, x_a = map_chunks(
+                gradient, 1, d_a, w0[active], x_rec[active], c_all[active], active
+            )
             iterations[active] += 1
             forwards[active] += 1
             backwards[active] += 1
@@ -176,10 +187,9 @@ def tanh_l2_search(
             v_hat = v_a / (1 - beta2**t)
             m[active] = m_a
             v[active] = v_a
-            delta[active] = d_a.detach() - stepsize * m_hat / (v_hat.sqrt() + adam_eps)
+            delta[active] = d_a - stepsize * m_hat / (v_hat.sqrt() + adam_eps)
 
             # record the point just evaluated (before the update) if it is better
-            x_a = x_a.detach()
             found[active] |= adv
             norms = (x_a - x0[active]).flatten(1).norm(dim=1)
             better = adv & (norms < best_norm[active])
@@ -188,9 +198,8 @@ def tanh_l2_search(
             best_adv[idx] = x_a[better]
 
             if abort_early and step % check_every == 0:
-                loss_d = loss.detach()
-                progress = loss_d <= 0.9999 * prev_loss[active]
-                prev_loss[active] = loss_d
+                progress = loss <= 0.9999 * prev_loss[active]
+                prev_loss[active] = loss
                 active = active[progress]
 
         upper = torch.where(found, consts, upper)

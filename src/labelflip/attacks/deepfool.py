@@ -21,8 +21,9 @@ stability; at most ``steps`` iterations.
 Batched execution: a sample that is adversarial (its prediction differs from
 its label) leaves the active batch; there is no Python loop over samples and
 no host synchronisation per sample. The gradients of the ``candidates - 1``
-logit differences of all active samples are obtained in one of two ways,
-chosen by device (:func:`candidate_gradients`; both give the same numbers):
+logit differences of all active samples come from
+:func:`~labelflip.attacks._common.output_vjps`, whose strategy depends on the
+device (both give the same numbers):
 
 - on an accelerator, ONE forward and ONE backward pass over a batch holding
   ``candidates - 1`` copies of every active sample (copy ``j``
@@ -31,16 +32,11 @@ chosen by device (:func:`candidate_gradients`; both give the same numbers):
   bound the time;
 - on a CPU, where the convolutions are compute-bound, ONE shared forward
   pass and ``candidates - 1`` backward passes through its graph, each over
-  all active samples of a chunk. The replicated batch would repeat the
-  forward ``candidates - 1`` times for nothing, and PyTorch's batched
-  autograd (``is_grads_batched``) runs ``convolution_backward`` once per
-  candidate on a CPU anyway (profiled). Measured on a 2-core CPU with the
-  cw-mnist model: 1.0 ms per sample and step against 2.7 ms replicated and
-  1.5 ms batched autograd (docs/benchmarks.md).
-
-On a CPU the samples are processed in chunks of ``CPU_ROWS_PER_PASS //
-(candidates - 1)``, because CPU throughput per row falls sharply for larger
-batches.
+  a cache-sized chunk of active samples. Measured on a 2-core CPU with the
+  cw-mnist model: 1.0 ms per sample and step, against 2.7 ms for the
+  replicated batch and 1.5 ms for PyTorch's batched autograd
+  (``is_grads_batched``, which loops over the vectors inside
+  ``convolution_backward`` on a CPU).
 
 Pass counting, per sample: 1 forward for the initial logits; then per
 iteration 1 forward + 1 backward for the gradients of all its candidates (the
@@ -59,8 +55,8 @@ import torch
 from labelflip.attacks._common import (
     check_choice,
     check_number,
-    map_chunks,
     new_counts,
+    output_vjps,
     prepare_inputs,
     rows,
     sample_chunks,
@@ -101,52 +97,16 @@ def candidate_gradients(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Logit differences ``f_{c_j}(x) - f_{c_0}(x)`` for ``j = 1..k-1`` and their
     gradients w.r.t. ``x``, for every row of ``x``: shapes ``(A, k-1)`` and
-    ``(A, k-1, *x.shape[1:])``. On an accelerator one forward and one backward
-    pass over a batch of ``A * (k-1)`` rows; on a CPU, per chunk of samples,
-    one forward and ``k-1`` backward passes through it (module docstring)."""
-    m = classes.shape[1] - 1
-    one_chunk = _shared_forward if x.device.type in SHARED_FORWARD_DEVICES else _replicated
-    diffs, grads = map_chunks(lambda xc, cc: one_chunk(clf, xc, cc), m, x, classes)
-    return diffs, grads
-
-
-# Device types on which the candidate gradients share one forward pass
-# (compute-bound: a replicated batch would only repeat the forward); on the
-# others the candidates are replicated into one batch (launch-bound).
-SHARED_FORWARD_DEVICES = frozenset({"cpu"})
-
-
-def _shared_forward(
-    clf: Classifier, x: torch.Tensor, classes: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    m = classes.shape[1] - 1
-    with torch.enable_grad():
-        xr = x.detach().requires_grad_(True)
-        logits = clf(xr)
-        diffs = logits.gather(1, classes[:, 1:]) - logits.gather(1, classes[:, :1])
-        # rows are independent (eval mode), so the gradient of a column's sum
-        # is every row's own gradient; one backward pass per candidate rank
-        grads = [
-            torch.autograd.grad(diffs[:, j].sum(), xr, retain_graph=j < m - 1)[0] for j in range(m)
-        ]
-    return diffs.detach(), torch.stack(grads, 1)
-
-
-def _replicated(
-    clf: Classifier, x: torch.Tensor, classes: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
+    ``(A, k-1, *x.shape[1:])``, from :func:`~labelflip.attacks._common.output_vjps`
+    (on an accelerator one forward and one backward pass over ``A * (k-1)``
+    rows; on a CPU one forward and ``k-1`` backward passes per chunk)."""
     a, k = classes.shape
-    m = k - 1
-    shape = x.shape[1:]
-    with torch.enable_grad():
-        xr = x.detach().unsqueeze(1).expand(a, m, *shape).reshape(a * m, *shape)
-        xr.requires_grad_(True)
-        logits = clf(xr).view(a, m, -1)
-        picked = logits.gather(2, classes[:, 1:].unsqueeze(2)).squeeze(2)
-        original = logits.gather(2, classes[:, :1].unsqueeze(1).expand(a, m, 1)).squeeze(2)
-        diffs = picked - original
-        (grads,) = torch.autograd.grad(diffs.sum(), xr)
-    return diffs.detach(), grads.view(a, m, *shape)
+    v = torch.zeros(a, k - 1, clf.num_classes, device=x.device)
+    v.scatter_(2, classes[:, 1:].unsqueeze(2), 1.0)
+    v.scatter_(2, classes[:, :1].unsqueeze(1).expand(a, k - 1, 1), -1.0)
+    logits, grads = output_vjps(clf, x, v)
+    diffs = logits.gather(1, classes[:, 1:]) - logits.gather(1, classes[:, :1])
+    return diffs, grads
 
 
 def deepfool(

@@ -84,6 +84,7 @@ from labelflip.attacks._common import (
     check_choice,
     check_number,
     new_counts,
+    output_vjps,
     prepare_inputs,
     rows,
 )
@@ -135,20 +136,15 @@ class JMASettings:
 
 def output_jacobian(clf: Classifier, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The raw outputs ``z`` (B, n) and their Jacobian ``∂z/∂x`` (B, n, m),
-    ``m`` the input size, for every row of ``x`` in one batched pass: the
-    batch is repeated ``n`` times, one forward pass computes all copies and
-    one backward pass of ``Σ_b Σ_j z_j(copy j of x_b)`` yields every row of
-    every Jacobian (each output depends only on its own input)."""
-    b = x.shape[0]
+    ``m`` the input size, for every row of ``x``: the ``n`` vector-Jacobian
+    products with the unit vectors, batched by
+    :func:`~labelflip.attacks._common.output_vjps` (on an accelerator one
+    forward and one backward pass over ``n`` copies of the batch; on a CPU one
+    forward and ``n`` backward passes per chunk)."""
     n = clf.num_outputs
-    with torch.enable_grad():
-        xr = x.detach().unsqueeze(0).expand(n, *x.shape).reshape(n * b, *x.shape[1:])
-        xr = xr.clone().requires_grad_(True)
-        z = clf.outputs(xr).view(n, b, -1)
-        picked = torch.diagonal(z, dim1=0, dim2=2)  # (B, n): output j of copy j
-        (grad,) = torch.autograd.grad(picked.sum(), xr)
-    jac = grad.view(n, b, -1).transpose(0, 1)
-    return z[0].detach(), jac
+    eye = torch.eye(n, device=x.device).expand(len(x), n, n)
+    z, grads = output_vjps(clf.outputs, x, eye)
+    return z, grads.flatten(2)
 
 
 def constraints(

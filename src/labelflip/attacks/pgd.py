@@ -25,6 +25,7 @@ from labelflip.attacks._common import (
     check_eps,
     check_number,
     generator_or_default,
+    map_chunks,
     new_counts,
     prepare_inputs,
     project_l2,
@@ -126,10 +127,15 @@ def pgd(
             gen = generator_or_default(generator)
             start = random_start_linf if s.norm == "linf" else random_start_l2
             x_adv = clf.clip(start(x0, eps_, gen))
-        for _ in range(n_steps):
-            grad = ce_gradient(clf, x_adv, labels)
-            direction = steepest_direction(grad, s.norm)
-            x_adv = clf.clip(project(x_adv + step * direction, x0, eps_))
+
+        def iterate(xa: torch.Tensor, xc: torch.Tensor, lc: torch.Tensor) -> tuple[torch.Tensor]:
+            for _ in range(n_steps):
+                direction = steepest_direction(ce_gradient(clf, xa, lc), s.norm)
+                xa = clf.clip(project(xa + step * direction, xc, eps_))
+            return (xa,)
+
+        # samples are independent: on a CPU all steps run per cache-sized chunk
+        (x_adv,) = map_chunks(iterate, 1, x_adv, x0, labels)
         iterations += n_steps
         forwards += n_steps
         backwards += n_steps
