@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from labelflip.config import load_config
 from labelflip.errors import LabelflipError
@@ -57,10 +58,15 @@ def env(tmp_path, monkeypatch):
     """A config file, a model cache shared by in-process and subprocess runs."""
     cache = tmp_path / "cache"
     monkeypatch.setenv("LABELFLIP_CACHE", str(cache))
+    # one thread in the subprocess runs and in this process alike: torch may
+    # sum floats in another order with another thread count (small batches)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     cfg_path = tmp_path / "run.toml"
     cfg_path.write_text(CONFIG)
-    return cfg_path
+    yield cfg_path
+    torch.set_num_threads(threads)
 
 
 def _records(run_dir: Path) -> dict[str, np.ndarray]:
