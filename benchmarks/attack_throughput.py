@@ -28,7 +28,6 @@ reported and skipped.
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import platform
 import sys
@@ -39,7 +38,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from labelflip.attacks import deepfool, pgd
+from labelflip.attacks import _common, deepfool, pgd
 from labelflip.data import load_dataset
 from labelflip.models import Classifier, load_checkpoint
 
@@ -129,13 +128,12 @@ def run_peer(name, library, make, clf, x, y, batch) -> Row:
 def replicated_deepfool(name, clf, x, y, batch) -> Row:
     """labelflip's DeepFool with the gradient path it uses on accelerators
     (one replicated batch per step) forced on this device."""
-    module = importlib.import_module("labelflip.attacks.deepfool")
-    saved = module.SHARED_FORWARD_DEVICES
-    module.SHARED_FORWARD_DEVICES = frozenset()
+    saved = _common.SHARED_FORWARD_DEVICES
+    _common.SHARED_FORWARD_DEVICES = frozenset()
     try:
         return run_native(name, deepfool, clf, x, y, batch, "labelflip-replicated")
     finally:
-        module.SHARED_FORWARD_DEVICES = saved
+        _common.SHARED_FORWARD_DEVICES = saved
 
 
 def foolbox_maker(attack_factory, eps):

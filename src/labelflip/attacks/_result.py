@@ -59,7 +59,9 @@ class AttackResult:
     - ``iterations``: iterations the sample actually used (early-exit attacks
       stop counting when the sample leaves the active batch).
     - ``forwards`` / ``backwards``: model forward / backward passes the attack
-      spent on the sample; a sample taking part in one batched pass counts 1.
+      spent on the sample; a sample taking part in one batched pass counts 1,
+      and so does one gradient evaluation of several outputs (DeepFool's
+      candidates, JMA's Jacobian), whatever the device's strategy.
       The clean and adversarial evaluations done by :func:`finalize` are not
       counted (they are bookkeeping, not attack work).
     - ``attacker_pred``: a Type I attack's own judge of the example (the

@@ -32,9 +32,10 @@ solved batched by the Sequential Coordinate-wise algorithm
 
 Algorithm 1, for the active batch at once:
 
-1. the Jacobian ``J`` (n × m) of every active sample in one batched pass
-   (the batch is repeated once per output and one backward pass of the sum
-   of the selected outputs gives every row: no loop over outputs);
+1. the Jacobian ``J`` (n × m) of every active sample, batched by
+   :func:`~labelflip.attacks._common.output_vjps` (on an accelerator the
+   batch is repeated once per output and one backward pass gives every row;
+   on a CPU one forward pass and ``n`` backward passes per chunk);
 2. ``A``, ``b``, ``H = A(JJᵀ)Aᵀ``; ``λ*`` by SCA; ``δ* = −JᵀAᵀλ*``;
 3. ``x' = clip(x + δ*)``; if the model's decision at ``x'`` is the
    target, a binary search of ``n_bs`` steps on the segment from ``x`` to
