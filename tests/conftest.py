@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 # Tests never reach the internet: a missing file is an error, not a download
 # (the download tests serve files from a local HTTP server and lift this).
@@ -31,3 +32,17 @@ def real_data_dir() -> Path:
             "(set LABELFLIP_DATA to a folder like ../shared/datasets)"
         )
     return path
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a whole module (``pytestmark =
+    pytest.mark.usefixtures("one_thread")``), restored afterwards. Tiny models
+    run fastest single-threaded, and much faster than with several threads on
+    a machine busy with other work; and results then match those of runs in
+    subprocesses with ``OMP_NUM_THREADS=1`` bit for bit (with another thread
+    count torch may sum floats in another order on small batches)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

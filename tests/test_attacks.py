@@ -91,14 +91,7 @@ def _budget(name: str, settings: dict) -> tuple[float, str, dict]:
     return settings["eps"], settings["norm"], {**settings, "eps": 0.0}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models run fastest single-threaded, and much faster than with
-    several threads on a machine busy with other work."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -20,13 +20,7 @@ from labelflip.models import Classifier, OutputEncoding, hadamard_codebook, reci
 from labelflip.models.encoding import bits_to_index, index_to_bits, label_set_name
 from labelflip.models.training import TrainSettings, train
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ------------------------------------------------------------------ SCA vs scipy

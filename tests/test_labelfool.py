@@ -15,13 +15,7 @@ from labelflip.models import Classifier, recipe_for
 from labelflip.models.training import TrainSettings, train
 from labelflip.targets import TARGET_STRATEGIES, choose_targets
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _affine(weight: torch.Tensor, bias: torch.Tensor) -> tuple[Classifier, nn.Linear]:

@@ -32,12 +32,7 @@ LABELS, DIM = 4, 8
 ROW_NORM = 4 * 2**0.5  # ||w_j|| of the label model
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _gen(seed: int) -> torch.Generator:

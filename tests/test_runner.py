@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from labelflip.config import load_config
 from labelflip.errors import LabelflipError
@@ -54,19 +53,15 @@ TOTAL = 5 * 60  # jobs x samples
 
 
 @pytest.fixture()
-def env(tmp_path, monkeypatch):
-    """A config file, a model cache shared by in-process and subprocess runs."""
+def env(tmp_path, monkeypatch, one_thread):
+    """A config file, a model cache shared by in-process and subprocess runs,
+    and one torch thread in the subprocess runs and in this process alike."""
     cache = tmp_path / "cache"
     monkeypatch.setenv("LABELFLIP_CACHE", str(cache))
-    # one thread in the subprocess runs and in this process alike: torch may
-    # sum floats in another order with another thread count (small batches)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     cfg_path = tmp_path / "run.toml"
     cfg_path.write_text(CONFIG)
-    yield cfg_path
-    torch.set_num_threads(threads)
+    return cfg_path
 
 
 def _records(run_dir: Path) -> dict[str, np.ndarray]:

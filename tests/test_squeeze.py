@@ -28,13 +28,7 @@ from labelflip.errors import LabelflipError
 from labelflip.models import Classifier, recipe_for
 from labelflip.models.training import TrainSettings, train
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _sum_classifier(shape: tuple[int, ...] = (1, 2, 2)) -> Classifier:

@@ -82,12 +82,7 @@ steps = 60
 TYPE_I = "type-i-to-next-steps120-lr0.05-k_max1-eta0.1"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -22,21 +22,10 @@ Batched execution: a sample that is adversarial (its prediction differs from
 its label) leaves the active batch; there is no Python loop over samples and
 no host synchronisation per sample. The gradients of the ``candidates - 1``
 logit differences of all active samples come from
-:func:`~labelflip.attacks._common.output_vjps`, whose strategy depends on the
-device (both give the same numbers):
-
-- on an accelerator, ONE forward and ONE backward pass over a batch holding
-  ``candidates - 1`` copies of every active sample (copy ``j``
-  differentiates ``f_{c_j} - f_{c_0}``): one kernel launch sequence however
-  many candidates, which is what pays off where launches, not arithmetic,
-  bound the time;
-- on a CPU, where the convolutions are compute-bound, ONE shared forward
-  pass and ``candidates - 1`` backward passes through its graph, each over
-  a cache-sized chunk of active samples. Measured on a 2-core CPU with the
-  cw-mnist model: 1.0 ms per sample and step, against 2.7 ms for the
-  replicated batch and 1.5 ms for PyTorch's batched autograd
-  (``is_grads_batched``, which loops over the vectors inside
-  ``convolution_backward`` on a CPU).
+:func:`~labelflip.attacks._common.output_vjps`: on an accelerator one forward
+and one backward pass over ``candidates - 1`` copies of every active sample,
+on a CPU one shared forward pass and a backward pass per candidate (its
+docstring says why; the timings are in docs/benchmarks.md).
 
 Pass counting, per sample: 1 forward for the initial logits; then per
 iteration 1 forward + 1 backward for the gradients of all its candidates (the
