@@ -2,7 +2,8 @@
 
 Nothing here knows about models or torch: the inputs are true labels,
 (adversarial) predictions, success flags, or a flip matrix built from them
-(or, for Type I attacks, a label-stay matrix: :mod:`.label_stay`).
+(or, for Type I attacks, a label-stay matrix: :mod:`.label_stay`), and a
+detector's score vectors (:mod:`.detection`).
 """
 
 from labelflip.analysis.attractors import (
@@ -18,6 +19,7 @@ from labelflip.analysis.correlation import (
     rank_correlation,
 )
 from labelflip.analysis.counts import confusion_matrix, per_class_accuracy
+from labelflip.analysis.detection import calibrate_threshold, detection_rate
 from labelflip.analysis.flips import flip_matrix, row_rates, top_flips
 from labelflip.analysis.label_stay import (
     TypeIRates,
@@ -40,8 +42,10 @@ __all__ = [
     "attack_rate",
     "attractor_summary",
     "bowker_test",
+    "calibrate_threshold",
     "class_distribution",
     "confusion_matrix",
+    "detection_rate",
     "flip_distance_correlation",
     "flip_distances",
     "flip_matrix",

@@ -40,11 +40,10 @@ import numbers
 import re
 from collections.abc import Callable, Sequence
 
-import numpy as np
 import torch
 from numpy.typing import ArrayLike
 
-from labelflip.analysis import _validate
+from labelflip.analysis import detection
 from labelflip.errors import LabelflipError
 from labelflip.models.classifier import Classifier, check_logits
 
@@ -256,37 +255,18 @@ def _probabilities(clf: Classifier, x: torch.Tensor) -> torch.Tensor:
     return torch.softmax(scores.double(), dim=1)
 
 
-def _scores_vector(scores: ArrayLike | torch.Tensor, name: str) -> np.ndarray:
-    if isinstance(scores, torch.Tensor):
-        scores = scores.detach().cpu().numpy()
-    return _validate.vector(scores, name)
+def _numpy(scores: ArrayLike | torch.Tensor) -> ArrayLike:
+    """A torch tensor's values as numpy (on the CPU, detached); other values as given."""
+    return scores.detach().cpu().numpy() if isinstance(scores, torch.Tensor) else scores
 
 
 def calibrate_threshold(scores_clean: ArrayLike | torch.Tensor, fpr: float = 0.05) -> float:
-    """The threshold ζ that flags (``score > ζ``) at most the share ``fpr`` of
-    the clean inputs' scores (Xu et al. 2018: ζ is chosen on legitimate
-    examples for a target false-positive rate, 5 % in their experiments).
-
-    As in Xu et al.'s code: sort the ``n`` clean scores and take the
-    ``ceil(n · (1 - fpr))``-th smallest. Exactly ``floor(n · fpr)`` clean
-    inputs are then flagged when the scores have no ties (fewer with ties
-    at ζ); ``fpr = 0`` gives the largest clean score. ``fpr`` lies in
-    ``[0, 1)``.
-    """
-    if isinstance(fpr, bool) or not isinstance(fpr, numbers.Real) or not 0 <= fpr < 1:
-        raise LabelflipError(f"fpr must lie in [0, 1), got {fpr!r}")
-    v = _scores_vector(scores_clean, "scores_clean")
-    if v.size == 0:
-        raise LabelflipError("scores_clean is empty: no clean scores to calibrate on")
-    # the small slack keeps e.g. 100 * (1 - 0.07) = 93.00000000000001 at 93
-    rank = max(math.ceil(v.size * (1 - float(fpr)) - 1e-9), 1)
-    return float(np.sort(v)[rank - 1])
+    """:func:`labelflip.analysis.calibrate_threshold` (Xu et al.'s ζ for a
+    clean false-positive rate ``fpr``), also for a torch tensor of scores."""
+    return detection.calibrate_threshold(_numpy(scores_clean), fpr)
 
 
 def detection_rate(scores: ArrayLike | torch.Tensor, threshold: float) -> float:
-    """Share of inputs flagged as adversarial, ``mean(score > threshold)``
-    (Tang et al., Tables I-II); NaN for no scores."""
-    if not isinstance(threshold, numbers.Real) or not math.isfinite(threshold):
-        raise LabelflipError(f"threshold must be a finite number, got {threshold!r}")
-    v = _scores_vector(scores, "scores")
-    return float(np.mean(v > threshold)) if v.size else math.nan
+    """:func:`labelflip.analysis.detection_rate` (share of ``score > threshold``),
+    also for a torch tensor of scores."""
+    return detection.detection_rate(_numpy(scores), threshold)
