@@ -324,7 +324,8 @@ def test_strategy_signatures_match_their_settings():
         for name, f in fields.items():
             if f.default is not dataclasses.MISSING:
                 assert params[name].default == f.default, (spec.name, name)
-        assert spec.default_settings() is not None
+        if spec.name != "mapping":  # its table has no valid default: it is required
+            assert spec.default_settings() is not None
         assert spec.needs_distance == ("distance" in fields), spec.name
 
 

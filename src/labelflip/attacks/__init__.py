@@ -12,7 +12,8 @@ device of ``x`` followed. ``target=None`` means untargeted. ``success`` and
 >>> result.summary()["success_rate"]                       # doctest: +SKIP
 
 Registered names: ``fgsm`` (norm ``linf``/``l2``), ``pgd`` (``linf``/``l2``),
-``deepfool`` (``l2``/``linf``), ``cw-l2``, ``labelfool`` (targeted; LabelFool's
+``deepfool`` (``l2``/``linf``), ``fmn`` (minimal norm, ``l0``/``l1``/``l2``/``linf``,
+targeted or not), ``cw-l2``, ``labelfool`` (targeted; LabelFool's
 sample generation, needs target classes: see :mod:`labelflip.targets`),
 ``jma`` (targeted; one-hot, ECOC and multi-label models), ``ml-cw``
 (targeted ML-C&W, per-output hinge; multi-label, ECOC and one-hot models) and
@@ -23,13 +24,27 @@ attack by name through the same interface (optional extra, ``pip install
 
 >>> run_attack("foolbox", clf, x, y, {"attack": "L1BrendelBethgeAttack"})  # doctest: +SKIP
 >>> run_attack("foolbox:LinfPGD", clf, x, y, {"epsilon": 0.1})           # doctest: +SKIP
+
+``torchattacks`` (and ``torchattacks:<Attack>``) does the same for
+torchattacks: AutoAttack and its components APGD, APGDT, FAB and Square
+(``pip install --no-deps torchattacks``; see
+:func:`~labelflip.attacks.torchattacks_adapter.torchattacks_attack`):
+
+>>> run_attack("torchattacks:APGD", clf, x, y, {"eps": 8 / 255})           # doctest: +SKIP
 """
+
+# Importing an attack module registers its attack (``register_attack`` next to
+# the definition); every public module of this package is imported, so adding
+# an attack is adding its module.
+import importlib as _importlib
+import pkgutil as _pkgutil
 
 from labelflip.attacks._registry import (
     ATTACKS,
     AttackSpec,
     attack_resources,
     get_attack,
+    register_attack,
     run_attack,
     settings_from_mapping,
 )
@@ -37,17 +52,23 @@ from labelflip.attacks._result import AttackResult, finalize, finalize_type_i
 from labelflip.attacks.carlini_wagner import CarliniWagnerL2Settings, carlini_wagner_l2
 from labelflip.attacks.deepfool import DeepFoolSettings, deepfool
 from labelflip.attacks.fgsm import FGSMSettings, fgsm
+from labelflip.attacks.fmn import FMNSettings, fmn, fmn_from_starts
 from labelflip.attacks.foolbox_adapter import FoolboxSettings, foolbox_attack
 from labelflip.attacks.jma import JMASettings, jma
 from labelflip.attacks.labelfool import LabelFoolSettings, labelfool
 from labelflip.attacks.ml_cw import MLCarliniWagnerSettings, ml_carlini_wagner
 from labelflip.attacks.pgd import PGDSettings, pgd
+from labelflip.attacks.torchattacks_adapter import TorchattacksSettings, torchattacks_attack
 from labelflip.attacks.type_i import (
     LatentTypeISettings,
     TypeISettings,
     latent_type_i_attack,
     type_i_attack,
 )
+
+for _module in _pkgutil.iter_modules(__path__):
+    if not _module.name.startswith("_"):
+        _importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = [
     "ATTACKS",
@@ -56,18 +77,22 @@ __all__ = [
     "CarliniWagnerL2Settings",
     "DeepFoolSettings",
     "FGSMSettings",
+    "FMNSettings",
     "FoolboxSettings",
     "JMASettings",
     "LatentTypeISettings",
     "LabelFoolSettings",
     "MLCarliniWagnerSettings",
     "PGDSettings",
+    "TorchattacksSettings",
     "TypeISettings",
     "attack_resources",
     "carlini_wagner_l2",
     "deepfool",
     "fgsm",
     "finalize",
+    "fmn",
+    "fmn_from_starts",
     "finalize_type_i",
     "foolbox_attack",
     "get_attack",
@@ -76,7 +101,9 @@ __all__ = [
     "latent_type_i_attack",
     "ml_carlini_wagner",
     "pgd",
+    "register_attack",
     "run_attack",
     "settings_from_mapping",
+    "torchattacks_attack",
     "type_i_attack",
 ]

@@ -1,46 +1,47 @@
-"""The attack registry: config names mapped to the attack function and its
-settings type, plus typed construction of settings from a config mapping.
+"""The attack registry: config names mapped to the attack and its settings
+type. An attack registers itself where it is defined::
+
+    @register_attack("pgd", PGDSettings, "Projected Gradient Descent ...")
+    def pgd(clf, x, y, s: PGDSettings, *, target, generator) -> AttackResult: ...
+
+The decorated implementation takes its validated settings object; the
+decorator returns the public function, whose keyword settings derive from the
+settings dataclass (``pgd(clf, x, y, *, eps=..., norm=..., target=None,
+generator=None)``, with that signature for ``help`` and ``inspect``). The
+runner builds and validates a job's settings once and calls the
+implementation per batch.
 
 ``foolbox`` runs any Foolbox 3 attack (optional extra); ``foolbox:<Attack>``
-is shorthand for it with ``attack`` preset (e.g. ``foolbox:LinfPGD``)."""
+is shorthand for it with ``attack`` preset (e.g. ``foolbox:LinfPGD``);
+``torchattacks`` and ``torchattacks:<Attack>`` likewise for torchattacks
+(e.g. ``torchattacks:APGD``, ``torchattacks:AutoAttack``)."""
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import functools
-import types
-import typing
+import importlib
+import inspect
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
+from labelflip._settings import describe, field_names, from_mapping, keyword_signature
 from labelflip.attacks._result import AttackResult
-from labelflip.attacks.carlini_wagner import CarliniWagnerL2Settings, carlini_wagner_l2
-from labelflip.attacks.deepfool import DeepFoolSettings, deepfool
-from labelflip.attacks.fgsm import FGSMSettings, fgsm
-from labelflip.attacks.foolbox_adapter import FoolboxSettings, attack_class, foolbox_attack
-from labelflip.attacks.jma import JMASettings, jma
-from labelflip.attacks.labelfool import LabelFoolSettings, labelfool
-from labelflip.attacks.ml_cw import MLCarliniWagnerSettings, ml_carlini_wagner
-from labelflip.attacks.pgd import PGDSettings, pgd
-from labelflip.attacks.type_i import (
-    LatentTypeISettings,
-    TypeISettings,
-    latent_type_i_attack,
-    type_i_attack,
-)
 from labelflip.errors import LabelflipError, unknown_name
 from labelflip.models.classifier import Classifier
+
+Implementation = Callable[..., AttackResult]
+"""``impl(clf, x, y, settings, *, target, generator, **resources) -> AttackResult``."""
 
 
 @dataclass(frozen=True)
 class AttackSpec:
-    """A registered attack: its config ``name``, the function, the frozen
-    settings dataclass whose fields are the function's keyword settings, and
-    a one-line description.
+    """A registered attack: its config ``name``, the implementation taking a
+    settings object, the frozen settings dataclass, and a one-line
+    description. ``fn`` is the public keyword function derived from them.
 
     ``accepts_target``: whether the attack takes target classes at all.
     ``default_target``: the target strategy (a name in
@@ -54,7 +55,7 @@ class AttackSpec:
     its settings (``"svae"``: the run's SVAE, see ``[svae]`` in a config)."""
 
     name: str
-    fn: Callable[..., AttackResult]
+    impl: Implementation
     settings_type: type
     description: str
     accepts_target: bool = True
@@ -62,104 +63,128 @@ class AttackSpec:
     encodings: tuple[str, ...] = ("onehot", "ecoc")
     kind: str = "type-ii"
     needs: tuple[str, ...] = ()
+    fn: Callable[..., AttackResult] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "fn", _keyword_function(self))
 
     def default_settings(self) -> Any:
         return self.settings_type()
 
+    def settings(self, mapping: Mapping[str, Any] | None = None) -> Any:
+        """Validated settings from a config mapping (did-you-mean for an unknown key)."""
+        return from_mapping(self.settings_type, mapping, owner="attack", name=self.name)
 
-ATTACKS: dict[str, AttackSpec] = {
-    spec.name: spec
-    for spec in (
-        AttackSpec(
-            "fgsm",
-            fgsm,
-            FGSMSettings,
-            "Fast Gradient Sign Method (linf) / Fast Gradient Method (l2), Goodfellow et al. 2015",
-        ),
-        AttackSpec(
-            "pgd",
-            pgd,
-            PGDSettings,
-            "Projected Gradient Descent (linf, l2) with random start, Madry et al. 2018",
-        ),
-        AttackSpec(
-            "deepfool",
-            deepfool,
-            DeepFoolSettings,
-            "DeepFool (l2, linf), untargeted minimal perturbation, Moosavi-Dezfooli et al. 2016",
-            accepts_target=False,
-        ),
-        AttackSpec(
-            "cw-l2",
-            carlini_wagner_l2,
-            CarliniWagnerL2Settings,
-            "Carlini & Wagner L2 attack with binary search over c, Carlini & Wagner 2017",
-        ),
-        AttackSpec(
-            "ml-cw",
-            ml_carlini_wagner,
-            MLCarliniWagnerSettings,
-            "ML-C&W: C&W L2 with a hinge per output on the target code (multi-label, ECOC, "
-            "one-hot), Song et al. 2018 (JMA paper IV-B)",
-            default_target="random",
-            encodings=("onehot", "ecoc", "multilabel"),
-        ),
-        AttackSpec(
-            "labelfool",
-            labelfool,
-            LabelFoolSettings,
-            "LabelFool sample generation (targeted DeepFool-style, Algorithm 1), Liu et al. 2019",
-            default_target="labelfool",
-        ),
-        AttackSpec(
-            "jma",
-            jma,
-            JMASettings,
-            "JMA, Jacobian-induced Mahalanobis distance attack (one-hot, ECOC, multi-label; "
-            "Algorithm 1), Guo et al. 2024",
-            default_target="random",
-            encodings=("onehot", "ecoc", "multilabel"),
-        ),
-        AttackSpec(
-            "type-i",
-            type_i_attack,
-            TypeISettings,
-            "Type I attack: the image changes class, the model keeps its label (SVAE latent "
-            "search, Algorithm 2), Tang et al. 2019",
-            encodings=("onehot",),
-            kind="type-i",
-            needs=("svae",),
-        ),
-        AttackSpec(
-            "latent-type-i",
-            latent_type_i_attack,
-            LatentTypeISettings,
-            "Type I attack on a generator's latent space (eq. 13; the SVAE decoder, with f2 "
-            "as the auxiliary classifier when targeted), Tang et al. 2019",
-            encodings=("onehot",),
-            kind="type-i",
-            needs=("svae",),
-        ),
-        AttackSpec(
-            "foolbox",
-            foolbox_attack,
-            FoolboxSettings,
-            "any Foolbox 3 attack by name (optional extra: pip install 'labelflip[foolbox]')",
-        ),
+    def describe(self) -> list[dict[str, Any]]:
+        """The attack's settings: name, type, default, constraint, doc."""
+        return describe(self.settings_type)
+
+    def run(
+        self,
+        clf: Classifier,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        settings: Any,
+        *,
+        target: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+        resources: Mapping[str, Any] | None = None,
+    ) -> AttackResult:
+        """Run with an already validated settings object."""
+        return self.impl(
+            clf, x, y, settings, target=target, generator=generator,
+            **attack_resources(self, resources),
+        )
+
+
+def _keyword_function(spec: AttackSpec) -> Callable[..., AttackResult]:
+    """The public function of ``spec``: keyword settings as the settings
+    type's fields (built and validated on every call), plus ``target``,
+    ``generator`` and the resources the attack needs."""
+    names = frozenset(field_names(spec.settings_type))
+    needs = spec.needs
+
+    def attack(clf, x, y, *, target=None, generator=None, **kwargs):  # type: ignore[no-untyped-def]
+        for key in kwargs:
+            if key not in names and key not in needs:
+                name = spec.impl.__name__
+                raise TypeError(f"{name}() got an unexpected keyword argument {key!r}")
+        s = spec.settings_type(**{k: v for k, v in kwargs.items() if k in names})
+        res = {r: kwargs[r] for r in needs if r in kwargs}
+        return spec.run(clf, x, y, s, target=target, generator=generator, resources=res)
+
+    functools.update_wrapper(attack, spec.impl)
+    del attack.__wrapped__  # inspect.signature must show the keyword settings, not impl's
+    p = inspect.Parameter
+    attack.__signature__ = keyword_signature(  # type: ignore[attr-defined]
+        spec.settings_type,
+        leading=[p(n, p.POSITIONAL_OR_KEYWORD) for n in ("clf", "x", "y")],
+        trailing=[
+            p("target", p.KEYWORD_ONLY, default=None),
+            p("generator", p.KEYWORD_ONLY, default=None),
+            *(p(r, p.KEYWORD_ONLY) for r in needs),
+        ],
     )
-}
+    attack.__annotations__ = {}
+    return attack
+
+
+ATTACKS: dict[str, AttackSpec] = {}
+"""Every registered attack by config name (filled as the attack modules import)."""
+
+
+def register_attack(
+    name: str,
+    settings: type,
+    description: str,
+    *,
+    accepts_target: bool = True,
+    default_target: str | None = None,
+    encodings: tuple[str, ...] = ("onehot", "ecoc"),
+    kind: str = "type-ii",
+    needs: tuple[str, ...] = (),
+) -> Callable[[Implementation], Callable[..., AttackResult]]:
+    """Register the decorated implementation as attack ``name`` (see the
+    module docstring); returns the public keyword function. The settings
+    type's ``owner`` (the name in its messages) becomes ``name`` unless the
+    class sets its own."""
+
+    def decorate(impl: Implementation) -> Callable[..., AttackResult]:
+        if name in ATTACKS:
+            raise ValueError(f"attack {name!r} is registered twice")
+        if "owner" not in vars(settings):
+            settings.owner = name  # type: ignore[attr-defined]
+        spec = AttackSpec(
+            name, impl, settings, description, accepts_target, default_target,
+            tuple(encodings), kind, tuple(needs),
+        )
+        ATTACKS[name] = spec
+        return spec.fn
+
+    return decorate
+
 
 FOOLBOX_PREFIX = "foolbox:"
+TORCHATTACKS_PREFIX = "torchattacks:"
+
+# Shorthand prefix -> (the attack it presets, the adapter module whose
+# attack_class checks the name, how descriptions name the library).
+SHORTHANDS = {
+    FOOLBOX_PREFIX: ("foolbox", "labelflip.attacks.foolbox_adapter", "Foolbox 3"),
+    TORCHATTACKS_PREFIX: ("torchattacks", "labelflip.attacks.torchattacks_adapter", "torchattacks"),
+}
 
 
 def get_attack(name: str) -> AttackSpec:
     """The attack registered as ``name`` (a one-line error with a suggestion otherwise).
 
     ``foolbox:<Attack>`` gives the ``foolbox`` attack with ``attack`` preset to
-    ``<Attack>`` (checked against ``foolbox.attacks``).
+    ``<Attack>`` (checked against ``foolbox.attacks``); ``torchattacks:<Attack>``
+    likewise for ``torchattacks`` (e.g. ``torchattacks:APGD``).
     """
-    if isinstance(name, str) and name.startswith(FOOLBOX_PREFIX):
-        return _foolbox_shorthand(name[len(FOOLBOX_PREFIX) :])
+    for prefix in SHORTHANDS:
+        if isinstance(name, str) and name.startswith(prefix):
+            return _shorthand(prefix, name[len(prefix) :])
     spec = ATTACKS.get(name) if isinstance(name, str) else None
     if spec is None:
         raise unknown_name("attack", str(name), ATTACKS)
@@ -167,99 +192,27 @@ def get_attack(name: str) -> AttackSpec:
 
 
 @functools.cache
-def _foolbox_shorthand(attack: str) -> AttackSpec:
-    attack_class(attack)  # an unknown name fails here, with a suggestion
+def _shorthand(prefix: str, attack: str) -> AttackSpec:
+    base_name, module, library = SHORTHANDS[prefix]
+    importlib.import_module(module).attack_class(attack)  # an unknown name fails here
+    base = ATTACKS[base_name]
+    (preset,) = [f for f in dataclasses.fields(base.settings_type) if f.name == "attack"]
     settings_type = dataclasses.make_dataclass(
-        "FoolboxSettings",
-        [("attack", str, dataclasses.field(default=attack))],
-        bases=(FoolboxSettings,),
+        base.settings_type.__name__,
+        [("attack", str, dataclasses.field(default=attack, metadata=preset.metadata))],
+        bases=(base.settings_type,),
         frozen=True,
-        namespace={"__module__": FoolboxSettings.__module__},
+        namespace={"__module__": base.settings_type.__module__},
     )
-    return AttackSpec(FOOLBOX_PREFIX + attack, foolbox_attack, settings_type, f"Foolbox 3 {attack}")
-
-
-def _field_kinds(tp: Any) -> tuple[type, bool]:
-    """(base type, None allowed) of a settings field annotation."""
-    origin = typing.get_origin(tp)
-    if origin is typing.Union or origin is types.UnionType:
-        args = typing.get_args(tp)
-        base = [a for a in args if a is not type(None)]
-        return base[0], len(base) != len(args)
-    return tp, False
-
-
-def coerce_setting(attack: str, key: str, value: Any, tp: Any) -> Any:
-    """``value`` checked against the settings field type ``tp`` (bool, int,
-    float, str, mapping, optionally None), ints widened to float; a one-line
-    error naming ``attack`` and ``key`` otherwise. Shared with the target
-    strategies' settings."""
-    base, optional = _field_kinds(tp)
-    if value is None:
-        if optional:
-            return None
-        raise LabelflipError(f"{attack}: setting '{key}' must not be empty")
-    if base is bool:
-        if isinstance(value, bool):
-            return value
-        raise LabelflipError(f"{attack}: setting '{key}' must be true or false, got {value!r}")
-    if base is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise LabelflipError(f"{attack}: setting '{key}' must be an integer, got {value!r}")
-    if base is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        raise LabelflipError(f"{attack}: setting '{key}' must be a number, got {value!r}")
-    if base is str:
-        if isinstance(value, str):
-            return value
-        raise LabelflipError(f"{attack}: setting '{key}' must be a string, got {value!r}")
-    if base is dict or typing.get_origin(base) is dict:
-        if isinstance(value, Mapping):
-            return dict(value)
-        raise LabelflipError(f"{attack}: setting '{key}' must be a mapping, got {value!r}")
-    return value  # pragma: no cover - every settings field has one of the types above
-
-
-def build_settings(
-    settings_type: type,
-    mapping: Mapping[str, Any] | None,
-    *,
-    owner: str,
-    name: str,
-    extra_keys: tuple[str, ...] = (),
-) -> Any:
-    """A validated frozen ``settings_type`` from a config mapping, for the
-    ``owner`` (e.g. "attack", "target strategy") called ``name``.
-
-    Unknown keys raise a one-line error with a "did you mean" (``extra_keys``
-    are keys the caller consumed and lists as known); values of the wrong
-    type and values out of range raise one-line errors too. Missing keys take
-    the defaults.
-    """
-    hints = typing.get_type_hints(settings_type)
-    names = [f.name for f in dataclasses.fields(settings_type)]
-    known = [*extra_keys, *names]
-    kwargs: dict[str, Any] = {}
-    for key, value in dict(mapping or {}).items():
-        if key not in names:
-            close = difflib.get_close_matches(str(key), known, n=1)
-            hint = f"; did you mean '{close[0]}'?" if close else ""
-            raise LabelflipError(
-                f"unknown setting '{key}' for {owner} '{name}'{hint} "
-                f"(known: {', '.join(sorted(known))})"
-            )
-        kwargs[key] = coerce_setting(name, key, value, hints[key])
-    settings = settings_type(**kwargs)
-    settings.validate()
-    return settings
+    return dataclasses.replace(
+        base, name=prefix + attack, settings_type=settings_type,
+        description=f"{library} {attack}",
+    )
 
 
 def settings_from_mapping(spec: AttackSpec, mapping: Mapping[str, Any] | None) -> Any:
-    """Build and validate ``spec``'s settings from a config mapping
-    (:func:`build_settings`)."""
-    return build_settings(spec.settings_type, mapping, owner="attack", name=spec.name)
+    """Build and validate ``spec``'s settings from a config mapping."""
+    return spec.settings(mapping)
 
 
 def run_attack(
@@ -267,26 +220,18 @@ def run_attack(
     clf: Classifier,
     x: torch.Tensor,
     y: torch.Tensor,
-    settings: Mapping[str, Any] | None = None,
+    settings: Mapping[str, Any] | Any | None = None,
     *,
     target: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
     resources: Mapping[str, Any] | None = None,
 ) -> AttackResult:
     """Run the attack registered as ``name`` with settings from a config
-    mapping; ``resources`` supplies what the attack ``needs`` (e.g.
-    ``{"svae": svae}`` for ``type-i``)."""
+    mapping (or a settings object of its type); ``resources`` supplies what
+    the attack ``needs`` (e.g. ``{"svae": svae}`` for ``type-i``)."""
     spec = get_attack(name)
-    s = settings_from_mapping(spec, settings)
-    return spec.fn(
-        clf,
-        x,
-        y,
-        target=target,
-        generator=generator,
-        **attack_resources(spec, resources),
-        **dataclasses.asdict(s),
-    )
+    s = settings if isinstance(settings, spec.settings_type) else spec.settings(settings)
+    return spec.run(clf, x, y, s, target=target, generator=generator, resources=resources)
 
 
 def attack_resources(spec: AttackSpec, resources: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -39,42 +39,30 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar
 
 import torch
 
+from labelflip._settings import Settings, setting
 from labelflip.attacks._common import (
-    check_bool,
-    check_number,
     map_chunks,
     new_counts,
     prepare_inputs,
 )
+from labelflip.attacks._registry import register_attack
 from labelflip.attacks._result import AttackResult, finalize
 from labelflip.models.classifier import Classifier
 
 
 @dataclass(frozen=True)
-class CarliniWagnerL2Settings:
+class CarliniWagnerL2Settings(Settings):
     """Settings of :func:`carlini_wagner_l2` (Foolbox-compatible defaults)."""
 
-    attack_name: ClassVar[str] = "cw-l2"  # in error messages
-
-    binary_search_steps: int = 9
-    steps: int = 10000
-    stepsize: float = 0.01
-    confidence: float = 0.0
-    initial_const: float = 0.001
-    abort_early: bool = True
-
-    def validate(self) -> None:
-        a = self.attack_name
-        check_number(a, "binary_search_steps", self.binary_search_steps, integer=True, minimum=1)
-        check_number(a, "steps", self.steps, integer=True, positive=True)
-        check_number(a, "stepsize", self.stepsize, positive=True)
-        check_number(a, "confidence", self.confidence, minimum=0.0)
-        check_number(a, "initial_const", self.initial_const, positive=True)
-        check_bool(a, "abort_early", self.abort_early)
+    binary_search_steps: int = setting(9, ge=1, doc="rounds of the binary search over c")
+    steps: int = setting(10000, gt=0, doc="Adam steps per round")
+    stepsize: float = setting(0.01, gt=0, doc="Adam's learning rate")
+    confidence: float = setting(0.0, ge=0.0, doc="the margin kappa")
+    initial_const: float = setting(0.001, gt=0, doc="the first c")
+    abort_early: bool = setting(True, doc="stop a round when the loss stalls")
 
 
 def _margin(logits: torch.Tensor, labels: torch.Tensor, targeted: bool) -> torch.Tensor:
@@ -209,32 +197,23 @@ def tanh_l2_search(
     return best_adv, iterations, forwards, backwards
 
 
+@register_attack(
+    "cw-l2",
+    CarliniWagnerL2Settings,
+    "Carlini & Wagner L2 attack with binary search over c, Carlini & Wagner 2017",
+)
 def carlini_wagner_l2(
     clf: Classifier,
     x: torch.Tensor,
     y: torch.Tensor,
+    s: CarliniWagnerL2Settings,
     *,
-    binary_search_steps: int = 9,
-    steps: int = 10000,
-    stepsize: float = 0.01,
-    confidence: float = 0.0,
-    initial_const: float = 0.001,
-    abort_early: bool = True,
     target: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
 ) -> AttackResult:
     """C&W L2 (§V-A, tanh change of variables, f6 objective), targeted when
     ``target`` is given. Deterministic; ``generator`` is accepted for a
     uniform signature and unused."""
-    s = CarliniWagnerL2Settings(
-        binary_search_steps=binary_search_steps,
-        steps=steps,
-        stepsize=stepsize,
-        confidence=confidence,
-        initial_const=initial_const,
-        abort_early=abort_early,
-    )
-    s.validate()
     x0, y, target = prepare_inputs(clf, x, y, target, generator)
     targeted = target is not None
     labels = target if targeted else y

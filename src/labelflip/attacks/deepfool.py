@@ -41,15 +41,15 @@ from dataclasses import dataclass
 
 import torch
 
+from labelflip._settings import Settings, setting
 from labelflip.attacks._common import (
-    check_choice,
-    check_number,
     new_counts,
     output_vjps,
     prepare_inputs,
     rows,
     sample_chunks,
 )
+from labelflip.attacks._registry import register_attack
 from labelflip.attacks._result import AttackResult, finalize
 from labelflip.errors import LabelflipError
 from labelflip.models.classifier import Classifier
@@ -58,21 +58,14 @@ DEEPFOOL_NORMS = ("l2", "linf")
 
 
 @dataclass(frozen=True)
-class DeepFoolSettings:
+class DeepFoolSettings(Settings):
     """Settings of :func:`deepfool` (Foolbox-compatible defaults).
     ``candidates=None`` considers every class."""
 
-    norm: str = "l2"
-    steps: int = 50
-    candidates: int | None = 10
-    overshoot: float = 0.02
-
-    def validate(self) -> None:
-        check_choice("deepfool", "norm", self.norm, DEEPFOOL_NORMS)
-        check_number("deepfool", "steps", self.steps, integer=True, positive=True)
-        if self.candidates is not None:
-            check_number("deepfool", "candidates", self.candidates, integer=True, minimum=2)
-        check_number("deepfool", "overshoot", self.overshoot, minimum=0.0)
+    norm: str = setting("l2", choices=DEEPFOOL_NORMS, doc="the norm of the linearised step")
+    steps: int = setting(50, gt=0, doc="at most this many steps")
+    candidates: int | None = setting(10, ge=2, doc="classes with the largest logits considered")
+    overshoot: float = setting(0.02, ge=0.0, doc="eta: x0 + (1 + eta) * sum of steps")
 
 
 def predict_logits(clf: Classifier, x: torch.Tensor) -> torch.Tensor:
@@ -98,15 +91,18 @@ def candidate_gradients(
     return diffs, grads
 
 
+@register_attack(
+    "deepfool",
+    DeepFoolSettings,
+    "DeepFool (l2, linf), untargeted minimal perturbation, Moosavi-Dezfooli et al. 2016",
+    accepts_target=False,
+)
 def deepfool(
     clf: Classifier,
     x: torch.Tensor,
     y: torch.Tensor,
+    s: DeepFoolSettings,
     *,
-    norm: str = "l2",
-    steps: int = 50,
-    candidates: int | None = 10,
-    overshoot: float = 0.02,
     target: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
 ) -> AttackResult:
@@ -114,8 +110,6 @@ def deepfool(
     L∞). Deterministic; ``generator`` is accepted for a uniform signature and
     unused. ``iterations`` is the number of steps a sample took (0 for a
     sample already misclassified)."""
-    s = DeepFoolSettings(norm=norm, steps=steps, candidates=candidates, overshoot=overshoot)
-    s.validate()
     if target is not None:
         raise LabelflipError("deepfool is an untargeted attack; it takes no target classes")
     x0, y, _ = prepare_inputs(clf, x, y, None, generator)

@@ -13,16 +13,16 @@ from dataclasses import dataclass
 
 import torch
 
+from labelflip._settings import Settings, setting
 from labelflip.attacks._common import (
     NORMS,
     ce_gradient,
-    check_choice,
     check_eps,
-    check_number,
     new_counts,
     prepare_inputs,
     steepest_direction,
 )
+from labelflip.attacks._registry import register_attack
 from labelflip.attacks._result import AttackResult, finalize
 from labelflip.models.classifier import Classifier
 
@@ -30,29 +30,29 @@ DEFAULT_EPS = {"linf": 8 / 255, "l2": 0.5}
 
 
 @dataclass(frozen=True)
-class FGSMSettings:
+class FGSMSettings(Settings):
     """Settings of :func:`fgsm`. ``eps=None`` means the norm's default
     (8/255 for ``linf``, 0.5 for ``l2``); it is resolved on construction."""
 
-    eps: float | None = None
-    norm: str = "linf"
+    eps: float | None = setting(None, ge=0.0, doc="the step (8/255 linf, 0.5 l2 when none)")
+    norm: str = setting("linf", choices=NORMS, doc="the threat model's norm")
 
-    def __post_init__(self) -> None:
+    def resolve(self) -> None:
         if self.eps is None and self.norm in DEFAULT_EPS:
             object.__setattr__(self, "eps", DEFAULT_EPS[self.norm])
 
-    def validate(self) -> None:
-        check_choice("fgsm", "norm", self.norm, NORMS)
-        check_number("fgsm", "eps", self.eps, minimum=0.0)
 
-
+@register_attack(
+    "fgsm",
+    FGSMSettings,
+    "Fast Gradient Sign Method (linf) / Fast Gradient Method (l2), Goodfellow et al. 2015",
+)
 def fgsm(
     clf: Classifier,
     x: torch.Tensor,
     y: torch.Tensor,
+    s: FGSMSettings,
     *,
-    eps: float | None = None,
-    norm: str = "linf",
     target: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
 ) -> AttackResult:
@@ -60,8 +60,6 @@ def fgsm(
     gradient step for ``l2``). Deterministic; ``generator`` is accepted for a
     uniform signature and unused. Counts 1 iteration, 1 forward and 1 backward
     pass per sample."""
-    s = FGSMSettings(eps=eps, norm=norm)
-    s.validate()
     assert s.eps is not None
     x0, y, target = prepare_inputs(clf, x, y, target, generator)
     check_eps("fgsm", s.eps, s.norm, clf, x0)

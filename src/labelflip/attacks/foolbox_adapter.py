@@ -35,19 +35,20 @@ import difflib
 import inspect
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from torch import nn
 
+from labelflip._settings import Settings, setting
 from labelflip.attacks._common import (
     check_eps,
-    check_number,
     generator_or_default,
     new_counts,
     prepare_inputs,
 )
+from labelflip.attacks._registry import register_attack
 from labelflip.attacks._result import AttackResult, finalize
 from labelflip.errors import LabelflipError
 from labelflip.models.classifier import Classifier
@@ -166,26 +167,20 @@ def _distance_norm(fb_attack: Any) -> str | None:
 
 
 @dataclass(frozen=True)
-class FoolboxSettings:
+class FoolboxSettings(Settings):
     """Settings of :func:`foolbox_attack`: the name of a class in
     ``foolbox.attacks``, the budget ``epsilon`` (required for fixed-epsilon
     attacks, not allowed for minimization attacks) and ``options``, the
     keyword arguments of the attack's constructor (e.g. ``{"steps": 100}``)."""
 
-    attack: str = DEFAULT_ATTACK
-    epsilon: float | None = None
-    options: dict[str, Any] | None = None
+    owner: ClassVar[str] = "foolbox"
 
-    def validate(self) -> None:
-        """Check the settings (imports Foolbox to resolve the attack and its options)."""
-        if not isinstance(self.attack, str):
-            raise LabelflipError(f"foolbox: attack must be a string, got {self.attack!r}")
-        if self.epsilon is not None:
-            check_number("foolbox", "epsilon", self.epsilon, minimum=0.0)
-        if self.options is not None and not isinstance(self.options, Mapping):
-            raise LabelflipError(
-                f"foolbox: options must be a mapping of constructor arguments, got {self.options!r}"
-            )
+    attack: str = setting(DEFAULT_ATTACK, doc="a class in foolbox.attacks")
+    epsilon: float | None = setting(None, ge=0.0, doc="budget of a fixed-epsilon attack")
+    options: dict[str, Any] | None = setting(None, doc="the attack's constructor arguments")
+
+    def check(self) -> None:
+        """Resolve the attack and its options (imports Foolbox)."""
         cls = attack_class(self.attack)
         kind = attack_kind(cls)
         if kind == "fixed" and self.epsilon is None:
@@ -254,14 +249,17 @@ def _seeded_global_rngs(seed: int, device: torch.device) -> Iterator[None]:
 # ---------------------------------------------------------------------- attack
 
 
+@register_attack(
+    "foolbox",
+    FoolboxSettings,
+    "any Foolbox 3 attack by name (optional extra: pip install 'labelflip[foolbox]')",
+)
 def foolbox_attack(
     clf: Classifier,
     x: torch.Tensor,
     y: torch.Tensor,
+    s: FoolboxSettings,
     *,
-    attack: str = DEFAULT_ATTACK,
-    epsilon: float | None = None,
-    options: dict[str, Any] | None = None,
     target: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
 ) -> AttackResult:
@@ -287,8 +285,6 @@ def foolbox_attack(
     input requiring them (each such call is assumed to be followed by one
     backward pass). ``iterations`` is always 0: Foolbox does not expose it.
     """
-    s = FoolboxSettings(attack=attack, epsilon=epsilon, options=options)
-    s.validate()
     x0, y, target = prepare_inputs(clf, x, y, target, generator)
     fb = import_foolbox()
     cls = attack_class(s.attack)

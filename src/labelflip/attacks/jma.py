@@ -81,15 +81,15 @@ from dataclasses import dataclass
 
 import torch
 
+from labelflip._settings import Settings, setting
 from labelflip.attacks._common import (
-    check_choice,
-    check_number,
     new_counts,
     output_vjps,
     prepare_inputs,
     rows,
 )
 from labelflip.attacks._nnls import sca_nnls
+from labelflip.attacks._registry import register_attack
 from labelflip.attacks._result import AttackResult, finalize
 from labelflip.errors import LabelflipError
 from labelflip.models.classifier import Classifier
@@ -99,7 +99,7 @@ ECOC_REGIONS = ("decision", "codeword")
 
 
 @dataclass(frozen=True)
-class JMASettings:
+class JMASettings(Settings):
     """Settings of :func:`jma`.
 
     ``eps``: the L2 step (input units) taken along ``δ*`` when the one-shot
@@ -112,22 +112,15 @@ class JMASettings:
     ``margin``: κ above. ``sca_rtol`` / ``sca_max_sweeps``: the SCA
     stopping rule (KKT tolerance relative to ``max |b|``, sweep cap)."""
 
-    eps: float = 0.5
-    max_iterations: int = 200
-    binary_steps: int = 6
-    margin: float = 0.01
-    sca_rtol: float = 1e-8
-    sca_max_sweeps: int = 500
-    ecoc_region: str = "decision"
+    eps: float = setting(0.5, gt=0, doc="L2 step along delta* when one step does not reach")
+    max_iterations: int = setting(200, gt=0, doc="n_it,max, binary-search steps included")
+    binary_steps: int = setting(6, ge=0, doc="n_bs")
+    margin: float = setting(0.01, ge=0.0, doc="kappa")
+    sca_rtol: float = setting(1e-8, gt=0, doc="SCA KKT tolerance relative to max |b|")
+    sca_max_sweeps: int = setting(500, gt=0, doc="SCA sweep cap")
+    ecoc_region: str = setting("decision", choices=ECOC_REGIONS, doc="ECOC target region")
 
-    def validate(self) -> None:
-        check_choice("jma", "ecoc_region", self.ecoc_region, ECOC_REGIONS)
-        check_number("jma", "eps", self.eps, positive=True)
-        check_number("jma", "max_iterations", self.max_iterations, integer=True, positive=True)
-        check_number("jma", "binary_steps", self.binary_steps, integer=True, minimum=0)
-        check_number("jma", "margin", self.margin, minimum=0.0)
-        check_number("jma", "sca_rtol", self.sca_rtol, positive=True)
-        check_number("jma", "sca_max_sweeps", self.sca_max_sweeps, integer=True, positive=True)
+    def check(self) -> None:
         if self.binary_steps >= self.max_iterations:
             raise LabelflipError(
                 f"jma: binary_steps ({self.binary_steps}) must be below max_iterations "
@@ -207,29 +200,32 @@ def jma_step(
     return delta.to(jac.dtype)
 
 
+@register_attack(
+    "jma",
+    JMASettings,
+    "JMA, Jacobian-induced Mahalanobis distance attack (one-hot, ECOC, multi-label; "
+    "Algorithm 1), Guo et al. 2024",
+    default_target="random",
+    encodings=("onehot", "ecoc", "multilabel"),
+)
 def jma(
     clf: Classifier,
     x: torch.Tensor,
     y: torch.Tensor,
+    s: JMASettings,
     *,
     target: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
-    eps: float = 0.5,
-    max_iterations: int = 200,
-    binary_steps: int = 6,
-    margin: float = 0.01,
-    sca_rtol: float = 1e-8,
-    sca_max_sweeps: int = 500,
-    ecoc_region: str = "decision",
 ) -> AttackResult:
     """JMA (Algorithm 1) towards ``target`` (class indices, ECOC classes, or
     multi-label bitmasks) for a one-hot, ECOC or multi-label classifier.
 
     Deterministic (``generator`` is accepted for the common interface; JMA
     draws no random numbers). See the module docstring for the method."""
-    JMASettings(
-        eps, max_iterations, binary_steps, margin, sca_rtol, sca_max_sweeps, ecoc_region
-    ).validate()
+    eps, max_iterations, binary_steps = s.eps, s.max_iterations, s.binary_steps
+    margin, sca_rtol, sca_max_sweeps, ecoc_region = (
+        s.margin, s.sca_rtol, s.sca_max_sweeps, s.ecoc_region
+    )
     x0, y, t = prepare_inputs(clf, x, y, target, generator, multilabel=True)
     if t is None:
         raise LabelflipError(

@@ -43,7 +43,9 @@ from dataclasses import dataclass
 
 import torch
 
-from labelflip.attacks._common import check_number, map_chunks, new_counts, prepare_inputs, rows
+from labelflip._settings import Settings, setting
+from labelflip.attacks._common import map_chunks, new_counts, prepare_inputs, rows
+from labelflip.attacks._registry import register_attack
 from labelflip.attacks._result import AttackResult, finalize
 from labelflip.attacks.deepfool import predict_logits
 from labelflip.errors import LabelflipError
@@ -51,7 +53,7 @@ from labelflip.models.classifier import Classifier
 
 
 @dataclass(frozen=True)
-class LabelFoolSettings:
+class LabelFoolSettings(Settings):
     """Settings of :func:`labelfool`: overshoot 0.02 as DeepFool; at most 100
     steps (the paper gives no maximum). A targeted step may not reach the box
     boundary it aims at when clipping binds, so convergence has a longer tail
@@ -59,12 +61,8 @@ class LabelFoolSettings:
     the mean was 10.2 steps, 0.8 % of the clean-correct samples had not
     reached their target after 50 steps and all had after 100."""
 
-    steps: int = 100
-    overshoot: float = 0.02
-
-    def validate(self) -> None:
-        check_number("labelfool", "steps", self.steps, integer=True, positive=True)
-        check_number("labelfool", "overshoot", self.overshoot, minimum=0.0)
+    steps: int = setting(100, gt=0, doc="at most this many steps")
+    overshoot: float = setting(0.02, ge=0.0, doc="eta: the step is (1 + eta) times the linear one")
 
 
 def target_gradients(
@@ -90,13 +88,18 @@ def _target_gradients(
     return -diff.detach(), w
 
 
+@register_attack(
+    "labelfool",
+    LabelFoolSettings,
+    "LabelFool sample generation (targeted DeepFool-style, Algorithm 1), Liu et al. 2019",
+    default_target="labelfool",
+)
 def labelfool(
     clf: Classifier,
     x: torch.Tensor,
     y: torch.Tensor,
+    s: LabelFoolSettings,
     *,
-    steps: int = 100,
-    overshoot: float = 0.02,
     target: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
 ) -> AttackResult:
@@ -109,8 +112,6 @@ def labelfool(
     ``success`` is ``adv_pred == target``, decided by
     :func:`~labelflip.attacks._result.finalize`.
     """
-    s = LabelFoolSettings(steps=steps, overshoot=overshoot)
-    s.validate()
     if target is None:
         raise LabelflipError(
             "labelfool needs target classes; choose them with "

@@ -56,11 +56,11 @@ check, then 1 forward + 1 backward per Adam step the sample takes;
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
 
 import torch
 
 from labelflip.attacks._common import prepare_inputs
+from labelflip.attacks._registry import register_attack
 from labelflip.attacks._result import AttackResult, finalize
 from labelflip.attacks.carlini_wagner import CarliniWagnerL2Settings, tanh_l2_search
 from labelflip.errors import LabelflipError
@@ -72,8 +72,6 @@ class MLCarliniWagnerSettings(CarliniWagnerL2Settings):
     """Settings of :func:`ml_carlini_wagner`: cw-l2's, with its
     Foolbox-compatible defaults; ``confidence`` is the hinge margin ``γ``."""
 
-    attack_name: ClassVar[str] = "ml-cw"
-
 
 def hinge_terms(z: torch.Tensor, code: torch.Tensor, gamma: float) -> torch.Tensor:
     """ML-C&W's attack term per sample: ``Σ_j max(0, γ − s_j · z_j)`` (JMA
@@ -81,17 +79,20 @@ def hinge_terms(z: torch.Tensor, code: torch.Tensor, gamma: float) -> torch.Tens
     return (gamma - code * z).clamp(min=0).sum(1)
 
 
+@register_attack(
+    "ml-cw",
+    MLCarliniWagnerSettings,
+    "ML-C&W: C&W L2 with a hinge per output on the target code (multi-label, ECOC, "
+    "one-hot), Song et al. 2018 (JMA paper IV-B)",
+    default_target="random",
+    encodings=("onehot", "ecoc", "multilabel"),
+)
 def ml_carlini_wagner(
     clf: Classifier,
     x: torch.Tensor,
     y: torch.Tensor,
+    s: MLCarliniWagnerSettings,
     *,
-    binary_search_steps: int = 9,
-    steps: int = 10000,
-    stepsize: float = 0.01,
-    confidence: float = 0.0,
-    initial_const: float = 0.001,
-    abort_early: bool = True,
     target: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
 ) -> AttackResult:
@@ -104,15 +105,6 @@ def ml_carlini_wagner(
     and unused. ``success`` is ``adv_pred == target``, decided by
     :func:`~labelflip.attacks._result.finalize`.
     """
-    s = MLCarliniWagnerSettings(
-        binary_search_steps=binary_search_steps,
-        steps=steps,
-        stepsize=stepsize,
-        confidence=confidence,
-        initial_const=initial_const,
-        abort_early=abort_early,
-    )
-    s.validate()
     if target is None:
         raise LabelflipError(
             "ml-cw is a targeted attack and needs target decisions; choose them with "

@@ -17,13 +17,11 @@ from dataclasses import dataclass
 
 import torch
 
+from labelflip._settings import Settings, setting
 from labelflip.attacks._common import (
     NORMS,
     ce_gradient,
-    check_bool,
-    check_choice,
     check_eps,
-    check_number,
     generator_or_default,
     map_chunks,
     new_counts,
@@ -34,6 +32,7 @@ from labelflip.attacks._common import (
     random_start_linf,
     steepest_direction,
 )
+from labelflip.attacks._registry import register_attack
 from labelflip.attacks._result import AttackResult, finalize
 from labelflip.models.classifier import Classifier
 
@@ -44,20 +43,20 @@ DEFAULT_REL_STEPSIZE = {"linf": 0.01 / 0.3, "l2": 0.025}
 
 
 @dataclass(frozen=True)
-class PGDSettings:
+class PGDSettings(Settings):
     """Settings of :func:`pgd`. ``None`` means the norm's default, resolved on
     construction: eps 8/255 (linf) or 0.5 (l2); steps 40 (linf) or 50 (l2);
     rel_stepsize 0.01/0.3 (linf) or 0.025 (l2). The step size is
     ``abs_stepsize`` if given, else ``rel_stepsize * eps``."""
 
-    eps: float | None = None
-    norm: str = "linf"
-    steps: int | None = None
-    rel_stepsize: float | None = None
-    abs_stepsize: float | None = None
-    random_start: bool = True
+    eps: float | None = setting(None, ge=0.0, doc="the budget (8/255 linf, 0.5 l2 when none)")
+    norm: str = setting("linf", choices=NORMS, doc="the threat model's norm")
+    steps: int | None = setting(None, gt=0, doc="iterations (40 linf, 50 l2 when none)")
+    rel_stepsize: float | None = setting(None, gt=0, doc="step size relative to eps")
+    abs_stepsize: float | None = setting(None, gt=0, doc="step size in input units")
+    random_start: bool = setting(True, doc="start from a uniform draw in the eps-ball")
 
-    def __post_init__(self) -> None:
+    def resolve(self) -> None:
         if self.norm in NORMS:
             for name, table in (
                 ("eps", DEFAULT_EPS),
@@ -67,15 +66,6 @@ class PGDSettings:
                 if getattr(self, name) is None:
                     object.__setattr__(self, name, table[self.norm])
 
-    def validate(self) -> None:
-        check_choice("pgd", "norm", self.norm, NORMS)
-        check_number("pgd", "eps", self.eps, minimum=0.0)
-        check_number("pgd", "steps", self.steps, integer=True, positive=True)
-        check_number("pgd", "rel_stepsize", self.rel_stepsize, positive=True)
-        if self.abs_stepsize is not None:
-            check_number("pgd", "abs_stepsize", self.abs_stepsize, positive=True)
-        check_bool("pgd", "random_start", self.random_start)
-
     @property
     def stepsize(self) -> float:
         if self.abs_stepsize is not None:
@@ -83,17 +73,17 @@ class PGDSettings:
         return float(self.rel_stepsize) * float(self.eps)  # type: ignore[arg-type]
 
 
+@register_attack(
+    "pgd",
+    PGDSettings,
+    "Projected Gradient Descent (linf, l2) with random start, Madry et al. 2018",
+)
 def pgd(
     clf: Classifier,
     x: torch.Tensor,
     y: torch.Tensor,
+    s: PGDSettings,
     *,
-    eps: float | None = None,
-    norm: str = "linf",
-    steps: int | None = None,
-    rel_stepsize: float | None = None,
-    abs_stepsize: float | None = None,
-    random_start: bool = True,
     target: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
 ) -> AttackResult:
@@ -102,15 +92,6 @@ def pgd(
     The random start is drawn from ``generator`` (a fresh generator seeded
     with 0 when ``None``; the global RNG is never used). Counts ``steps``
     iterations, forwards and backwards per sample."""
-    s = PGDSettings(
-        eps=eps,
-        norm=norm,
-        steps=steps,
-        rel_stepsize=rel_stepsize,
-        abs_stepsize=abs_stepsize,
-        random_start=random_start,
-    )
-    s.validate()
     x0, y, target = prepare_inputs(clf, x, y, target, generator)
     eps_ = float(s.eps)  # type: ignore[arg-type]
     n_steps = int(s.steps)  # type: ignore[arg-type]

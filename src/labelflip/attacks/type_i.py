@@ -34,7 +34,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from labelflip.attacks._common import check_number, generator_or_default, prepare_inputs
+from labelflip._settings import Settings, setting
+from labelflip.attacks._common import generator_or_default, prepare_inputs
+from labelflip.attacks._registry import register_attack
 from labelflip.attacks._result import AttackResult, finalize_type_i
 from labelflip.errors import LabelflipError
 from labelflip.models.classifier import Classifier
@@ -71,50 +73,35 @@ class TypeIResult:
 
 
 @dataclass(frozen=True)
-class TypeISettings:
+class TypeISettings(Settings):
     """Settings of :func:`type_i_attack` (the ``type-i`` attack of a config),
     the keyword settings of :func:`type_i`. Defaults are the paper's (§IV):
     500 Adam steps at 0.005, ``α`` 0.01, ``γ`` 1e-4, ``β`` 1e-3, ``Ĵ1`` 0.01,
     ``k_t`` clipped to 0.005 (Algorithm 2); ``η``, which the paper does not
     give, is 1e-3. ``min_confidence``: see :func:`type_i` (0 = off)."""
 
-    steps: int = 500
-    lr: float = 0.005
-    alpha: float = 0.01
-    gamma: float = 1e-4
-    beta: float = 1e-3
-    eta: float = 1e-3
-    j1_target: float = 0.01
-    k_max: float = 0.005
-    min_confidence: float = 0.0
-
-    def validate(self) -> None:
-        check_number("type-i", "steps", self.steps, integer=True, positive=True)
-        check_number("type-i", "min_confidence", self.min_confidence, minimum=0.0)
-        if self.min_confidence >= 1:
-            raise LabelflipError(f"type-i: min_confidence must be < 1, got {self.min_confidence}")
-        check_number("type-i", "lr", self.lr, positive=True)
-        for name in ("alpha", "gamma", "beta", "eta", "j1_target", "k_max"):
-            check_number("type-i", name, getattr(self, name), minimum=0.0)
+    steps: int = setting(500, gt=0, doc="Adam steps")
+    lr: float = setting(0.005, gt=0, doc="Adam's learning rate")
+    alpha: float = setting(0.01, ge=0.0, doc="alpha (Algorithm 2)")
+    gamma: float = setting(1e-4, ge=0.0, doc="gamma (Algorithm 2)")
+    beta: float = setting(1e-3, ge=0.0, doc="beta (Algorithm 2)")
+    eta: float = setting(1e-3, ge=0.0, doc="eta (k_t update)")
+    j1_target: float = setting(0.01, ge=0.0, doc="J1 hat")
+    k_max: float = setting(0.005, ge=0.0, doc="k_t is clipped to this")
+    min_confidence: float = setting(0.0, ge=0.0, lt=1.0, doc="f1's least p(y) to count (0: off)")
 
 
 @dataclass(frozen=True)
-class LatentTypeISettings:
+class LatentTypeISettings(Settings):
     """Settings of :func:`latent_type_i_attack` (``latent-type-i`` in a
     config), the keyword settings of :func:`latent_attack`; defaults are the
     paper's MNIST values (§IV-E: ``k`` 1e-2, ``ε`` 0.1, Adam at 0.01)."""
 
-    k: float = 1e-2
-    eps: float = 0.1
-    steps: int = 200
-    lr: float = 0.01
-    init_scale: float = 1e-3
-
-    def validate(self) -> None:
-        check_number("latent-type-i", "steps", self.steps, integer=True, positive=True)
-        check_number("latent-type-i", "k", self.k, minimum=0.0)
-        for name in ("eps", "lr", "init_scale"):
-            check_number("latent-type-i", name, getattr(self, name), positive=True)
+    k: float = setting(1e-2, ge=0.0, doc="weight of f1's cross-entropy")
+    eps: float = setting(0.1, gt=0, doc="the least squared latent distance")
+    steps: int = setting(200, gt=0, doc="Adam steps")
+    lr: float = setting(0.01, gt=0, doc="Adam's learning rate")
+    init_scale: float = setting(1e-3, gt=0, doc="scale of the Gaussian start around z")
 
 
 @dataclass(frozen=True)
@@ -232,7 +219,7 @@ def type_i(
     TypeISettings(
         steps=steps, lr=lr, alpha=alpha, gamma=gamma, beta=beta, eta=eta,
         j1_target=j1_target, k_max=k_max, min_confidence=min_confidence,
-    ).validate()  # fmt: skip
+    )  # validates; fmt: skip
     generator_or_default(generator)
     svae = svae.eval()
 
@@ -297,23 +284,24 @@ def type_i(
     )
 
 
+@register_attack(
+    "type-i",
+    TypeISettings,
+    "Type I attack: the image changes class, the model keeps its label (SVAE latent "
+    "search, Algorithm 2), Tang et al. 2019",
+    encodings=("onehot",),
+    kind="type-i",
+    needs=("svae",),
+)
 def type_i_attack(
     clf: Classifier,
     x: torch.Tensor,
     y: torch.Tensor,
+    s: TypeISettings,
     *,
     svae: SVAE,
     target: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
-    steps: int = 500,
-    lr: float = 0.005,
-    alpha: float = 0.01,
-    gamma: float = 1e-4,
-    beta: float = 1e-3,
-    eta: float = 1e-3,
-    j1_target: float = 0.01,
-    k_max: float = 0.005,
-    min_confidence: float = 0.0,
 ) -> AttackResult:
     """:func:`type_i` as a registered attack: the settings are those of
     :class:`TypeISettings`; ``svae`` is the run's SVAE (the runner passes it).
@@ -327,11 +315,7 @@ def type_i_attack(
     step of the returned iterate; every sample takes part in all ``steps``
     steps, each one forward and backward pass of ``f1`` plus one forward
     pass to check the iterate."""
-    r = type_i(
-        clf, svae, x, y, target=target, generator=generator, steps=steps, lr=lr, alpha=alpha,
-        gamma=gamma, beta=beta, eta=eta, j1_target=j1_target, k_max=k_max,
-        min_confidence=min_confidence,
-    )  # fmt: skip
+    r = type_i(clf, svae, x, y, target=target, generator=generator, **s.as_dict())
     with torch.no_grad():
         transition = svae.decode(0.5 * (r.z_start + r.z))
     n = len(r.y)
@@ -344,9 +328,9 @@ def type_i_attack(
         attacker_pred=r.f2_pred,
         transition=transition,
         iterations=r.iterations,
-        forwards=torch.full((n,), 2 * steps, dtype=torch.long),
-        backwards=torch.full((n,), steps, dtype=torch.long),
-        min_confidence=min_confidence,
+        forwards=torch.full((n,), 2 * s.steps, dtype=torch.long),
+        backwards=torch.full((n,), s.steps, dtype=torch.long),
+        min_confidence=s.min_confidence,
     )
 
 
@@ -383,7 +367,7 @@ def latent_attack(
         raise LabelflipError(f"generator must be a torch.Generator, got {type(generator).__name__}")
     if (aux is None) != (target is None):
         raise LabelflipError("latent-attack: a target needs an auxiliary classifier and vice versa")
-    LatentTypeISettings(k=k, eps=eps, steps=steps, lr=lr, init_scale=init_scale).validate()
+    LatentTypeISettings(k=k, eps=eps, steps=steps, lr=lr, init_scale=init_scale)  # validates
     if not isinstance(y, torch.Tensor) or y.shape != (z.shape[0],):
         raise LabelflipError(f"latent-attack: y must be a tensor of shape ({z.shape[0]},)")
     y = y.detach().to(device=z.device, dtype=torch.long)
@@ -411,19 +395,24 @@ def latent_attack(
     return LatentAttackResult(z_adv, x_adv, f1p, keeps, dist, far, keeps & far)
 
 
+@register_attack(
+    "latent-type-i",
+    LatentTypeISettings,
+    "Type I attack on a generator's latent space (eq. 13; the SVAE decoder, with f2 "
+    "as the auxiliary classifier when targeted), Tang et al. 2019",
+    encodings=("onehot",),
+    kind="type-i",
+    needs=("svae",),
+)
 def latent_type_i_attack(
     clf: Classifier,
     x: torch.Tensor,
     y: torch.Tensor,
+    s: LatentTypeISettings,
     *,
     svae: SVAE,
     target: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
-    k: float = 1e-2,
-    eps: float = 0.1,
-    steps: int = 200,
-    lr: float = 0.01,
-    init_scale: float = 1e-3,
 ) -> AttackResult:
     """:func:`latent_attack` (eq. 13) as a registered attack on the SVAE's
     latent space: ``z = μ(x)``, ``G`` = the decoder and, when targeted, the
@@ -437,7 +426,7 @@ def latent_type_i_attack(
     with torch.no_grad():
         z = svae.encode(x)[0]
     r = latent_attack(
-        clf, svae.decode, z, y, k=k, eps=eps, steps=steps, lr=lr, init_scale=init_scale,
+        clf, svae.decode, z, y, **s.as_dict(),
         generator=generator, aux=None if target is None else svae.classify, target=target,
     )  # fmt: skip
     with torch.no_grad():
@@ -452,9 +441,9 @@ def latent_type_i_attack(
         target=target,
         attacker_pred=f2,
         transition=transition,
-        iterations=torch.full((n,), steps, dtype=torch.long),
-        forwards=torch.full((n,), steps, dtype=torch.long),
-        backwards=torch.full((n,), steps, dtype=torch.long),
+        iterations=torch.full((n,), s.steps, dtype=torch.long),
+        forwards=torch.full((n,), s.steps, dtype=torch.long),
+        backwards=torch.full((n,), s.steps, dtype=torch.long),
     )
 
 

@@ -48,13 +48,13 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 
-from labelflip.attacks._common import check_number, generator_or_default
-from labelflip.attacks._registry import build_settings
+from labelflip._settings import Settings, from_mapping, setting
+from labelflip.attacks._common import generator_or_default
 from labelflip.errors import LabelflipError, unknown_name
 from labelflip.models.encoding import OutputEncoding, bits_to_index, index_to_bits
 
@@ -62,11 +62,8 @@ from labelflip.models.encoding import OutputEncoding, bits_to_index, index_to_bi
 
 
 @dataclass(frozen=True)
-class NoSettings:
+class NoSettings(Settings):
     """Settings of the strategies without any (``random``, ``easiest``, ``hardest``)."""
-
-    def validate(self) -> None:
-        pass
 
 
 def _check_distance_name(strategy: str, value: object) -> None:
@@ -77,27 +74,33 @@ def _check_distance_name(strategy: str, value: object) -> None:
 
 
 @dataclass(frozen=True)
-class DistanceSettings:
+class DistanceSettings(Settings):
     """Settings of ``nearest`` / ``farthest``: ``distance`` names the
     class-distance matrix the caller computes and passes as ``distances``
     (the strategy itself only receives the matrix)."""
 
-    distance: str = "perceptual"
+    owner: ClassVar[str] = "nearest/farthest"
 
-    def validate(self) -> None:
-        _check_distance_name("nearest/farthest", self.distance)
+    distance: str = setting("perceptual", doc="the class-distance matrix's name")
+
+    def check(self) -> None:
+        _check_distance_name(self.owner, self.distance)
 
 
 @dataclass(frozen=True)
-class MappingSettings:
+class MappingSettings(Settings):
     """Settings of ``mapping``: source class -> target class. Keys are class
     indices (as strings, as in TOML, or integers) or class names; values are
     target indices or class names."""
 
-    mapping: dict[str, int | str] = field(default_factory=dict)
+    owner: ClassVar[str] = "mapping"
 
-    def validate(self) -> None:
-        if not isinstance(self.mapping, Mapping) or not self.mapping:
+    mapping: dict[str, int | str] = setting(
+        default_factory=dict, doc="source class -> target class"
+    )
+
+    def check(self) -> None:
+        if not self.mapping:
             raise LabelflipError(
                 "mapping: setting 'mapping' must be a non-empty table of "
                 "source class -> target class"
@@ -114,47 +117,43 @@ class MappingSettings:
 
 
 @dataclass(frozen=True)
-class ShiftSettings:
+class ShiftSettings(Settings):
     """Settings of ``next``: the target is ``(source + shift) mod k``."""
 
-    shift: int = 1
+    owner: ClassVar[str] = "next"
 
-    def validate(self) -> None:
-        if isinstance(self.shift, bool) or not isinstance(self.shift, int):
-            raise LabelflipError(f"next: setting 'shift' must be an integer, got {self.shift!r}")
+    shift: int = setting(1, doc="the target is (source + shift) mod k")
 
 
 @dataclass(frozen=True)
-class LabelFoolTargetSettings:
+class LabelFoolTargetSettings(Settings):
     """Settings of the ``labelfool`` strategy (LabelFool §III-A): ``delta1``
     is the confidence threshold of eq. 6, ``delta2`` the sampling threshold
     of eq. 3, ``distance`` names the class-distance matrix (perceptual:
     Hausdorff over cosine distances of pre-trained features in the paper)."""
 
-    delta1: float = 0.8
-    delta2: float = 0.01
-    distance: str = "perceptual"
+    owner: ClassVar[str] = "labelfool"
 
-    def validate(self) -> None:
-        for name in ("delta1", "delta2"):
-            value = getattr(self, name)
-            check_number("labelfool", name, value, minimum=0.0)
-            if value > 1:
-                raise LabelflipError(f"labelfool: {name} must be <= 1, got {value!r}")
+    delta1: float = setting(0.8, ge=0.0, le=1.0, doc="confidence threshold (eq. 6)")
+    delta2: float = setting(0.01, ge=0.0, le=1.0, doc="sampling threshold (eq. 3)")
+    distance: str = setting("perceptual", doc="the class-distance matrix's name")
+
+    def check(self) -> None:
         _check_distance_name("labelfool", self.distance)
 
 
 @dataclass(frozen=True)
-class FlipBitsSettings:
+class FlipBitsSettings(Settings):
     """Settings of ``flip-bits``: ``bits`` labels of the predicted label
     vector are flipped; a negative value counts from the number of labels
     (``-1``: all labels but one). Checked against the model's number of
     labels when targets are chosen."""
 
-    bits: int = 1
+    owner: ClassVar[str] = "flip-bits"
 
-    def validate(self) -> None:
-        check_number("flip-bits", "bits", self.bits, integer=True)
+    bits: int = setting(1, doc="labels flipped (negative: counted from the number of labels)")
+
+    def check(self) -> None:
         if self.bits == 0:
             raise LabelflipError(
                 "flip-bits: bits must not be 0 (a target equal to the prediction makes no attack)"
@@ -371,7 +370,7 @@ def flip_bits_target(
     decision (the two agree on correctly classified samples). ``labels``
     (bitmasks) are checked but not excluded: only a misclassified sample can
     get its true vector as target. Returns bitmasks (N,)."""
-    FlipBitsSettings(bits=bits).validate()
+    FlipBitsSettings(bits=bits)  # validates
     if generator is not None and not isinstance(generator, torch.Generator):
         raise LabelflipError(f"generator must be a torch.Generator, got {type(generator).__name__}")
     enc = _check_encoding("flip-bits", encoding)
@@ -431,7 +430,7 @@ def _source_distances(
     distance: str,
     encoding: object,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    DistanceSettings(distance=distance).validate()
+    DistanceSettings(distance=distance)  # validates
     z, y, pred, allowed = _prepare(strategy, logits, labels, encoding)
     d = check_distances(strategy, distances, z.shape[1], z.device)
     source = pred if y is None else y
@@ -550,7 +549,6 @@ def mapped_target(
     do). A source class missing from the table raises a one-line error.
     ``class_names`` (default ``"0"``, ``"1"``, ...) resolve names in the table."""
     s = MappingSettings(mapping=dict(mapping or {}))
-    s.validate()
     z, y, pred, _ = _prepare("mapping", logits, labels, encoding)
     k = z.shape[1]
     if class_names is None:
@@ -603,7 +601,6 @@ def labelfool_target(
     Batched; ties go to the lowest class index.
     """
     s = LabelFoolTargetSettings(delta1=delta1, delta2=delta2, distance=distance)
-    s.validate()
     z, _, pred, allowed = _prepare("labelfool", logits, labels, encoding)
     n, k = z.shape
     d = check_distances("labelfool", distances, k, z.device)
@@ -745,7 +742,7 @@ def strategy_settings_from_mapping(
             f"{', '.join(sorted(TARGET_STRATEGIES))}), got keys {sorted(map(str, rest))}"
         )
     spec = get_strategy(rest.pop("strategy"))
-    settings = build_settings(
+    settings = from_mapping(
         spec.settings_type, rest, owner="target strategy", name=spec.name, extra_keys=("strategy",)
     )
     return spec, settings
