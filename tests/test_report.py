@@ -370,3 +370,44 @@ def test_gallery_folder_fallback(tmp_path):
     (run / "gallery.npz").unlink()
     page = write_report(run, n_boot=20).read_text(encoding="utf-8")
     assert len(DATA_URI.findall(page)) == 12 and "run started" in page
+
+
+# ---------------------------------------------------------------- typed summaries, kinds
+
+
+def test_typed_summary_round_trips_through_json(run, summary):
+    from labelflip.report import RunSummary, summarize_run
+
+    typed = summarize_run(run, n_boot=200)
+    j = typed.job("pgd-0.1")
+    assert type(j.n) is int and type(j.flip_matrix[0][1]) is int and type(j.bowker.df) is int
+    assert j.flip_matrix == tuple(map(tuple, MAIN_MATRIX))
+    assert j.top_attractor.name == "bird" and j.top_flips[0].count == 4
+    assert np.isnan(typed.job("deepfool-0").symmetry)  # not available: NaN typed, null in JSON
+    data = typed.to_json()
+    assert RunSummary.from_json(data).to_json() == data
+    data["run"].pop("generated")
+    assert data == dict(summary, run={k: v for k, v in summary["run"].items() if k != "generated"})
+
+
+def test_every_job_has_a_registered_kind(summary):
+    from labelflip.report.kinds import KINDS, kind_for
+
+    assert set(KINDS) == {"type-ii", "type-i", "multilabel"}
+    assert {j["kind"] for j in summary["jobs"]} == {"type-ii"}
+    assert kind_for("type-i", multilabel=False).name == "type-i"
+    assert kind_for("pgd", multilabel=True).name == "multilabel"
+    assert kind_for("no-such-attack", multilabel=False).name == "type-ii"
+
+
+def test_report_imports_neither_torch_nor_detect():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, labelflip.report; "
+        "bad = [m for m in sys.modules if m == 'torch' or m.startswith('labelflip.detect')]; "
+        "sys.exit(repr(bad) if bad else 0)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr

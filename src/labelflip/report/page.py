@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from labelflip.report.summary import format_p, format_pct, format_table
+from labelflip.report.kinds import detector_label, kind_of, table_notes
+from labelflip.report.schema import Distance, JobSummary, RunSummary
+from labelflip.report.summary import format_table
+from labelflip.report.text import format_p, format_pct, missing
 
 CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto;
@@ -73,29 +75,29 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[object]], numeric=()) 
     return f'<div class="scroll"><table><tr>{head}</tr>{body}</table></div>'
 
 
-def _header(summary: Mapping[str, Any]) -> str:
-    run = summary["run"]
-    model = run.get("model") or {}
+def _header(summary: RunSummary) -> str:
+    run = summary.run
+    model = run.model
     sha = model.get("sha256")
     acc = model.get("clean_accuracy")
     items = [
-        ("dataset", run.get("dataset")),
-        ("split", run.get("split")),
+        ("dataset", run.dataset),
+        ("split", run.split),
         ("model", model.get("arch")),
         ("checkpoint", model.get("checkpoint")),
         ("model sha256", sha[:16] + "…" if isinstance(sha, str) and len(sha) > 16 else sha),
         ("model clean accuracy", f"{100 * acc:.2f}%" if isinstance(acc, (int, float)) else acc),
-        ("output encoding", _encoding(run.get("encoding"), run.get("num_classes"))),
-        ("oracle (independent judge)", _oracle_text(summary.get("oracle"))),
-        ("SVAE (Type I)", _svae_text(summary.get("svae"))),
-        ("samples", run.get("n_samples")),
-        ("labels" if _is_multilabel(summary) else "classes", run.get("num_classes")),
-        ("run started", run.get("started")),
-        ("run finished", run.get("finished")),
-        ("report generated", run.get("generated")),
+        ("output encoding", _encoding(run.encoding, run.num_classes)),
+        ("oracle (independent judge)", _oracle_text(summary.oracle)),
+        ("SVAE (Type I)", _svae_text(summary.svae)),
+        ("samples", run.n_samples),
+        ("labels" if run.multilabel else "classes", run.num_classes),
+        ("run started", run.started),
+        ("run finished", run.finished),
+        ("report generated", run.generated),
     ]
     rows = "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in items if v is not None)
-    title = run.get("name") or "labelflip run"
+    title = run.name or "labelflip run"
     return f"<h1>{esc(title)}</h1><dl class='meta'>{rows}</dl>"
 
 
@@ -119,11 +121,6 @@ def _svae_text(svae: Mapping[str, Any] | None) -> str | None:
     )
 
 
-def _is_multilabel(summary: Mapping[str, Any]) -> bool:
-    enc = summary["run"].get("encoding") or {}
-    return enc.get("kind") == "multilabel"
-
-
 def _encoding(enc: Mapping[str, Any] | None, k: int | None) -> str | None:
     """``one-hot``, ``ECOC, 16-bit codewords`` or ``multi-label, 10 labels``."""
     kind = (enc or {}).get("kind")
@@ -135,12 +132,12 @@ def _encoding(enc: Mapping[str, Any] | None, k: int | None) -> str | None:
     return "one-hot" if kind == "onehot" else None
 
 
-def _incomplete(summary: Mapping[str, Any]) -> str:
-    pending = [j for j in summary["jobs"] if not j["complete"]]
+def _incomplete(summary: RunSummary) -> str:
+    pending = [j for j in summary.jobs if not j.complete]
     if not pending:
         return ""
     items = "".join(
-        f"<li>{esc(j['label'])} (<code>{esc(j['job_id'])}</code>): {j['n']} records so far</li>"
+        f"<li>{esc(j.label)} (<code>{esc(j.job_id)}</code>): {j.n} records so far</li>"
         for j in pending
     )
     return (
@@ -149,70 +146,59 @@ def _incomplete(summary: Mapping[str, Any]) -> str:
     )
 
 
-def _summary_table(summary: Mapping[str, Any]) -> str:
+def _summary_table(summary: RunSummary) -> str:
     header, rows = format_table(summary)
-    level = summary["jobs"][0]["symmetry_level"] if summary["jobs"] else 0.95
+    level = summary.jobs[0].symmetry_level if summary.jobs else 0.95
+    notes = "".join(f" {n}" for n in table_notes(summary.jobs))
     note = (
         "<p class='note'>Success over all samples and over the samples classified correctly "
         "before the attack (clean). Median norms over successful clean samples. "
         f"s: symmetry of the clean flip matrix (1 symmetric, 0 one-way) with its {level:.0%} "
         "bootstrap interval; Bowker p: test of H0 p<sub>ij</sub> = p<sub>ji</sub>. "
         "Top attractor: class receiving the largest share of successful clean examples."
-        + (
-            " Type I jobs (the model must keep its label): success is the attack's own verdict "
-            "(f2 reached its goal, the model kept the label); success (clean), the medians, s "
-            "and the attractors are those of the label-stay matrix, judged by the independent "
-            "oracle when the run has one."
-            if any(j.get("type_i") for j in summary["jobs"])
-            else ""
-        )
-        + "</p>"
+        f"{html.escape(notes, quote=False)}</p>"
     )
     return f"<h2>Summary</h2>{_table(header, rows, numeric=range(1, 10))}{note}"
 
 
-def _white_noise(summary: Mapping[str, Any], figure: Png | None) -> str:
-    noise = summary["white_noise"]
+def _white_noise(summary: RunSummary, figure: Png | None) -> str:
+    noise = summary.white_noise
     if noise is None:
         return (
             "<h2>White-noise prior</h2>"
             "<p class='note'>The run recorded no white-noise predictions.</p>"
         )
-    top = noise["top_name"]
-    share = noise["top_share"]
-    ent = noise["entropy"]
+    top = noise.top_name
+    share = noise.top_share
+    ent = noise.entropy
     text = (
         f"<p>Most frequent class on noise: <strong>{esc(top)}</strong> "
         f"({100 * share:.1f}%); normalised entropy "
-        f"{'–' if ent is None else f'{ent:.3f}'}. Each job reports the Spearman correlation "
+        f"{'–' if missing(ent) else f'{ent:.3f}'}. Each job reports the Spearman correlation "
         "of its landing shares with this distribution.</p>"
     )
     body = img(figure, "white-noise prediction distribution") if figure else ""
     return f"<h2>White-noise prior</h2>{text}{body}"
 
 
-def _groups(
-    summary: Mapping[str, Any], figures: Mapping[str, tuple[Png | None, Png | None]]
-) -> str:
-    if not summary["groups"]:
+def _groups(summary: RunSummary, figures: Mapping[str, tuple[Png | None, Png | None]]) -> str:
+    if not summary.groups:
         return ""
     parts = ["<h2>Sweeps</h2>"]
-    for g in summary["groups"]:
-        multiples, lines = figures.get(g["group"], (None, None))
-        parts.append(f"<h3>{esc(g['group'])}</h3>")
+    for g in summary.groups:
+        multiples, lines = figures.get(g.group, (None, None))
+        parts.append(f"<h3>{esc(g.group)}</h3>")
         if multiples:
             parts.append(
                 img(
                     multiples,
-                    f"flip matrices of sweep {g['group']}",
+                    f"flip matrices of sweep {g.group}",
                     "Row-normalised flip matrices (clean samples), ordered by sweep value; "
                     "grey hatched diagonal: attack failed.",
                 )
             )
         if lines:
-            parts.append(
-                img(lines, f"symmetry and attractor share against sweep value, {g['group']}")
-            )
+            parts.append(img(lines, f"symmetry and attractor share against sweep value, {g.group}"))
     return "".join(parts)
 
 
@@ -224,9 +210,9 @@ DISTANCE_NOTES = {
 }
 
 
-def _distance_info(d: Mapping[str, Any]) -> str:
-    info = d.get("info") or {}
-    if d["name"] == "perceptual":
+def _distance_info(d: Distance) -> str:
+    info = d.info or {}
+    if d.name == "perceptual":
         parts = [
             f"layer {info.get('layer', '–')}",
             f"{info.get('images', '–')} {info.get('split', '')} images".replace("  ", " "),
@@ -239,23 +225,23 @@ def _distance_info(d: Mapping[str, Any]) -> str:
                 f"{info['seconds_distances']:.1f} s distances"
             )
         return ", ".join(parts)
-    if d["name"] == "semantic":
+    if d.name == "semantic":
         return f"hierarchy {info.get('hierarchy', info.get('source', '–'))}"
-    if d["name"] == "confusion":
+    if d.name == "confusion":
         return f"{info.get('samples', '–')} samples"
     return ""
 
 
-def _fmt_sq(x: float | None) -> str:
-    return "–" if x is None or x <= 0 else f"{x:.3g} (ln {math.log(x):.2f})"
+def _fmt_sq(x: float) -> str:
+    return "–" if missing(x) or x <= 0 else f"{x:.3g} (ln {math.log(x):.2f})"
 
 
-def _label_space(summary: Mapping[str, Any], figures: Mapping[str, Png]) -> str:
-    distances = summary.get("distances") or []
-    jobs = [j for j in summary["jobs"] if j["n"] > 0]
-    if not distances and not any(j["label_space"]["strategy"] for j in jobs):
+def _label_space(summary: RunSummary, figures: Mapping[str, Png]) -> str:
+    distances = summary.distances
+    jobs = [j for j in summary.jobs if j.n > 0]
+    if not distances and not any(j.label_space.strategy for j in jobs):
         return ""
-    names = [d["name"] for d in distances]
+    names = [d.name for d in distances]
     parts = [
         "<h2>Label space</h2>",
         "<p>Where in label space do the flips land? For each job: the target strategy "
@@ -268,26 +254,22 @@ def _label_space(summary: Mapping[str, Any], figures: Mapping[str, Png]) -> str:
     header.append("‖Δ‖")
     rows = []
     for j in jobs:
-        ls = j["label_space"]
-        strategy = ls["strategy"] or "untargeted"
-        if ls.get("distance_used"):
-            strategy = f"{strategy} ({ls['distance_used']})"
-        rate = ls["attack_rate"]
+        ls = j.label_space
+        strategy = ls.strategy or "untargeted"
+        if ls.distance_used:
+            strategy = f"{strategy} ({ls.distance_used})"
         rows.append(
             [
-                j["label"],
+                j.label,
                 strategy,
-                "–" if rate is None else f"{100 * rate:.1f}%",
-                ls["n_flips"],
-                *[
-                    "–" if ls["flip_distance"].get(n) is None else f"{ls['flip_distance'][n]:.4f}"
-                    for n in names
-                ],
-                _fmt_sq(ls["mean_sq_perturbation"]),
+                format_pct(ls.attack_rate),
+                ls.n_flips,
+                *[_fmt_distance(ls.flip_distance.get(n)) for n in names],
+                _fmt_sq(ls.mean_sq_perturbation),
             ]
         )
     parts.append(_table(header, rows, numeric=range(2, len(header))))
-    untargeted = [j for j in jobs if j["label_space"]["flip_correlation"]]
+    untargeted = [j for j in jobs if j.label_space.flip_correlation]
     if untargeted and names:
         parts.append(
             "<h3>Do untargeted attacks land in near classes?</h3><p class='note'>Spearman "
@@ -299,180 +281,76 @@ def _label_space(summary: Mapping[str, Any], figures: Mapping[str, Png]) -> str:
         for j in untargeted:
             cells = []
             for n in names:
-                c = j["label_space"]["flip_correlation"].get(n)
-                if c is None or c["rho"] is None:
+                c = j.label_space.flip_correlation.get(n)
+                if c is None or missing(c.rho):
                     cells.append("–")
                 else:
-                    cells.append(f"{c['rho']:.2f} (p = {format_p(c['p_value'])})")
-            crow.append([j["label"], *cells])
+                    cells.append(f"{c.rho:.2f} (p = {format_p(c.p_value)})")
+            crow.append([j.label, *cells])
         parts.append(_table(["job", *[f"rho vs {n}" for n in names]], crow))
     for d in distances:
-        parts.append(f"<h3>{esc(d['name'])} distance</h3>")
-        note = DISTANCE_NOTES.get(d["name"], "")
+        parts.append(f"<h3>{esc(d.name)} distance</h3>")
+        note = DISTANCE_NOTES.get(d.name, "")
         info = _distance_info(d)
         parts.append(f"<p class='note'>{esc(note)}{'; ' if note and info else ''}{esc(info)}.</p>")
-        if d["name"] in figures:
-            parts.append(img(figures[d["name"]], f"{d['name']} class distance matrix"))
+        if d.name in figures:
+            parts.append(img(figures[d.name], f"{d.name} class distance matrix"))
     return "".join(parts)
 
 
-def _job_table(job: Mapping[str, Any], names: Sequence[str] | None = None) -> str:
-    wn = job["white_noise_spearman"]
-    rho = "–" if wn["rho"] is None else f"{wn['rho']:.2f} (p = {wn['p_value']:.3g})"
-    ent = job["entropy"]
-    bw = job["bowker"]
-    p_value = format_p(bw["p_value"])
-    head = [
-        ("attack", job["attack"]),
-        ("settings", json.dumps(job["settings"], sort_keys=True, ensure_ascii=False)),
-        ("seed", job["seed"]),
-    ]
-    records = ("records", f"{job['n']} ({job['n_clean_correct']} clean-correct)")
-    entropy = ("landing entropy (normalised)", "–" if ent is None else f"{ent:.3f}")
-    noise = ("Spearman rho, landing shares vs white noise", rho)
-    bowker = ("Bowker test", f"χ² = {bw['statistic']:.3g}, df = {bw['df']}, p = {p_value}")
-    ml = job.get("multilabel")
-    if ml:
-        rows = [*head, records, *_multilabel_rows(ml, names or [])]
-    elif job.get("type_i"):  # no white-noise prior: the model keeps its label
-        rows = [*head, *_type_i_rows(job), entropy, bowker]
-    else:
-        rows = [*head, records, entropy, noise, bowker]
-    oracle = job.get("oracle")
-    if oracle:
-        rows.append(
-            (
-                "oracle on the successful examples",
-                f"still sees the true class: {format_pct(oracle['kept_true_rate'])}, agrees "
-                f"with the model: {format_pct(oracle['agrees_with_model_rate'])} "
-                f"(n = {oracle['n']})",
-            )
-        )
-    return _table(("", ""), rows)
-
-
-def _type_i_rows(job: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """Both judgements of a Type I job: the independent oracle's and f2's."""
-    ti = job["type_i"]
-    rows = [
-        (
-            "records",
-            f"{job['n']} ({ti['n_counted']} classified correctly before the attack by the "
-            f"model{' and the oracle' if ti['judge'] == 'oracle' else ''})",
-        )
-    ]
-    for who, label in (("oracle", "independent oracle"), ("f2", "SVAE classifier f2")):
-        r = ti["rates"].get(who)
-        if not r:
-            continue
-        target = (
-            f"; sees the target: {format_pct(r['target_hit_rate'])}, with the model kept: "
-            f"{format_pct(r['targeted_success_rate'])}"
-            if r["n_targeted"]
-            else ""
-        )
-        rows.append(
-            (
-                f"Type I success judged by the {label}",
-                f"{format_pct(r['success_rate'])} (model keeps its label: "
-                f"{format_pct(r['f1_keep_rate'])}; {'the oracle' if who == 'oracle' else 'f2'} "
-                "sees another class: "
-                f"{format_pct(r['oracle_change_rate'])}{target})",
-            )
-        )
-    return rows
-
-
-def _multilabel_rows(ml: Mapping[str, Any], names: Sequence[str]) -> list[tuple[str, str]]:
-    def counts(values: Sequence[int]) -> str:
-        items = [f"{names[i] if i < len(names) else i}: {c}" for i, c in enumerate(values) if c]
-        return ", ".join(items) or "none"
-
-    basr, bits = ml.get("bit_success_rate"), ml.get("mean_target_bits")
-    return [
-        ("whole-vector success (clean)", format_pct(ml.get("success_rate_whole_vector"))),
-        ("bASR (share of the asked bits reached)", format_pct(basr)),
-        ("bits asked to change (mean)", "–" if bits is None else f"{bits:.2f}"),
-        ("labels switched on", counts(ml.get("label_on") or [])),
-        ("labels switched off", counts(ml.get("label_off") or [])),
-    ]
+def _fmt_distance(x: float | None) -> str:
+    return "–" if missing(x) else f"{x:.4f}"
 
 
 def _job(
-    job: Mapping[str, Any],
+    job: JobSummary,
     heatmap: Png | None,
     gallery: Png | None,
     note: str,
-    names: Sequence[str] | None = None,
+    names: Sequence[str],
 ) -> str:
-    badge = "" if job["complete"] else " <span class='badge'>incomplete</span>"
+    kind = kind_of(job)
+    badge = "" if job.complete else " <span class='badge'>incomplete</span>"
     parts = [
-        f"<section class='job' id='job-{esc(job['job_id'])}'>",
-        f"<h3>{esc(job['label'])} <code>{esc(job['job_id'])}</code>{badge}</h3>",
-        _job_table(job, names),
+        f"<section class='job' id='job-{esc(job.job_id)}'>",
+        f"<h3>{esc(job.label)} <code>{esc(job.job_id)}</code>{badge}</h3>",
+        _table(("", ""), kind.table_rows(job, names)),
     ]
-    type_i = job.get("type_i")
-    judge = "independent oracle" if type_i and type_i["judge"] == "oracle" else "SVAE's f2"
-    if job.get("multilabel"):
-        caption = (
-            "Label swaps of the clean-correct samples: row = label switched off, column = "
-            "label switched on (by the same example)."
-        )
-    elif type_i:
-        caption = (
-            "Label-stay matrix: row = original class, column = the class the "
-            f"{judge} sees after the attack, counting the samples the model still labels "
-            "with the original class. Off-diagonal cells are Type I examples; grey hatched "
-            "diagonal = the image did not change class."
-        )
-    else:
-        caption = (
-            "Flip matrix of the clean-correct samples: row = true class, column = "
-            "adversarial prediction; grey hatched diagonal = attack failed."
-        )
     if heatmap:
-        what = "label-stay matrix" if type_i else "flip matrix"
-        parts.append(img(heatmap, f"{what} of {job['label']}", caption))
+        what = kind.axes(job).what
+        parts.append(img(heatmap, f"{what} of {job.label}", kind.caption(job)))
     else:
         parts.append("<p class='note'>No records yet.</p>")
     if gallery:
-        gcaption = (
-            "Start image, transition (the decoded midpoint of the latent path) and result; "
-            "titles give the model's label and the judges' classes of the result."
-            if type_i
-            else "Original, adversarial and perturbation (rescaled to [0, 1], grey = unchanged)."
-        )
-        parts.append(img(gallery, f"examples of {job['label']}", gcaption))
+        parts.append(img(gallery, f"examples of {job.label}", kind.gallery_caption))
     elif note:
         parts.append(f"<p class='note'>{esc(note)}</p>")
     parts.append("</section>")
     return "".join(parts)
 
 
-def _detector(summary: Mapping[str, Any]) -> str:
+def _detector(summary: RunSummary) -> str:
     """The feature-squeezing table (Tang et al., Table I): detection rates of
     the clean samples and of each job's successful examples."""
-    d = summary.get("detect")
+    d = summary.detect
     if not d:
         return ""
-    fixed = d["thresholds"]
-    header = ["examples", "n", f"detected at ζ = {d['threshold']:.4g} (clean {d['fpr']:.0%})"]
+    fixed = d.thresholds
+    header = ["examples", "n", f"detected at ζ = {d.threshold:.4g} (clean {d.fpr:.0%})"]
     header += [f"ζ = {t:g}" for t in fixed]
-    rows = [["clean samples", d["clean"]["n"], format_pct(d["clean"]["rate"])]]
-    rows[0] += [format_pct(r) for r in d["clean"]["rates"]]
-    for j in summary["jobs"]:
-        det = j.get("detect")
+    rows = [["clean samples", d.clean.n, format_pct(d.clean.rate)]]
+    rows[0] += [format_pct(r) for r in d.clean.rates]
+    for j in summary.jobs:
+        det = j.detect
         if not det:
             continue
-        kind = "Type I" if j.get("type_i") else "Type II"
         rows.append(
-            [f"{kind}: {j['label']}", det["n"], format_pct(det["rate"])]
-            + [format_pct(r) for r in det["rates"]]
+            [detector_label(j), det.n, format_pct(det.rate)] + [format_pct(r) for r in det.rates]
         )
     note = (
         "<p class='note'>Feature squeezing (Xu et al. 2018; Tang et al. §IV-C): an input is "
-        f"flagged when the {d['distance'].upper()} distance between the model's softmax on it "
-        f"and on its squeezed versions ({', '.join(d['squeezers'])}; the largest distance "
+        f"flagged when the {d.distance.upper()} distance between the model's softmax on it "
+        f"and on its squeezed versions ({', '.join(d.squeezers)}; the largest distance "
         "counts) exceeds ζ. The first threshold flags the given share of the clean samples; "
         "the others are fixed. Type II rows count the successful examples of clean-correct "
         "samples; Type I rows the examples the judge calls Type I.</p>"
@@ -481,7 +359,7 @@ def _detector(summary: Mapping[str, Any]) -> str:
 
 
 def render(
-    summary: Mapping[str, Any],
+    summary: RunSummary,
     *,
     heatmaps: Mapping[str, Png],
     galleries: Mapping[str, Png],
@@ -490,20 +368,21 @@ def render(
     white_noise: Png | None,
     distances: Mapping[str, Png] | None = None,
 ) -> str:
-    """The whole report page for ``summary`` (from :func:`summarize`) and its figures
-    (keyed by job id, or group name for ``groups``: (small multiples, line plot);
-    ``distances`` by distance name)."""
+    """The whole report page for ``summary`` (from :func:`summarize_run`) and its
+    figures (keyed by job id, or group name for ``groups``: (small multiples,
+    line plot); ``distances`` by distance name)."""
+    names = summary.run.class_names
     jobs = "".join(
         _job(
             j,
-            heatmaps.get(j["job_id"]),
-            galleries.get(j["job_id"]),
-            gallery_notes.get(j["job_id"], ""),
-            summary["run"].get("class_names"),
+            heatmaps.get(j.job_id),
+            galleries.get(j.job_id),
+            gallery_notes.get(j.job_id, ""),
+            names,
         )
-        for j in summary["jobs"]
+        for j in summary.jobs
     )
-    title = summary["run"].get("name") or "labelflip run"
+    title = summary.run.name or "labelflip run"
     body = "".join(
         [
             _header(summary),
@@ -513,7 +392,7 @@ def render(
             _label_space(summary, distances or {}),
             _groups(summary, groups),
             _detector(summary),
-            "<h2>Jobs</h2>" if summary["jobs"] else "<h2>Jobs</h2><p>The run has no jobs.</p>",
+            "<h2>Jobs</h2>" if summary.jobs else "<h2>Jobs</h2><p>The run has no jobs.</p>",
             jobs,
         ]
     )

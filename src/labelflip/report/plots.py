@@ -1,15 +1,15 @@
-"""The report's figures, each returned as PNG bytes.
+"""The report's figures, each returned as a :class:`matplotlib.figure.Figure`
+(the writer encodes them as PNG: :func:`labelflip.report.writer.png_bytes`).
 
-Figures are built as :class:`matplotlib.figure.Figure` objects and rendered
-with the Agg canvas directly: pyplot is never imported, so no backend is
-selected, no figure is registered globally and ``rcParams`` are left alone.
+Figures are built with the Agg canvas attached directly: pyplot is never
+imported, so no backend is selected, no figure is registered globally and
+``rcParams`` are left alone.
 All user text (class names, labels) goes through :func:`_plain` so that a
 ``$`` is never read as mathtext.
 """
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Sequence
 
@@ -36,13 +36,6 @@ def _figure(width: float, height: float) -> Figure:
     fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
     FigureCanvasAgg(fig)
     return fig
-
-
-def _png(fig: Figure) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI)
-    fig.clear()
-    return buf.getvalue()
 
 
 def _cmap(name: str) -> ListedColormap:
@@ -124,7 +117,7 @@ def flip_heatmap(
     xlabel: str = "adversarial prediction",
     ylabel: str = "true class",
     legend: str = "flips (diagonal: failed)",
-) -> bytes:
+) -> Figure:
     """Flip matrix (true class down, adversarial prediction across) with counts.
 
     The diagonal (attack failed: still the true class) is grey and hatched,
@@ -146,10 +139,10 @@ def flip_heatmap(
     ax.set_ylabel(ylabel)
     ax.set_title(_plain(title), fontsize=10)
     fig.colorbar(image, ax=ax, shrink=0.8, label=legend)
-    return _png(fig)
+    return fig
 
 
-def distance_heatmap(matrix: Sequence[Sequence[float]], names: Sequence[str], title: str) -> bytes:
+def distance_heatmap(matrix: Sequence[Sequence[float]], names: Sequence[str], title: str) -> Figure:
     """A class-distance matrix (symmetric, zero diagonal), values annotated for
     up to :data:`ANNOTATE_MAX` classes; darker = nearer."""
     d = np.asarray(matrix, dtype=np.float64).reshape(len(names), len(names))
@@ -182,14 +175,14 @@ def distance_heatmap(matrix: Sequence[Sequence[float]], names: Sequence[str], ti
     _class_ticks(ax, names)
     ax.set_title(_plain(title), fontsize=10)
     fig.colorbar(image, ax=ax, shrink=0.8, label="class distance")
-    return _png(fig)
+    return fig
 
 
 def flip_multiples(
     matrices: Sequence[Sequence[Sequence[int]]],
     titles: Sequence[str],
     names: Sequence[str],
-) -> bytes:
+) -> Figure:
     """Small multiples of row-normalised flip matrices on one colour scale.
 
     Each row is the share of the class's (clean-correct) samples sent to each
@@ -220,7 +213,7 @@ def flip_multiples(
         ax.set_title(_plain(titles[idx]), fontsize=9)
     if image is not None:
         fig.colorbar(image, ax=axes, shrink=0.8, label="share of true class")
-    return _png(fig)
+    return fig
 
 
 def _row_rates(a: np.ndarray) -> np.ndarray:
@@ -246,7 +239,7 @@ def sweep_lines(
     top_names: Sequence[str | None],
     title: str,
     level: float = 0.95,
-) -> bytes:
+) -> Figure:
     """Symmetry ``s`` (with its bootstrap band) and the top-attractor share
     against the sweep value; log x axis when the values span more than 10x."""
     x = _nan(sweep)
@@ -279,10 +272,10 @@ def sweep_lines(
             ax.set_xticks(x, [f"{v:g}" for v in x], fontsize=7)
             ax.xaxis.set_minor_formatter(NullFormatter())
     fig.suptitle(_plain(title), fontsize=10)
-    return _png(fig)
+    return fig
 
 
-def prior_bars(distribution: Sequence[float], names: Sequence[str], n: int) -> bytes:
+def prior_bars(distribution: Sequence[float], names: Sequence[str], n: int) -> Figure:
     """The model's class distribution on uniform-noise images, one bar per class."""
     p = np.asarray(distribution, dtype=np.float64)
     fig = _figure(min(max(4.0, 0.45 * p.size + 1.5), 16.0), 3.2)
@@ -293,7 +286,7 @@ def prior_bars(distribution: Sequence[float], names: Sequence[str], n: int) -> b
     ax.set_ylabel("share of predictions")
     ax.set_title(f"predictions on {n} uniform-noise images", fontsize=10)
     ax.grid(axis="y", alpha=0.3)
-    return _png(fig)
+    return fig
 
 
 # ---------------------------------------------------------------- gallery
@@ -323,7 +316,7 @@ def _image_grid(
     rows: Sequence[str],
     titles: Sequence[str],
     height: float,
-) -> bytes:
+) -> Figure:
     """One column per example, one row per panel (an image in ``[0, 1]``
     and its colormap), the row names on the left, the titles on top."""
     n = len(columns)
@@ -338,7 +331,7 @@ def _image_grid(
             if i == 0:
                 ax.set_ylabel(rows[r], fontsize=8)
         axes[0, i].set_title(_plain(titles[i]), fontsize=8)
-    return _png(fig)
+    return fig
 
 
 def gallery(
@@ -346,7 +339,7 @@ def gallery(
     x_adv: np.ndarray,
     titles: Sequence[str],
     bounds: Sequence[float],
-) -> bytes:
+) -> Figure:
     """Columns of original, adversarial and amplified perturbation per example.
 
     ``x`` and ``x_adv`` are ``(N, C, H, W)`` in ``bounds``; grayscale for
@@ -373,7 +366,7 @@ def gallery_type_i(
     x_adv: np.ndarray,
     titles: Sequence[str],
     bounds: Sequence[float],
-) -> bytes:
+) -> Figure:
     """Type I examples, one column each: the start image, the transition
     (halfway along the latent path) and the result, all ``(N, C, H, W)`` in
     ``bounds`` (see :func:`gallery`)."""
