@@ -186,6 +186,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--std", type=float, nargs="+", help="per-channel normalisation std the model expects"
     )
+    p.add_argument(
+        "--key-map",
+        choices=["none", "auto"],
+        default="none",
+        help="auto: rename the weights' keys to the architecture's when the tensors line up "
+        "one to one in order (same shapes and kinds); none (default): names must match",
+    )
     p.add_argument("--out", required=True, help="checkpoint path to write")
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=cmd_import_weights)
@@ -551,7 +558,7 @@ def evaluate_multilabel(args: argparse.Namespace, clf, meta, ds, name: str) -> i
 def cmd_import_weights(args: argparse.Namespace) -> int:
     from labelflip.data import load_dataset
     from labelflip.models import CheckpointMeta, build_model, import_state_dict, save_checkpoint
-    from labelflip.models.checkpoint import load_state
+    from labelflip.models.checkpoint import load_state, map_state_keys
     from labelflip.models.classifier import Classifier
     from labelflip.models.training import accuracy, resolve_encoding
 
@@ -570,7 +577,20 @@ def cmd_import_weights(args: argparse.Namespace) -> int:
         encoding=encoding.to_dict(),
     )
     model = build_model(args.arch, test_set.input_shape, encoding.num_outputs)
-    load_state(model, state, f"weights {args.weights}", meta)
+    what = f"weights {args.weights}"
+    if args.key_map == "auto":
+        state, renamed = map_state_keys(state, model.state_dict(), what=what, arch=args.arch)
+        if renamed:
+            print(f"key map: {len(renamed)} of {len(state)} keys renamed in order")
+            for old, new in renamed:
+                print(f"  {old} -> {new}")
+    try:
+        load_state(model, state, what, meta)
+    except LabelflipError as e:
+        if args.key_map == "none" and set(state) != set(model.state_dict()):
+            raise LabelflipError(f"{e} (if only the names differ: --key-map auto)") from None
+        raise
+    print(normalisation_line(args.mean, args.std, meta))
     clf = Classifier(
         model,
         num_classes=test_set.num_labels,
@@ -585,6 +605,19 @@ def cmd_import_weights(args: argparse.Namespace) -> int:
     print(f"imported {args.weights} as {args.arch}: test accuracy {meta.clean_test_accuracy:.4f}")
     print(f"checkpoint: {path}")
     return 0
+
+
+def normalisation_line(mean, std, meta) -> str:
+    """Which normalisation an import assumed, and the flags that change it."""
+    given = [flag for flag, v in (("--mean", mean), ("--std", std)) if v]
+    told = f"from {' and '.join(given)}" if given else "none given: raw [0, 1] inputs"
+    line = f"normalisation: mean {meta.mean}, std {meta.std} ({told})"
+    if len(given) < 2:
+        line += (
+            "; if the model was trained on normalised inputs, pass its "
+            "--mean M [M ...] --std S [S ...]"
+        )
+    return line
 
 
 def cmd_run(args: argparse.Namespace) -> int:
