@@ -362,23 +362,6 @@ def _keys_text(items: list[tuple[str, torch.Tensor]]) -> str:
     return "(" + ", ".join(f"{k} {_shape(v)}" for k, v in items) + ")"
 
 
-def _weights_kind(p: Path) -> str | None:
-    """``"safetensors"``, ``"torch"`` (zip archive or pickle) or ``None``, from
-    the file's name and first bytes."""
-    try:
-        with open(p, "rb") as fh:
-            head = fh.read(9)
-    except OSError as e:
-        raise os_error(f"cannot read {p}", e) from None
-    if p.suffix == ".safetensors":
-        return "safetensors"
-    if len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") > 1:
-        return "safetensors"  # an 8-byte header length, then the JSON header
-    if head.startswith(b"PK\x03\x04") or head.startswith(b"\x80"):
-        return "torch"  # torch.save's zip archive, or a pickle (protocol >= 2)
-    return None
-
-
 def _weights_only_reason(e: Exception) -> str:
     """The gist of torch's (long, multi-line) weights-only refusal."""
     text = str(e)
