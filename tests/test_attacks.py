@@ -63,9 +63,25 @@ if HAVE_FOOLBOX:
         ("foolbox", {"attack": "L2PGD", "epsilon": 1.0, "options": {"steps": 10}}),
         ("foolbox", {"attack": "L2DeepFoolAttack"}),
     ]
+# The torchattacks adapter (optional extra, installed with --no-deps):
+# AutoAttack and its components, in both norms.
+HAVE_TORCHATTACKS = importlib.util.find_spec("torchattacks") is not None
+TORCHATTACKS_NORMS = {"Linf": "linf", "L2": "l2"}
+if HAVE_TORCHATTACKS:
+    VARIANTS += [
+        ("torchattacks", {"attack": "APGD", "eps": 0.1, "options": {"steps": 10}}),
+        ("torchattacks", {"attack": "APGD", "eps": 1.0, "options": {"norm": "L2", "steps": 10}}),
+        ("torchattacks", {"attack": "APGDT", "eps": 0.1, "options": {"steps": 10}}),
+        ("torchattacks", {"attack": "FAB", "eps": 0.3, "options": {"steps": 10}}),
+        ("torchattacks", {"attack": "Square", "eps": 0.1, "options": {"n_queries": 50}}),
+        ("torchattacks", {"attack": "AutoAttack", "eps": 0.3}),
+    ]
 
 
 def _id(name: str, settings: dict) -> str:
+    if name == "torchattacks":
+        norm = settings.get("options", {}).get("norm", "Linf")
+        return f"{name}-{settings['attack']}-{norm}"
     return (
         f"{name}-{settings['attack']}"
         if name == "foolbox"
@@ -79,8 +95,9 @@ EPS_ATTACKS = {"fgsm", "pgd"}
 
 
 def _supports_target(name: str, settings: dict) -> bool:
-    # Foolbox's PGD accepts a target; its FGSM and DeepFool do not
-    return name in TARGETED or settings.get("attack") in ("LinfPGD", "L2PGD")
+    # Foolbox's PGD accepts a target; its FGSM and DeepFool do not; of
+    # torchattacks' FAB, Square, APGD, APGDT and AutoAttack the first two do
+    return name in TARGETED or settings.get("attack") in ("LinfPGD", "L2PGD", "FAB", "Square")
 
 
 def _budget(name: str, settings: dict) -> tuple[float, str, dict]:
@@ -88,6 +105,9 @@ def _budget(name: str, settings: dict) -> tuple[float, str, dict]:
     if name == "foolbox":
         eps, norm = settings["epsilon"], FOOLBOX_NORMS[settings["attack"]]
         return eps, norm, {**settings, "epsilon": 0.0}
+    if name == "torchattacks":
+        norm = TORCHATTACKS_NORMS[settings.get("options", {}).get("norm", "Linf")]
+        return settings["eps"], norm, {**settings, "eps": 0.0}
     return settings["eps"], settings["norm"], {**settings, "eps": 0.0}
 
 
@@ -132,7 +152,9 @@ def _required_target(name: str, y: torch.Tensor) -> torch.Tensor | None:
 
 
 def test_table_covers_every_registered_attack_and_norm():
-    optional = set() if HAVE_FOOLBOX else {"foolbox"}
+    optional = (set() if HAVE_FOOLBOX else {"foolbox"}) | (
+        set() if HAVE_TORCHATTACKS else {"torchattacks"}
+    )
     # Type I attacks keep the model's label on purpose: tests/test_type_i.py
     type_i = {name for name, spec in ATTACKS.items() if spec.kind == "type-i"}
     assert type_i == {"type-i", "latent-type-i"}
@@ -200,7 +222,15 @@ def test_inputs_are_not_modified(digits_model, batch, name, settings):
     assert r.x_adv.data_ptr() != x.data_ptr()
 
 
-EPS_VARIANTS = [v for v in VARIANTS if v[0] in EPS_ATTACKS or "epsilon" in v[1]]
+# (AutoAttack's budget is checked in test_torchattacks_adapter.py: at eps 0
+# its Square runs 5000 queries on every sample)
+EPS_VARIANTS = [
+    v
+    for v in VARIANTS
+    if v[0] in EPS_ATTACKS
+    or "epsilon" in v[1]
+    or (v[0] == "torchattacks" and v[1]["attack"] != "AutoAttack")
+]
 
 
 @pytest.mark.parametrize("name,settings", EPS_VARIANTS, ids=[_id(n, s) for n, s in EPS_VARIANTS])
@@ -233,6 +263,11 @@ if HAVE_FOOLBOX:
             0.8,
         )
     )
+if HAVE_TORCHATTACKS:  # chance is ~0.1-0.2: a minimum-norm and a query-limited search
+    TARGETED_VARIANTS += [
+        ("torchattacks", {"attack": "FAB", "eps": 1.0, "options": {"steps": 20}}, 0.35),
+        ("torchattacks", {"attack": "Square", "eps": 0.3, "options": {"n_queries": 200}}, 0.4),
+    ]
 
 
 @pytest.mark.parametrize("name,settings,rate", TARGETED_VARIANTS)
