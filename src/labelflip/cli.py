@@ -88,6 +88,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_models)
 
+    p = sub.add_parser(
+        "attacks", help="list the attacks with their settings, defaults and constraints"
+    )
+    p.add_argument(
+        "name",
+        nargs="?",
+        help="one attack (e.g. pgd, foolbox:LinfPGD, torchattacks:APGD): its settings in "
+        "detail (default: all attacks)",
+    )
+    p.set_defaults(func=cmd_attacks)
+
     p = sub.add_parser("train", parents=[data_opt], help="train an architecture on a dataset")
     p.add_argument(
         "--dataset", required=True, help="dataset name, e.g. digits, mnist, imagefolder:PATH"
@@ -275,6 +286,88 @@ def cmd_models(args: argparse.Namespace) -> int:
     rows.append(["module:function", "your own nn.Module factory", "sgd lr 0.01 bs 128 x10"])
     print_table(["architecture", "description", "default recipe"], rows)
     return 0
+
+
+def cmd_attacks(args: argparse.Namespace) -> int:
+    """The registered attacks and their settings, read from the settings
+    declarations (type, default, constraint and doc of every field)."""
+    from labelflip.attacks import ATTACKS, get_attack
+    from labelflip.attacks._registry import SHORTHANDS
+
+    if args.name:
+        print_attack(get_attack(args.name), detail=True)
+        return 0
+    print(
+        "attacks (in a config: [[attacks]] attack = NAME, then its settings; a list of "
+        "values is a grid; 'labelflip attacks NAME' for one)"
+    )
+    for name in sorted(ATTACKS):
+        print()
+        print_attack(ATTACKS[name], detail=False)
+    print()
+    for prefix, (base, _, library) in SHORTHANDS.items():
+        print(f"{prefix}<Attack>: '{base}' with attack = <Attack>, a class of {library}")
+    return 0
+
+
+def print_attack(spec, *, detail: bool) -> None:
+    import importlib
+    import inspect
+
+    from labelflip.attacks._registry import SHORTHANDS
+
+    print(f"{spec.name}: {spec.description}")
+    if not spec.accepts_target:
+        targets = "untargeted only"
+    elif spec.default_target:
+        targets = f"targeted (default target strategy: {spec.default_target})"
+    else:
+        targets = "untargeted, or targeted with a target strategy"
+    facts = [targets, f"models: {', '.join(spec.encodings)}"]
+    if spec.kind != "type-ii":
+        facts.append(f"kind: {spec.kind}")
+    if spec.needs:
+        facts.append(f"needs: {', '.join(f'[{n}]' for n in spec.needs)}")
+    print("  " + "; ".join(facts))
+    if detail:
+        doc = inspect.getdoc(spec.impl) or ""
+        first = doc.split("\n\n")[0].replace("\n", " ").replace("``", "")
+        if first:
+            print(f"  {first}")
+    rows = [
+        [s["name"], s["type"], toml_value(s["default"]), s["constraint"] or "-", s["doc"]]
+        for s in spec.describe()
+    ]
+    if rows:
+        header = ["setting", "type", "default", "constraint", "description"]
+        print_table(header, rows, indent="  ")
+    else:
+        print("  no settings")
+    for prefix, (_, module, library) in SHORTHANDS.items():
+        options = getattr(importlib.import_module(module), "library_options", None)
+        if detail and options is not None and spec.name.startswith(prefix):
+            print(f"  options: the constructor arguments of the {library} class")
+            rows = [[k, toml_value(v)] for k, v in options(spec.name[len(prefix) :])]
+            print_table(["option", "default"], rows, indent="    ")
+
+
+def toml_value(v) -> str:
+    """A default as it is written in a config (``none`` for no value)."""
+    import dataclasses
+
+    if v is None or v is dataclasses.MISSING:
+        return "none" if v is None else "(required)"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return f'"{v}"'
+    if isinstance(v, float):
+        return f"{v:g}"
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{k} = {toml_value(x)}" for k, x in v.items()) + "}"
+    return str(v)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -796,13 +889,13 @@ def write_confusion_csv(path: Path, conf, class_names: Sequence[str]) -> None:
             w.writerow([name, *(int(v) for v in row)])
 
 
-def print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+def print_table(header: Sequence[str], rows: Sequence[Sequence[str]], *, indent: str = "") -> None:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     line = "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))
-    print(line.rstrip())
-    print("  ".join("-" * w for w in widths))
+    print(indent + line.rstrip())
+    print(indent + "  ".join("-" * w for w in widths))
     for r in rows:
-        print("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+        print(indent + "  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
 
 
 if __name__ == "__main__":

@@ -144,6 +144,13 @@ def check_options(name: str, cls: type, eps: float | None, options: Mapping[str,
         raise LabelflipError(f"torchattacks {name} takes no eps")
 
 
+def library_options(name: str) -> list[tuple[str, Any]]:
+    """``(option, default)`` of every constructor argument of torchattacks'
+    ``name`` that ``options`` may set (for ``labelflip attacks``)."""
+    params = constructor_parameters(attack_class(name))
+    return [(p, v.default) for p, v in params.items() if p not in _RESERVED]
+
+
 def attack_norm(cls: type, options: Mapping[str, Any]) -> str | None:
     """``"linf"``/``"l2"`` when the attack's ``norm`` (given or default) is
     one of those, else None."""
