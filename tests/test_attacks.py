@@ -51,6 +51,10 @@ VARIANTS = [
     ("ml-cw", CW_SETTINGS),  # one-hot here; multi-label and ECOC in test_ml_cw.py
     ("labelfool", {}),
     ("jma", {"eps": 0.5, "max_iterations": 40}),  # multi-label and ECOC in test_jma.py
+    ("fmn", {"norm": "l0", "steps": 20}),  # closed forms in test_fmn.py
+    ("fmn", {"norm": "l1"}),
+    ("fmn", {"norm": "l2"}),
+    ("fmn", {"norm": "linf"}),
 ]
 # The Foolbox adapter (optional extra): fixed-epsilon attacks in both norms
 # and a minimization attack.
@@ -90,7 +94,7 @@ def _id(name: str, settings: dict) -> str:
 
 
 IDS = [_id(n, s) for n, s in VARIANTS]
-TARGETED = {"fgsm", "pgd", "cw-l2", "ml-cw", "labelfool", "jma"}
+TARGETED = {"fgsm", "pgd", "cw-l2", "ml-cw", "labelfool", "jma", "fmn"}
 EPS_ATTACKS = {"fgsm", "pgd"}
 
 
@@ -162,6 +166,7 @@ def test_table_covers_every_registered_attack_and_norm():
     for name in ("fgsm", "pgd", "deepfool"):
         norms = {s["norm"] for n, s in VARIANTS if n == name}
         assert norms == {"linf", "l2"}
+    assert {s["norm"] for n, s in VARIANTS if n == "fmn"} == {"l0", "l1", "l2", "linf"}
 
 
 @pytest.mark.parametrize("name,settings", VARIANTS, ids=IDS)
@@ -195,7 +200,8 @@ def test_result_shapes_dtypes_bounds_and_success(digits_model, batch, name, sett
     assert torch.allclose(r.l1, d.abs().sum(1))
     assert torch.equal(r.l0, (d != 0).sum(1))
     assert (r.iterations >= 0).all() and (r.backwards <= r.forwards).all()
-    if name in ("deepfool", "cw-l2", "labelfool") or settings.get("attack") == "L2DeepFoolAttack":
+    minimal = ("deepfool", "cw-l2", "labelfool", "fmn")
+    if name in minimal or settings.get("attack") == "L2DeepFoolAttack":
         assert r.success.float().mean() >= 0.7  # minimal-perturbation attacks succeed
 
 
@@ -254,6 +260,7 @@ TARGETED_VARIANTS = [
     ("ml-cw", CW_SETTINGS, 0.5),  # the ±1 identity code is weaker than f6 on one-hot logits
     ("labelfool", {}, 0.9),
     ("jma", {"eps": 0.5, "max_iterations": 40}, 0.9),
+    ("fmn", {"norm": "l2", "steps": 20}, 0.9),
 ]
 if HAVE_FOOLBOX:
     TARGETED_VARIANTS.append(

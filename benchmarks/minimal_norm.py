@@ -1,0 +1,351 @@
+"""Minimal-norm attacks side by side (AttackBench-style, Cinà et al. 2024):
+labelflip's native attacks against adv_lib and Foolbox 3 in one run, on the
+same model, inputs and budget.
+
+Not a test: it prints (and optionally writes as JSON) one row per attack,
+library and norm with the time, throughput, success rate, the median norm
+with failures counted as ∞, the median per-sample ratio to the smallest
+adversarial any row of that norm found, how often the row lands in the class
+of that smallest adversarial, and model passes per image. Success, norms and
+landing classes are computed the same way for every library: the model is
+evaluated on each library's returned, bounds-clipped output.
+
+Passes per image for the peers are counted by a wrapper around the model:
+``fwd`` = rows the model saw / images, ``grad`` = rows it saw with gradients
+enabled / images (each followed by one backward pass in these attacks). For
+labelflip the counts come from the ``AttackResult``.
+
+Rows (``--rows``, comma list of groups):
+
+- ``fmn``: FMN (Pintor et al. 2021) in every ``--norms`` norm: labelflip's
+  ``fmn``, adv_lib 0.2.8's ``fmn`` and Foolbox 3.3.4's ``L{0,1,2,Inf}FMNAttack``,
+  all with ``--fmn-steps`` steps and the authors' other defaults (which all
+  three share: α_0 = 1, α_K = α_0/100, γ_0 = 0.05, γ_K = 0.001).
+
+Usage (the figures in docs/benchmarks.md)::
+
+    labelflip train --dataset mnist --arch cw-mnist --epochs 2 --out ckpts/cw-mnist-e2
+    OMP_NUM_THREADS=1 python benchmarks/minimal_norm.py \\
+        --checkpoint ckpts/cw-mnist-e2.safetensors --data-dir ../shared/datasets \\
+        -n 200 --rows fmn --fmn-steps 100 --threads 1 --repeats 2
+
+Peers: ``pip install foolbox==3.3.4`` and ``pip install --no-deps
+adv-lib==0.2.8``. adv_lib's package imports torchvision (LPIPS) and visdom
+(its logger) for features not used here; where they do not import, stand-in
+modules are put in ``sys.modules`` by this script (only here, never in the
+package). A missing peer is reported and skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import math
+import platform
+import sys
+import time
+import types
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from labelflip.attacks.fmn import fmn
+from labelflip.data import load_dataset
+from labelflip.models import Classifier, load_checkpoint
+
+NORM_ORDER = {"l0": 0.0, "l1": 1.0, "l2": 2.0, "linf": math.inf}
+
+
+@dataclass
+class Row:
+    attack: str
+    library: str
+    norm: str
+    images: int
+    seconds: float
+    images_per_s: float
+    success: float
+    median_norm: float  # failures count as inf
+    median_ratio_to_best: float  # per-sample norm / smallest any row of this norm found
+    lands_with_best: float  # share of samples whose class is that of the smallest found
+    fwd_per_image: float
+    grad_per_image: float
+
+
+@dataclass
+class Outcome:
+    """A row's per-sample results, judged by one evaluation of the model."""
+
+    norms: torch.Tensor  # float64, inf where not adversarial
+    pred: torch.Tensor
+    seconds: float
+    fwd: float
+    grad: float
+
+
+class Counting(nn.Module):
+    """Counts the rows a model sees, with and without gradients enabled."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.rows = 0
+        self.grad_rows = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.rows += len(x)
+        if torch.is_grad_enabled() and x.requires_grad:
+            self.grad_rows += len(x)
+        return self.model(x)
+
+
+def judge(clf: Classifier, x, y, x_adv, norm: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(norm of x_adv - x, inf where the model keeps y; the model's class)."""
+    x_adv = clf.clip(x_adv.detach())
+    with torch.no_grad():
+        pred = clf.predict(x_adv)
+    d = (x_adv - x).flatten(1).double()
+    p = NORM_ORDER[norm]
+    v = (d != 0).sum(1).double() if p == 0 else d.norm(p=p, dim=1)
+    return torch.where(pred != y, v, torch.full_like(v, math.inf)), pred
+
+
+def run_native(clf, x, y, norm, call: Callable) -> Outcome:
+    call(clf, x[:8], y[:8])  # warm-up
+    t = time.perf_counter()
+    r = call(clf, x, y)
+    secs = time.perf_counter() - t
+    norms, pred = judge(clf, x, y, r.x_adv, norm)
+    n = len(x)
+    return Outcome(norms, pred, secs, int(r.forwards.sum()) / n, int(r.backwards.sum()) / n)
+
+
+def run_peer(clf, x, y, norm, make: Callable) -> Outcome:
+    counter = Counting(clf).eval()
+    attack = make(counter)
+    attack(x[:8], y[:8])  # warm-up
+    counter.rows = counter.grad_rows = 0
+    t = time.perf_counter()
+    x_adv = attack(x, y)
+    secs = time.perf_counter() - t
+    norms, pred = judge(clf, x, y, x_adv, norm)
+    n = len(x)
+    return Outcome(norms, pred, secs, counter.rows / n, counter.grad_rows / n)
+
+
+# ------------------------------------------------------------------------ peers
+
+
+def import_adv_lib_attacks() -> types.ModuleType:
+    """``adv_lib.attacks``, with stand-ins for torchvision and visdom when
+    those do not import (adv_lib imports them for LPIPS and its logger)."""
+    for name in ("torchvision", "visdom"):
+        try:
+            importlib.import_module(name)
+        except Exception:  # noqa: BLE001 - a broken install counts as missing
+            stub = types.ModuleType(name)
+            stub.__dict__["__getattr__"] = lambda attr, _n=name: types.ModuleType(f"{_n}.{attr}")
+            sys.modules[name] = stub
+            if name == "torchvision":
+                sys.modules["torchvision.models"] = types.ModuleType("torchvision.models")
+    return importlib.import_module("adv_lib.attacks")
+
+
+def adv_lib_fmn(norm: str, steps: int) -> Callable:
+    attacks = import_adv_lib_attacks()
+
+    def make(model):
+        return lambda x, y: attacks.fmn(model, x, y, norm=NORM_ORDER[norm], steps=steps)
+
+    return make
+
+
+FOOLBOX_FMN = {
+    "l0": "L0FMNAttack",
+    "l1": "L1FMNAttack",
+    "l2": "L2FMNAttack",
+    "linf": "LInfFMNAttack",
+}
+
+
+def foolbox_fmn(norm: str, steps: int) -> Callable:
+    import foolbox as fb
+
+    attack = getattr(fb.attacks, FOOLBOX_FMN[norm])(steps=steps)
+
+    def make(model):
+        fmodel = fb.PyTorchModel(model, bounds=(0.0, 1.0))
+
+        def call(x, y):
+            _, clipped, _ = attack(fmodel, x, y, epsilons=None)
+            return clipped
+
+        return call
+
+    return make
+
+
+# ------------------------------------------------------------------------- rows
+
+
+def fmn_rows(args) -> list[tuple[str, str, str, Callable[..., Outcome]]]:
+    """(attack, library, norm, run) for every FMN row."""
+    out = []
+    for norm in args.norms:
+
+        def native(clf, x, y, norm=norm):
+            return run_native(
+                clf, x, y, norm, lambda c, xx, yy: fmn(c, xx, yy, norm=norm, steps=args.fmn_steps)
+            )
+
+        out.append(("fmn", "labelflip", norm, native))
+        for library, maker in (("adv_lib", adv_lib_fmn), ("foolbox", foolbox_fmn)):
+
+            def peer(clf, x, y, norm=norm, maker=maker):
+                return run_peer(clf, x, y, norm, maker(norm, args.fmn_steps))
+
+            out.append(("fmn", library, norm, peer))
+    return out
+
+
+ROW_GROUPS = {"fmn": fmn_rows}
+
+
+def median(v: torch.Tensor) -> float:
+    """The usual median (mean of the two middle values for an even count),
+    with ∞ allowed (``torch.quantile`` gives NaN between ∞ and a number)."""
+    if not len(v):
+        return math.nan
+    s = v.sort().values
+    m = len(s) // 2
+    return float(s[m]) if len(s) % 2 else float((s[m - 1] + s[m]) / 2)
+
+
+def summarise(rows: list[tuple[str, str, str, Outcome]]) -> list[Row]:
+    """Rows with the per-norm comparison to the smallest adversarial found."""
+    out = []
+    for norm in dict.fromkeys(r[2] for r in rows):
+        same = [r for r in rows if r[2] == norm]
+        stacked = torch.stack([o.norms for *_, o in same])
+        best, who = stacked.min(0)
+        preds = torch.stack([o.pred for *_, o in same])
+        best_pred = preds.gather(0, who.unsqueeze(0)).squeeze(0)
+        found = torch.isfinite(best)
+        for attack, library, _, o in same:
+            n = len(o.norms)
+            ratio = o.norms[found] / best[found].clamp_min(1e-12)
+            ratio[(best[found] == 0) & (o.norms[found] == 0)] = 1.0
+            lands = (o.pred[found] == best_pred[found]) & torch.isfinite(o.norms[found])
+            out.append(
+                Row(
+                    attack,
+                    library,
+                    norm,
+                    n,
+                    o.seconds,
+                    n / o.seconds,
+                    float(torch.isfinite(o.norms).float().mean()),
+                    median(o.norms),
+                    median(ratio),
+                    float(lands.float().mean()) if len(ratio) else math.nan,
+                    o.fwd,
+                    o.grad,
+                )
+            )
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--checkpoint", required=True, help="labelflip checkpoint (.safetensors)")
+    p.add_argument("--dataset", default="mnist")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("-n", type=int, default=200, help="test images (default 200)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--rows", default="fmn", help=f"comma list of: {', '.join(ROW_GROUPS)}")
+    p.add_argument("--norms", default="l0,l1,l2,linf", help="FMN norms (comma list)")
+    p.add_argument("--fmn-steps", type=int, default=100, help="FMN steps for every library")
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="rounds over all rows (order reversed every round); the fastest time is kept",
+    )
+    p.add_argument("--json", default=None, help="also write the rows as JSON here")
+    args = p.parse_args(argv)
+    args.norms = [s.strip() for s in args.norms.split(",") if s.strip()]
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    clf, meta = load_checkpoint(args.checkpoint, device=args.device)
+    for prm in clf.parameters():  # the same frozen model for every library
+        prm.requires_grad_(False)
+    ds = load_dataset(args.dataset, "test", args.data_dir)
+    x = ds.x[: args.n].to(args.device)
+    y = ds.y[: args.n].to(args.device)
+    with torch.no_grad():
+        acc = float((clf.predict(x) == y).float().mean())
+    print(
+        f"# {meta.architecture} on {args.dataset}: {len(x)} test images, clean accuracy "
+        f"{acc:.4f}; torch {torch.__version__}, {torch.get_num_threads()} thread(s), "
+        f"{args.device}, {platform.processor() or platform.machine()}"
+    )
+
+    runs = [r for group in args.rows.split(",") for r in ROW_GROUPS[group.strip()](args)]
+    outcomes: dict[tuple[str, str, str], Outcome] = {}
+    skipped: set[tuple[str, str, str]] = set()
+    for rep in range(args.repeats):  # every row once per round, the order reversed each round
+        for attack, library, norm, run in runs if rep % 2 == 0 else runs[::-1]:
+            key = (attack, library, norm)
+            if key in skipped:
+                continue
+            try:
+                outcome = run(clf, x, y)
+            except ImportError as e:
+                print(f"# skipped {attack} ({library}): {e}")
+                skipped.add(key)
+                continue
+            print(f"# {attack} {norm} {library}: {outcome.seconds:.1f} s", flush=True)
+            if key in outcomes:  # the attacks are deterministic: keep the fastest time
+                outcomes[key].seconds = min(outcomes[key].seconds, outcome.seconds)
+            else:
+                outcomes[key] = outcome
+    keys = [(attack, library, norm) for attack, library, norm, _ in runs]
+    results = [(*key, outcomes[key]) for key in keys if key in outcomes]
+    rows = summarise(results)
+
+    head = (
+        "| attack | norm | library | s | img/s | success | median norm (failure = ∞) "
+        "| per-sample / smallest (median) | lands with smallest | fwd/img | grad/img |"
+    )
+    print(head)
+    print("|" + "---|" * 11)
+    for r in rows:
+        print(
+            f"| {r.attack} | {r.norm} | {r.library} | {r.seconds:.1f} | {r.images_per_s:.1f} "
+            f"| {r.success:.3f} | {r.median_norm:.4g} | {r.median_ratio_to_best:.3f} "
+            f"| {r.lands_with_best:.2f} | {r.fwd_per_image:.0f} | {r.grad_per_image:.0f} |"
+        )
+    by = {(r.attack, r.norm, r.library): r for r in rows}
+    for (attack, norm, library), r in by.items():
+        mine = by.get((attack, norm, "labelflip"))
+        if library == "labelflip" or mine is None:
+            continue
+        both_inf = math.isinf(mine.median_norm) and math.isinf(r.median_norm)
+        ratio = "both ∞" if both_inf else f"{mine.median_norm / r.median_norm:.4f}"
+        print(
+            f"# {attack} {norm}: labelflip / {library}: median norm {ratio}, "
+            f"time {mine.seconds / r.seconds:.2f}"
+        )
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump([asdict(r) for r in rows], f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
