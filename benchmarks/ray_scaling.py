@@ -8,7 +8,7 @@ checked to equal, bit for bit, those of the local run with as many torch
 threads per batch (apart from the measured seconds): torch's float
 reductions may differ in the last bit between 1 and 2 threads.
 
-The timed part is :func:`labelflip.runner.run` (loading, checks, setup, the
+The timed part is :func:`labelflip.run.run` (loading, checks, setup, the
 attacks and the store); starting and stopping the Ray instance is shown
 apart. The model is trained (and cached) before any timing.
 
@@ -30,8 +30,8 @@ import numpy as np
 import torch
 
 from labelflip.config import load_config
-from labelflip.executors import RayExecutor, RayOptions
-from labelflip.runner import prepare, run
+from labelflip.run import prepare, run
+from labelflip.run.ray import RayExecutor, RayOptions
 from labelflip.store import RunStore
 
 SETTINGS = [

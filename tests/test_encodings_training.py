@@ -341,13 +341,14 @@ def test_config_model_encoding_errors(dataset, model, message):
 
 
 def test_runner_trains_an_ecoc_model_on_first_use_and_caches_it(tmp_path, monkeypatch):
-    from labelflip.runner import obtain_model
+    from labelflip.run.models import DataRef, obtain_model
 
     monkeypatch.setenv("LABELFLIP_CACHE", str(tmp_path))
     cfg = _parse(model='arch = "digits-cnn"\nepochs = 1\nencoding = "ecoc"')
-    clf, meta, path = obtain_model(cfg, torch.device("cpu"), progress=False)
+    ref = DataRef(cfg.data.dataset, cfg.data.data_dir)
+    clf, meta, path = obtain_model(cfg.model, ref, cfg.seed, torch.device("cpu"), progress=False)
     assert path.name == "digits-digits-cnn-ecoc-seed0-e1.safetensors" and path.is_file()
     assert clf.encoding.kind == "ecoc" and meta.encoding["kind"] == "ecoc"
     mtime = path.stat().st_mtime_ns
-    obtain_model(cfg, torch.device("cpu"), progress=False)  # cached: not retrained
+    obtain_model(cfg.model, ref, cfg.seed, torch.device("cpu"), progress=False)  # cached
     assert path.stat().st_mtime_ns == mtime

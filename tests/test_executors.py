@@ -23,8 +23,8 @@ ray = pytest.importorskip("ray")
 from labelflip.cli import main  # noqa: E402
 from labelflip.config import load_config  # noqa: E402
 from labelflip.errors import LabelflipError  # noqa: E402
-from labelflip.executors import NEEDS_RAY, RayExecutor, RayOptions  # noqa: E402
-from labelflip.runner import run  # noqa: E402
+from labelflip.run import run  # noqa: E402
+from labelflip.run.ray import NEEDS_RAY, RayExecutor, RayOptions  # noqa: E402
 from labelflip.store import RunStore  # noqa: E402
 
 CONFIG = """
@@ -234,7 +234,7 @@ def test_failed_shards_are_retried_then_reported_and_resumable(env, reference, t
     marks.mkdir()
 
     def flaky(box, data, spec, start, stop, *rest):
-        from labelflip.executors import _attack_shard
+        from labelflip.run.ray_worker import _attack_shard
 
         if spec.job_id == "deepfool" and start == 12:
             raise RuntimeError("broken for good")

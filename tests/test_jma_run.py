@@ -18,7 +18,7 @@ from labelflip.models.checkpoint import CheckpointMeta, save_checkpoint
 from labelflip.models.encoding import index_to_bits
 from labelflip.models.training import TrainSettings, train
 from labelflip.report import summarize, write_report
-from labelflip.runner import run
+from labelflip.run import run
 from labelflip.store import RunStore
 
 ECOC_CONFIG = """

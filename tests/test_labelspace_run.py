@@ -14,7 +14,7 @@ from labelflip.config import load_config, parse_config
 from labelflip.errors import LabelflipError
 from labelflip.models import load_checkpoint
 from labelflip.report import summarize, write_report
-from labelflip.runner import batch_seed, run
+from labelflip.run import batch_seed, run
 from labelflip.similarity import ClassDistance
 from labelflip.store import RunStore
 from labelflip.targets import choose_targets

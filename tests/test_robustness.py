@@ -306,7 +306,7 @@ def images(d: Path, classes: dict[str, int], size=(8, 8), mode="L") -> str:
 
 def made_run(s: Shared, d: Path) -> Path:
     """A real, finished run directory ``d/out`` of the base config (run in-process)."""
-    from labelflip.runner import run
+    from labelflip.run import run
 
     copy_model(s, d)
     (d / "run.toml").write_text(config(model=f'checkpoint = "{d / "model.safetensors"}"'))
@@ -612,7 +612,7 @@ def test_the_table_covers_the_issue():
 
 
 def test_clean_accuracy_rule():
-    from labelflip.runner import clean_accuracy_warning
+    from labelflip.checks import clean_accuracy_warning
 
     assert clean_accuracy_warning(0.95, 100, 10, 0.99) is None
     assert "below twice chance (0.20" in clean_accuracy_warning(0.15, 100, 10)
@@ -812,7 +812,7 @@ def test_full_disk_is_one_line_and_resumable(reference: Reference):
 def test_same_config_and_seed_give_identical_records(reference: Reference, tmp_path, monkeypatch):
     """Two in-process runs of one config on CPU: identical records, and the run
     manifest names the seeds, versions, model hash and bounds."""
-    from labelflip.runner import run
+    from labelflip.run import run
 
     cfg = load_config(reference.dir / "run.toml")
     monkeypatch.chdir(reference.dir)  # the config names the model relative to its directory

@@ -16,7 +16,7 @@ import pytest
 
 from labelflip.config import load_config
 from labelflip.errors import LabelflipError
-from labelflip.runner import batch_seed, run, select_samples
+from labelflip.run import SeedTree, batch_seed, run, select_samples
 from labelflip.store import RunStore
 
 CONFIG = """
@@ -112,7 +112,7 @@ def test_run_writes_one_record_per_job_and_sample(env, tmp_path):
         sel = rec["job_id"] == j.job_id
         assert rec["sample"][sel].tolist() == list(range(60))
     assert rec["index"][:60].tolist() == meta["samples"]
-    assert meta["samples"] == select_samples(359, cfg).tolist()
+    assert meta["samples"] == select_samples(359, cfg.data, SeedTree(cfg.seed)).tolist()
     assert len(meta["white_noise_pred"]) == 50
     assert meta["class_names"] == [str(i) for i in range(10)]
     # larger budgets never make PGD weaker on the same samples

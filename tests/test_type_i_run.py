@@ -24,7 +24,7 @@ from labelflip.config import load_config, parse_config
 from labelflip.errors import LabelflipError
 from labelflip.models import load_checkpoint
 from labelflip.report import summarize, write_report
-from labelflip.runner import run
+from labelflip.run import run
 from labelflip.store import RunStore
 
 CONFIG = """

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from labelflip._text import slug
+from labelflip._text import csv_cell, slug
 from labelflip.errors import LabelflipError, os_error
 
 EXIT_ERROR = 1
@@ -28,6 +29,7 @@ EXIT_INTERRUPT = 130
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.command_line = shlex.join(["labelflip", *(sys.argv[1:] if argv is None else argv)])
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USAGE
@@ -84,7 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_datasets)
 
     p = sub.add_parser(
-        "models", help="list the registered architectures and their training recipes"
+        "models",
+        help="list the shipped model zoo (clean and robust accuracy), the architectures and "
+        "their training recipes",
     )
     p.set_defaults(func=cmd_models)
 
@@ -110,7 +114,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--momentum", type=float)
     p.add_argument("--weight-decay", type=float)
     p.add_argument("--optimizer", choices=["sgd", "adam"])
-    p.add_argument("--schedule", choices=["constant", "cosine"], help="learning-rate schedule")
+    p.add_argument(
+        "--recipe",
+        metavar="NAME",
+        help="named training recipe of the architecture (see 'labelflip models'; e.g. "
+        "cw-paper: C&W's 50 epochs); default: 'default', or for --adversarial the "
+        "architecture's fgsm-rs recipe where it has one",
+    )
+    p.add_argument(
+        "--schedule",
+        choices=["constant", "cosine", "onecycle"],
+        help="learning-rate schedule (onecycle: linear up to --lr over 40%% of the steps, "
+        "then down to 0)",
+    )
     p.add_argument(
         "--augment",
         action=argparse.BooleanOptionalAction,
@@ -153,11 +169,61 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="--arch svae only: discriminator (stage 2) epochs (2)",
     )
+    g = p.add_argument_group(
+        "adversarial training",
+        "Train on adversarial examples made by labelflip's own attacks, with the model in "
+        "eval mode (docs/models.md). The kept epoch is the one with the best robust "
+        "validation accuracy (PGD-10 on held-out training images).",
+    )
+    g.add_argument(
+        "--adversarial",
+        metavar="METHOD",
+        help="fgsm-rs (Wong et al. 2020: FGSM from a random start, step 1.25 eps), "
+        "pgd (Madry et al. 2018) or trades (Zhang et al. 2019)",
+    )
+    g.add_argument("--adv-eps", type=float, metavar="EPS", help="the budget (e.g. 0.3 on MNIST)")
+    g.add_argument("--adv-norm", metavar="NORM", help="linf (default) or l2")
+    g.add_argument(
+        "--adv-steps", type=int, metavar="N", help="attack steps (pgd, trades: 10; fgsm-rs: 1)"
+    )
+    g.add_argument(
+        "--adv-step-size",
+        type=float,
+        metavar="A",
+        help="attack step (fgsm-rs: 1.25 eps; pgd, trades: 2.5 eps / steps)",
+    )
+    g.add_argument("--trades-beta", type=float, metavar="B", help="TRADES's KL weight (6)")
+    g.add_argument(
+        "--adv-val-samples",
+        type=int,
+        metavar="N",
+        help="held-out training images for the robust validation of each epoch (1000)",
+    )
+    g.add_argument(
+        "--robust-eps",
+        type=float,
+        metavar="EPS",
+        help="measure the robust test accuracy under PGD-40 at EPS after training "
+        "(default: --adv-eps when adversarially trained, else none)",
+    )
+    g.add_argument(
+        "--robust-samples",
+        type=int,
+        metavar="N",
+        help="test images for that robust accuracy (default: all)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     p.add_argument(
         "--out",
-        help="checkpoint path (default checkpoints/DATASET-ARCH[-ecoc|-ml]-seedS.safetensors)",
+        help="checkpoint path (default "
+        "checkpoints/DATASET-ARCH[-ecoc|-ml][-METHOD]-seedS.safetensors); an interrupted "
+        "training keeps its state beside it (OUT.partial.*) and the same command continues it",
+    )
+    p.add_argument(
+        "--restart",
+        action="store_true",
+        help="discard the state of an interrupted training at --out and start afresh",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_train)
@@ -168,7 +234,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="clean accuracy, per-class accuracy and confusion matrix "
         "(multi-label: exact-match and per-label accuracy)",
     )
-    p.add_argument("checkpoint", help="a .safetensors checkpoint with its .json sidecar")
+    p.add_argument(
+        "checkpoint",
+        help="a .safetensors checkpoint with its .json sidecar, or zoo:NAME for a shipped model",
+    )
     p.add_argument("--dataset", help="dataset to evaluate on (default: the one it was trained on)")
     p.add_argument("--split", default="test", choices=["train", "test"])
     p.add_argument("--batch-size", type=int, default=512)
@@ -179,6 +248,25 @@ def build_parser() -> argparse.ArgumentParser:
         "(default beside the checkpoint)",
     )
     p.add_argument("--arch", help="module:function of a user model, to trust its code")
+    p.add_argument(
+        "--robust-eps",
+        type=float,
+        metavar="EPS",
+        help="also report robust accuracy under labelflip's PGD-40 (random start) at EPS "
+        "(default: the training eps of an adversarially trained model; 0: skip)",
+    )
+    p.add_argument(
+        "--robust-norm",
+        choices=["linf", "l2"],
+        help="norm of that PGD (default: the training norm, else linf)",
+    )
+    p.add_argument(
+        "--robust-samples",
+        type=int,
+        metavar="N",
+        help="first N images of the split for the robust accuracy (default: all)",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser(
@@ -231,6 +319,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("report", help="(re)write the HTML report of a run directory")
     p.add_argument("run_dir", metavar="RUNDIR")
+    p.add_argument(
+        "--out",
+        metavar="DIR",
+        help="folder to write the report into (default RUNDIR/report; e.g. for a run on "
+        "read-only media)",
+    )
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("export", help="export a run's records as CSV or Parquet")
@@ -238,6 +332,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["csv", "parquet"], default="csv")
     p.add_argument("-o", "--out", help="output file (default RUNDIR/records.csv|.parquet)")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser(
+        "compare",
+        help="compare where the same attacks land in two or more runs (HTML page, CSV, JSON)",
+        description="Match the jobs of the runs by attack and settings and compare each run "
+        "with the first: flip matrices and their difference, s, attractors, a per-class test "
+        "of whether the landings differ (chi-square or permutation, corrected for the number "
+        "of classes), the correlation of flip rates and, on the samples both attacked, how "
+        "often both land in the same class.",
+    )
+    p.add_argument(
+        "run_dirs", metavar="RUNDIR", nargs="+", help="run directories (first: reference)"
+    )
+    p.add_argument("--out", metavar="DIR", help="output folder (default: compare-A-vs-B beside A)")
+    p.add_argument(
+        "--alpha", type=float, default=0.05, help="level of the landing tests (default 0.05)"
+    )
+    p.add_argument(
+        "--correction",
+        choices=["holm", "bh"],
+        default="holm",
+        help="multiple-testing correction across classes: holm (family-wise error, the "
+        "default) or bh (Benjamini-Hochberg, false discovery rate)",
+    )
+    p.add_argument(
+        "--include-diagonal",
+        action="store_true",
+        help="test whole rows (failed attacks as one more class), not only where flips land",
+    )
+    p.set_defaults(func=cmd_compare)
     return parser
 
 
@@ -274,17 +398,45 @@ def cmd_datasets(args: argparse.Namespace) -> int:
 
 def cmd_models(args: argparse.Namespace) -> int:
     from labelflip.models import ARCHITECTURES
+    from labelflip.models.registry import USER_RECIPE, recipe_for, recipe_names
+    from labelflip.models.zoo import ZOO
 
-    rows = [
-        [
-            a.name,
-            a.description,
-            f"{a.recipe.optimizer} lr {a.recipe.lr} bs {a.recipe.batch_size} x{a.recipe.epochs}",
-        ]
-        for a in ARCHITECTURES.values()
-    ]
-    rows.append(["module:function", "your own nn.Module factory", "sgd lr 0.01 bs 128 x10"])
-    print_table(["architecture", "description", "default recipe"], rows)
+    def pct(v) -> str:
+        return "-" if v is None else f"{100 * v:.2f} %"
+
+    rows = []
+    for r in ZOO.rows():
+        rt = r["robust_test"]
+        robust = (
+            f"{pct(rt['accuracy'])} (PGD-{rt['steps']} {rt['norm']} eps {rt['eps']:g}, "
+            f"{rt['samples']} images)"
+            if rt
+            else "-"
+        )
+        rows.append([r["name"], r["dataset"], r["training"], pct(r["clean_test_accuracy"]), robust])
+    print("model zoo (shipped; in a config: [model] zoo = NAME; in Python: load_zoo(NAME))")
+    print_table(["zoo model", "dataset", "training", "clean test", "robust test"], rows)
+
+    def recipe_text(r) -> str:
+        return f"{r.optimizer} lr {r.lr:g} ({r.schedule}) bs {r.batch_size} x{r.epochs}"
+
+    rows = []
+    for a in ARCHITECTURES.values():
+        for i, name in enumerate(recipe_names(a.name)):
+            first = i == 0
+            rows.append(
+                [
+                    a.name if first else "",
+                    a.description if first else "",
+                    name,
+                    recipe_text(recipe_for(a.name, name)),
+                ]
+            )
+    rows.append(
+        ["module:function", "your own nn.Module factory", "default", recipe_text(USER_RECIPE)]
+    )
+    print("\narchitectures (labelflip train --arch NAME [--recipe RECIPE])")
+    print_table(["architecture", "description", "recipe", "settings"], rows)
     return 0
 
 
@@ -371,7 +523,8 @@ def toml_value(v) -> str:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from labelflip.models import recipe_for
+    from labelflip.models.adversarial import adversarial_from_options
+    from labelflip.models.registry import recipe_for, recipe_name
     from labelflip.models.training import TrainSettings
 
     device = resolve_device(args.device)
@@ -387,8 +540,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     if given_svae:
         verb = "applies" if len(given_svae) == 1 else "apply"
         raise LabelflipError(f"{'/'.join(given_svae)} {verb} only to --arch svae")
+    adversarial = adversarial_from_options(
+        args.adversarial,
+        eps=args.adv_eps,
+        norm=args.adv_norm,
+        steps=args.adv_steps,
+        step_size=args.adv_step_size,
+        beta=args.trades_beta,
+        val_samples=args.adv_val_samples,
+    )
+    is_adv = adversarial is not None
+    recipe = recipe_name(args.arch, args.recipe, adversarial=is_adv)
     settings = TrainSettings.from_recipe(
-        recipe_for(args.arch),
+        recipe_for(args.arch, args.recipe, adversarial=is_adv),
         epochs=args.epochs,
         batch_size=args.batch_size,
         lr=args.lr,
@@ -403,6 +567,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     settings.validate()
     encoding = check_train_encoding(args.dataset, args.encoding, args.code_length)
     suffix = encoding_suffix(encoding, args.code_length)
+    if adversarial is not None:
+        suffix += f"-{adversarial.method}"
     default_name = f"{slug(args.dataset)}-{slug(args.arch)}{suffix}-seed{args.seed}"
     out = Path(args.out) if args.out else Path("checkpoints") / default_name
     from labelflip.models.training import train_and_save
@@ -411,9 +577,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(
             f"training {args.arch} on {args.dataset}: {len(train_set)} train images "
             f"({settings.val_fraction:.0%} held out for validation), {len(test_set)} test, "
-            f"{encoding or 'onehot'} outputs, "
-            f"{settings.epochs} epochs, {settings.optimizer} lr {settings.lr}, "
-            f"batch {settings.batch_size}, seed {settings.seed}, {device}",
+            f"{encoding or 'onehot'} outputs, recipe {recipe}: "
+            f"{settings.epochs} epochs, {settings.optimizer} lr {settings.lr} "
+            f"({settings.schedule}), batch {settings.batch_size}, seed {settings.seed}, {device}"
+            f"{adversarial_phrase(adversarial)}",
             file=sys.stderr,
         )
 
@@ -423,6 +590,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             val += f", per-label train {st.train_label_accuracy:.4f}"
         if st.val_label_accuracy is not None:
             val += f" / validation {st.val_label_accuracy:.4f}"
+        if st.robust_val_accuracy is not None:
+            val += f", robust validation accuracy {st.robust_val_accuracy:.4f}"
         print(
             f"epoch {st.epoch}/{settings.epochs}: loss {st.loss:.4f}, "
             f"train accuracy {st.train_accuracy:.4f}{val} ({st.seconds:.1f} s)",
@@ -441,8 +610,16 @@ def cmd_train(args: argparse.Namespace) -> int:
         on_start=banner,
         encoding=encoding,
         code_length=args.code_length,
+        adversarial=adversarial,
+        recipe=recipe,
+        command=args.command_line,
+        robust_eps=args.robust_eps,
+        robust_samples=args.robust_samples,
+        restart=args.restart,
     )
     val = f"{result.val_accuracy:.4f}" if result.val_accuracy is not None else "-"
+    if result.robust_val_accuracy is not None:
+        val += f" (robust {result.robust_val_accuracy:.4f})"
     labels = (
         f", per-label test accuracy {result.test_label_accuracy:.4f}"
         if result.test_label_accuracy is not None
@@ -453,8 +630,30 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"best epoch {result.best_epoch}/{settings.epochs}: validation accuracy {val}, "
         f"{exact}test accuracy {test_acc:.4f}{labels} ({result.seconds:.1f} s)"
     )
+    if result.robust_test is not None:
+        print(robust_line(result.robust_test))
     print(f"checkpoint: {path}")
     return 0
+
+
+def adversarial_phrase(adv) -> str:
+    """``, adversarial ...`` for the training banner (empty for standard training)."""
+    if adv is None:
+        return ""
+    beta = f", beta {adv.beta:g}" if adv.beta is not None else ""
+    return (
+        f", adversarial {adv.method} ({adv.norm} eps {adv.eps:g}, {adv.steps} step(s) of "
+        f"{adv.step_size:g}{beta})"
+    )
+
+
+def robust_line(r: dict) -> str:
+    """One line for a robust-accuracy record (see models.training.robust_test_accuracy)."""
+    return (
+        f"robust accuracy {r['accuracy']:.4f} under PGD-{r['steps']} ({r['norm']} eps "
+        f"{r['eps']:g}, step {r['step_size']:g}, random start) on {r['samples']} test images "
+        f"(clean {r['clean_accuracy']:.4f} on them; {r['seconds']:.0f} s)"
+    )
 
 
 def _train_svae(args: argparse.Namespace, device) -> int:
@@ -561,6 +760,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise LabelflipError(f"batch size must be >= 1, got {args.batch_size}")
     device = resolve_device(args.device)
+    if args.checkpoint.startswith("zoo:"):
+        from labelflip.models.zoo import zoo_path
+
+        args.checkpoint = str(zoo_path(args.checkpoint[4:]))
     clf, meta = load_checkpoint(args.checkpoint, device=device, trust_code=args.arch)
     name = args.dataset or meta.dataset
     ds = load_dataset(name, args.split, args.data_dir)
@@ -578,6 +781,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     acc = float(np.trace(conf) / max(conf.sum(), 1))
     per_class = per_class_accuracy(conf)
     print(f"{meta.architecture} on {name} ({args.split}, {len(ds)} images): accuracy {acc:.4f}")
+    robust = evaluate_robust(args, clf, meta, ds)
+    if robust is not None:
+        print(robust_line(robust).replace(" test images", f" {args.split} images"))
     print_table(
         ["class", "n", "accuracy"],
         [[c, str(int(conf[i].sum())), f"{per_class[i]:.4f}"] for i, c in enumerate(ds.class_names)],
@@ -600,6 +806,30 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     write_confusion_csv(csv_path, conf, ds.class_names)
     print(f"\nconfusion matrix saved to {csv_path}")
     return 0
+
+
+def evaluate_robust(args: argparse.Namespace, clf, meta, ds) -> dict | None:
+    """The robust accuracy ``labelflip evaluate`` reports (or ``None``)."""
+    from labelflip.models.training import robust_test_accuracy
+
+    adv = meta.training.get("adversarial") if isinstance(meta.training, dict) else None
+    eps = args.robust_eps if args.robust_eps is not None else (adv or {}).get("eps")
+    if not eps:
+        return None
+    if eps < 0:
+        raise LabelflipError(f"--robust-eps must be >= 0, got {eps}")
+    if args.robust_samples is not None and args.robust_samples < 1:
+        raise LabelflipError(f"--robust-samples must be >= 1, got {args.robust_samples}")
+    norm = args.robust_norm or (adv or {}).get("norm", "linf")
+    return robust_test_accuracy(
+        clf,
+        ds,
+        eps=eps,
+        norm=norm,
+        samples=args.robust_samples,
+        progress=not args.no_progress,
+        batch_size=args.batch_size,
+    )
 
 
 def evaluate_multilabel(args: argparse.Namespace, clf, meta, ds, name: str) -> int:
@@ -643,7 +873,7 @@ def evaluate_multilabel(args: argparse.Namespace, clf, meta, ds, name: str) -> i
     with open(csv_path, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["label", "present", "predicted", "accuracy", "precision", "recall"])
-        w.writerows(rows)
+        w.writerows([[csv_cell(r[0]), *r[1:]] for r in rows])
     print(f"\nper-label accuracy saved to {csv_path}")
     return 0
 
@@ -715,7 +945,7 @@ def normalisation_line(mean, std, meta) -> str:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from labelflip.config import default_config_text, load_config
-    from labelflip.runner import new_run_dir, run
+    from labelflip.run import new_run_dir, run
 
     if args.print_default:
         print(default_config_text(), end="")
@@ -723,7 +953,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.resume:
         if args.out:
             raise LabelflipError("--resume continues RUNDIR in place; --out does not go with it")
-        from labelflip.runner import stored_config
+        from labelflip.run import stored_config
 
         given = load_config(args.config) if args.config else None  # must be the run's own config
         with executor_from_args(args, stored_config(Path(args.resume)).executor) as executor:
@@ -750,7 +980,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    path = print_summary(Path(args.run_dir), write=True)
+    path = print_summary(Path(args.run_dir), write=True, out=args.out)
     print(f"report: {path}")
     return 0
 
@@ -760,7 +990,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     run_dir = Path(args.run_dir)
     out = Path(args.out) if args.out else run_dir / f"records.{args.format}"
-    with RunStore.open(run_dir) as store:
+    with RunStore.open(run_dir, read_only=True) as store:
         if args.format == "csv":
             store.export_csv(out)
         else:
@@ -769,14 +999,34 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def print_summary(run_dir: Path, *, write: bool) -> Path | None:
+def cmd_compare(args: argparse.Namespace) -> int:
+    from labelflip.report.compare import compare, default_out, format_table, write_comparison
+
+    if len(args.run_dirs) < 2:
+        raise LabelflipError(
+            f"compare needs at least two run directories, got {len(args.run_dirs)}"
+        )
+    comparison = compare(
+        args.run_dirs,
+        alpha=args.alpha,
+        correction=args.correction,
+        include_diagonal=args.include_diagonal,
+    )
+    path = write_comparison(comparison, args.out or default_out(args.run_dirs))
+    print_table(*format_table(comparison))
+    print(f"comparison: {path}")
+    return 0
+
+
+def print_summary(run_dir: Path, *, write: bool, out: str | None = None) -> Path | None:
     """Print the per-job summary table of a run (the report's table, as text)
-    and, when ``write``, write the report from the same summary; returns the
-    report's path."""
+    and, when ``write``, write the report from the same summary (into ``out``
+    if given, else RUNDIR/report); returns the report's path. The run's store
+    is only read (opened read-only)."""
     from labelflip.report import format_table, summarize, write_report
     from labelflip.store import RunStore
 
-    with RunStore.open(run_dir) as store:
+    with RunStore.open(run_dir, read_only=True) as store:
         summary = summarize(store)
     print_table(*format_table(summary))
     judges = {j["type_i"]["judge"] for j in summary["jobs"] if j.get("type_i")}
@@ -786,7 +1036,7 @@ def print_summary(run_dir: Path, *, write: bool) -> Path | None:
             "Type I rows: success = the attack's own verdict (f1 kept its label, f2 moved); "
             f"success (clean), norms, s and attractors: the label-stay matrix judged by {who}"
         )
-    return write_report(run_dir, summary=summary) if write else None
+    return write_report(run_dir, summary=summary, out=out) if write else None
 
 
 # ---------------------------------------------------------------- helpers
@@ -842,11 +1092,9 @@ def add_executor_options(p: argparse.ArgumentParser) -> None:
 
 
 def executor_from_args(args: argparse.Namespace, configured: str):
-    """The executor ``labelflip run`` uses, as a context manager (a null one
-    for the local executor): ``--executor``, else the config's ``executor``."""
-    import contextlib
-
-    from labelflip.executors import RayOptions, make_executor
+    """The executor ``labelflip run`` uses, as a context manager:
+    ``--executor``, else the config's ``executor``."""
+    from labelflip.run.ray import RayOptions, make_executor
 
     given = {
         k: getattr(args, k)
@@ -855,13 +1103,12 @@ def executor_from_args(args: argparse.Namespace, configured: str):
     }
     options = RayOptions(**{"num_cpus" if k == "ray_cpus" else k: v for k, v in given.items()})
     flags = ["--" + k.replace("_", "-") for k in given]
-    executor = make_executor(args.executor or configured, options, given=flags)
-    return contextlib.nullcontext() if executor is None else executor
+    return make_executor(args.executor or configured, options, given=flags)
 
 
 def resolve_device(name: str):
     """The torch device named ``name`` (``auto``: cuda when available, else cpu)."""
-    from labelflip.runner import resolve_device as resolve
+    from labelflip.run import resolve_device as resolve
 
     return resolve(name)
 
@@ -884,9 +1131,9 @@ def write_confusion_csv(path: Path, conf, class_names: Sequence[str]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["true\\pred", *class_names])
+        w.writerow(["true\\pred", *map(csv_cell, class_names)])
         for name, row in zip(class_names, conf, strict=True):
-            w.writerow([name, *(int(v) for v in row)])
+            w.writerow([csv_cell(name), *(int(v) for v in row)])
 
 
 def print_table(header: Sequence[str], rows: Sequence[Sequence[str]], *, indent: str = "") -> None:

@@ -54,7 +54,7 @@ from labelflip._text import slug
 from labelflip.errors import LabelflipError
 
 SELECTIONS = ("first", "random")
-EXECUTORS = ("local", "ray")  # where the attacks run (labelflip.executors); --executor overrides
+EXECUTORS = ("local", "ray")  # where the attacks run (labelflip.run); --executor overrides
 TARGET_KEY = "target"  # the job-level setting of an [[attacks]] entry naming its target strategy
 
 
@@ -84,12 +84,14 @@ class ModelConfig:
     paper, §III): ``"onehot"`` or ``"ecoc"`` (Hadamard codewords, hinge loss)
     for a single-label dataset, ``"multilabel"`` for a multi-label one (such
     as ``mnist-grid``); omitted, the dataset's own (one-hot or multi-label).
-    A checkpoint carries its encoding in its sidecar."""
+    A checkpoint carries its encoding in its sidecar. ``zoo`` names a model
+    shipped with labelflip instead (``labelflip models`` lists them)."""
 
     checkpoint: str | None = None
     arch: str | None = None
     epochs: int | None = None
     encoding: str | None = None
+    zoo: str | None = None
 
 
 @dataclass(frozen=True)
@@ -258,6 +260,13 @@ class RunConfig:
                     seen[jid] = 1
                 out.append(dataclasses.replace(spec, job_id=jid))
         return out
+
+    def validate(self, source: str = "config") -> RunConfig:
+        """Check this config exactly as one parsed from TOML (a config built in
+        Python is validated the same way); returns it, or raises a one-line
+        :class:`~labelflip.errors.LabelflipError`."""
+        parse_config(json.loads(json.dumps(self.to_dict())), source=source)
+        return self
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -532,9 +541,18 @@ def _validate(cfg: RunConfig, source: str) -> None:
         raise LabelflipError(f"{source}: [data] samples must be >= 1, got {d.samples}")
     if d.start < 0 or (d.stop is not None and d.stop <= d.start):
         raise LabelflipError(f"{source}: [data] needs 0 <= start < stop, got {d.start}, {d.stop}")
-    if m.checkpoint is None and m.arch is None:
+    if m.zoo is not None and (m.checkpoint is not None or m.arch is not None):
+        raise LabelflipError(f"{source}: [model] 'zoo' goes alone (no 'checkpoint' or 'arch')")
+    if m.zoo is not None:
+        from labelflip.models.zoo import ZOO
+
+        try:
+            ZOO.entry(m.zoo)
+        except LabelflipError as e:
+            raise LabelflipError(f"{source}: [model] {e}") from None
+    elif m.checkpoint is None and m.arch is None:
         raise LabelflipError(
-            f"{source}: [model] needs exactly one of 'checkpoint' or 'arch' (to train first)"
+            f"{source}: [model] needs exactly one of 'checkpoint', 'zoo' or 'arch' (to train first)"
         )
     if m.checkpoint is not None and m.arch is not None and ":" not in m.arch:
         raise LabelflipError(
@@ -542,7 +560,7 @@ def _validate(cfg: RunConfig, source: str) -> None:
             "beside a checkpoint, 'arch' may only name its user code (module:function) to trust"
         )
     _validate_names(cfg, source)
-    if m.epochs is not None and (m.checkpoint is not None or m.epochs < 1):
+    if m.epochs is not None and (m.checkpoint is not None or m.zoo is not None or m.epochs < 1):
         raise LabelflipError(f"{source}: [model] epochs must be >= 1 and only go with 'arch'")
     _validate_encoding(cfg, source)
     if not cfg.attacks:
@@ -611,7 +629,7 @@ def _validate_encoding(cfg: RunConfig, source: str) -> None:
         return
     if m.encoding not in ENCODINGS:
         raise LabelflipError(f"{source}: [model] {unknown_name('encoding', m.encoding, ENCODINGS)}")
-    if m.checkpoint is not None:
+    if m.checkpoint is not None or m.zoo is not None:
         raise LabelflipError(
             f"{source}: [model] encoding only goes with 'arch' (a checkpoint carries its own)"
         )

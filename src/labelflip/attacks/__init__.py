@@ -39,6 +39,7 @@ torchattacks: AutoAttack and its components APGD, APGDT, FAB and Square
 import importlib as _importlib
 import pkgutil as _pkgutil
 
+from labelflip.attacks._common import check_eps
 from labelflip.attacks._registry import (
     ATTACKS,
     AttackSpec,
@@ -88,6 +89,7 @@ __all__ = [
     "TypeISettings",
     "attack_resources",
     "carlini_wagner_l2",
+    "check_eps",
     "deepfool",
     "fgsm",
     "finalize",

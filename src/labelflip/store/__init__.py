@@ -16,12 +16,29 @@ either fully stored or absent, so a resumed run writes exactly the samples
 >>> store.export_parquet("runs/demo/records.parquet")                   # doctest: +SKIP
 """
 
-from labelflip.store._runstore import (
-    OPTIONAL_COLUMNS,
-    RECORD_COLUMNS,
-    SCHEMA_VERSION,
-    Job,
-    RunStore,
+from labelflip.store._runstore import SCHEMA_VERSION, Job, RunStore
+from labelflip.store.rundir import (
+    CONFIG_JSON,
+    CONFIG_TOML,
+    GALLERY_DIR,
+    REPORT_DIR,
+    RunDir,
+    new_run_path,
 )
+from labelflip.store.schema import COLUMNS, OPTIONAL_COLUMNS, RECORD_COLUMNS, record_columns
 
-__all__ = ["OPTIONAL_COLUMNS", "RECORD_COLUMNS", "SCHEMA_VERSION", "Job", "RunStore"]
+__all__ = [
+    "COLUMNS",
+    "CONFIG_JSON",
+    "CONFIG_TOML",
+    "GALLERY_DIR",
+    "OPTIONAL_COLUMNS",
+    "RECORD_COLUMNS",
+    "REPORT_DIR",
+    "SCHEMA_VERSION",
+    "Job",
+    "RunDir",
+    "RunStore",
+    "new_run_path",
+    "record_columns",
+]

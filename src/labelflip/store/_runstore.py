@@ -32,74 +32,33 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
+from labelflip._text import csv_cell
 from labelflip.errors import LabelflipError
-
-RECORD_COLUMNS = (
-    "job_id",
-    "sample",
-    "index",
-    "true",
-    "clean_pred",
-    "adv_pred",
-    "target",
-    "success",
-    "l0",
-    "l1",
-    "l2",
-    "linf",
-    "iterations",
-    "forwards",
-    "backwards",
-    "seconds",
-    "oracle_pred",
-    "attacker_pred",
-    "squeeze",
+from labelflip.store.schema import (
+    DTYPES,
+    FLOAT_COLUMNS,
+    INT_COLUMNS,
+    OPTIONAL_COLUMNS,
+    RECORD_COLUMNS,
 )
-"""Record columns, in order. ``sample``: position in the run's sample list;
-``index``: dataset index; ``target``: -1 when untargeted; ``success``: 0/1;
-``seconds``: the batch's wall time divided by its size; ``oracle_pred``: an
-independent oracle's class for the adversarial example (-1 when the run has
-no oracle); ``attacker_pred``: the class the attack's own stand-in for the
-oracle gives it (a Type I attack's SVAE classifier ``f2``; -1 otherwise);
-``squeeze``: the feature-squeezing score of the adversarial example (NaN
-when the run does not compute it). The last three are optional in
-:meth:`RunStore.write_batch` (their defaults are :data:`OPTIONAL_COLUMNS`)."""
 
-OPTIONAL_COLUMNS: dict[str, float] = {"oracle_pred": -1, "attacker_pred": -1, "squeeze": math.nan}
-"""Record columns a batch may leave out, and the value they then take."""
-
+# The record schema is declared once, in labelflip.store.schema.
 SCHEMA_VERSION = 2
 _V2_COLUMNS = ("oracle_pred", "attacker_pred", "squeeze")  # added by schema version 2
 APPLICATION_ID = 0x4C464C50  # "LFLP"
 
 _DATA_COLUMNS = RECORD_COLUMNS[1:]
-_INT_COLUMNS = frozenset(
-    {
-        "sample",
-        "index",
-        "true",
-        "clean_pred",
-        "adv_pred",
-        "target",
-        "l0",
-        "iterations",
-        "forwards",
-        "backwards",
-        "oracle_pred",
-        "attacker_pred",
-    }
-)
-_FLOAT_COLUMNS = frozenset({"l1", "l2", "linf", "seconds", "squeeze"})
-_DTYPES = {
-    name: (np.bool_ if name == "success" else np.float64 if name in _FLOAT_COLUMNS else np.int64)
-    for name in _DATA_COLUMNS
-}
+_INT_COLUMNS = INT_COLUMNS
+_FLOAT_COLUMNS = FLOAT_COLUMNS
+_DTYPES = DTYPES
 _ADV_DTYPE = np.dtype("<f4")
+_TEXT_EXPORT_COLUMNS = frozenset({"job_id", "attack", "label", "group", "dataset", "split"})
 _SQLITE_HINTS = {  # primary result codes of write failures a user can fix
     8: "the run directory is read-only",  # SQLITE_READONLY
     10: "the disk may be full, at a file-size limit or failing",  # SQLITE_IOERR
     13: "the disk is full or a file-size limit was reached",  # SQLITE_FULL
 }
+_SQLITE_READONLY, _SQLITE_CANTOPEN = 8, 14  # primary result codes: read-only media
 _SQL_CHUNK = 500  # keeps IN (...) lists far below SQLite's variable limit
 
 
@@ -346,11 +305,12 @@ class RunStore:
 
     FILENAME = "records.sqlite"
 
-    def __init__(self, con: sqlite3.Connection, path: Path) -> None:
+    def __init__(self, con: sqlite3.Connection, path: Path, *, read_only: bool = False) -> None:
         """Use :meth:`create` or :meth:`open`."""
         self._con = con
         self.path = path
         self.run_dir = path.parent
+        self.read_only = read_only
 
     # ------------------------------------------------------------ lifecycle
 
@@ -410,8 +370,19 @@ class RunStore:
         return cls.open(run_dir)
 
     @classmethod
-    def open(cls, run_dir: str | os.PathLike) -> RunStore:
-        """Open the existing store of ``run_dir`` for reading and writing."""
+    def open(cls, run_dir: str | os.PathLike, *, read_only: bool = False) -> RunStore:
+        """Open the existing store of ``run_dir`` for reading and writing, or
+        with ``read_only`` for reading only.
+
+        A read-only store is opened with SQLite's ``mode=ro`` and never
+        written: no journal-mode change, no schema upgrade, and every write
+        method raises :class:`LabelflipError`. On read-only media (where
+        SQLite cannot make the ``-shm`` file a reader of a WAL database
+        needs) it is read as ``immutable``, unless its write-ahead log holds
+        records not yet in the database: that is refused, never read
+        without them. Reading commands (export, report, summaries) open
+        stores read-only, so a finished run on read-only media can be
+        exported and reported."""
         run_dir = Path(run_dir)
         path = run_dir / cls.FILENAME
         if not run_dir.is_dir():
@@ -419,9 +390,12 @@ class RunStore:
         if not path.is_file():
             raise LabelflipError(f"{run_dir} is not a labelflip run directory (no {cls.FILENAME})")
         try:
-            con = sqlite3.connect(
-                f"{path.resolve().as_uri()}?mode=rw", uri=True, isolation_level=None, timeout=30
-            )
+            if read_only:
+                con = cls._connect_read_only(path)
+            else:
+                con = sqlite3.connect(
+                    f"{path.resolve().as_uri()}?mode=rw", uri=True, isolation_level=None, timeout=30
+                )
         except sqlite3.Error as exc:
             raise LabelflipError(f"cannot open run store {path}: {exc}") from None
         try:
@@ -443,20 +417,60 @@ class RunStore:
                 raise LabelflipError(
                     f"run store {path} is corrupt: missing table(s) {', '.join(sorted(lacking))}"
                 )
+            if version < SCHEMA_VERSION and read_only:
+                raise LabelflipError(
+                    f"run store {path} has schema version {version} and is opened read-only; "
+                    f"copy the run directory somewhere writable to upgrade it to {SCHEMA_VERSION}"
+                )
             if version < SCHEMA_VERSION:
                 cls._upgrade(con)
-            con.execute("PRAGMA journal_mode=WAL")
-            con.execute("PRAGMA synchronous=FULL")
+            if read_only:
+                con.execute("PRAGMA query_only=ON")
+            else:
+                con.execute("PRAGMA journal_mode=WAL")
+                con.execute("PRAGMA synchronous=FULL")
             con.execute("PRAGMA foreign_keys=ON")
         except LabelflipError:
             con.close()
             raise
         except sqlite3.Error as exc:
             con.close()
+            code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
+            if not read_only and code in (_SQLITE_READONLY, _SQLITE_CANTOPEN):
+                raise LabelflipError(
+                    f"cannot open run store {path} for writing: {exc} (read-only media or no "
+                    "write permission; reading commands such as 'labelflip export' and "
+                    "'labelflip report --out DIR' open it read-only)"
+                ) from None
             raise LabelflipError(
                 f"{path} is not a readable labelflip run store (corrupt or not SQLite: {exc})"
             ) from None
-        return cls(con, path)
+        return cls(con, path, read_only=read_only)
+
+    @staticmethod
+    def _connect_read_only(path: Path) -> sqlite3.Connection:
+        """A ``mode=ro`` connection to ``path``; on read-only media, where no
+        ``-shm`` file can be made, an ``immutable`` one if the write-ahead log
+        is absent or empty (nothing in it to miss)."""
+        uri = path.resolve().as_uri()
+        con = sqlite3.connect(f"{uri}?mode=ro", uri=True, isolation_level=None, timeout=30)
+        try:
+            con.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()  # opens the WAL, if any
+            return con
+        except sqlite3.OperationalError as exc:
+            con.close()
+            code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
+            if code not in (_SQLITE_READONLY, _SQLITE_CANTOPEN):
+                raise
+        wal = path.with_name(path.name + "-wal")
+        if wal.is_file() and wal.stat().st_size > 0:
+            raise LabelflipError(
+                f"cannot read run store {path} here: its write-ahead log {wal.name} holds "
+                "writes not yet in the database and cannot be read on read-only media without "
+                f"its {path.name}-shm file; copy the run directory somewhere writable and "
+                "read it there"
+            )
+        return sqlite3.connect(f"{uri}?mode=ro&immutable=1", uri=True, isolation_level=None)
 
     @staticmethod
     def _upgrade(con: sqlite3.Connection) -> None:
@@ -504,6 +518,10 @@ class RunStore:
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         """One write transaction: committed on success, rolled back on any error."""
+        if self.read_only:
+            raise LabelflipError(
+                f"run store {self.path} was opened read-only; it cannot be written"
+            )
         self._con.execute("BEGIN IMMEDIATE")
         try:
             yield self._con
@@ -785,11 +803,18 @@ class RunStore:
         Columns: ``job_id, attack, label, group, sweep_value, dataset, split``,
         then :data:`RECORD_COLUMNS` without ``job_id``. ``success`` is 0/1,
         floats are written round-trip exact (``repr``), missing values empty.
+        A text cell a spreadsheet would run as a formula (starting with
+        ``=``, ``+``, ``-``, ``@``, a tab or a carriage return) is written
+        with a leading ``'`` (:func:`labelflip._text.csv_cell`).
         """
         cols, _ = self._export_columns()
         names = list(cols)
         cols["success"] = cols["success"].astype(np.int64)
         lists = [c.tolist() if isinstance(c, np.ndarray) else c for c in cols.values()]
+        lists = [
+            [csv_cell(v) for v in values] if name in _TEXT_EXPORT_COLUMNS else values
+            for name, values in zip(names, lists, strict=True)
+        ]
 
         def write(tmp: Path) -> None:
             with open(tmp, "w", newline="", encoding="utf-8") as fh:

@@ -1,0 +1,184 @@
+"""A run's setup, computed once when it starts and saved in its store: the
+class-distance matrices, the white-noise prior, the gallery's originals and
+the run metadata (``started`` is written last and marks it complete)."""
+
+from __future__ import annotations
+
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from labelflip.config import SimilarityConfig
+from labelflip.run.plan import RunPlan
+from labelflip.run.seeds import SeedTree
+from labelflip.store import RunDir, RunStore
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def record_setup(store: RunStore, run_dir: RunDir, plan: RunPlan) -> dict[str, Any]:
+    """Compute and save the run's setup; returns the class distances."""
+    cfg, clf, device = plan.cfg, plan.clf, plan.device
+    distances = class_distances(
+        cfg.similarity, cfg.data.dataset, cfg.data.data_dir, plan.seeds, clf,
+        plan.class_names, plan.y, plan.clean_pred, device,
+    )  # fmt: skip
+    store.set_meta("distances", [d.to_dict() for d in distances.values()])
+    noise_pred = white_noise(clf, cfg.white_noise, plan.seeds, device)
+    g = plan.gallery
+    run_dir.save_gallery_originals(plan.x[:g].numpy(), plan.y[:g].numpy())
+    meta = plan.model.meta
+    for key, value in {
+        "name": cfg.name,
+        "dataset": cfg.data.dataset,
+        "split": cfg.data.split,
+        "class_names": list(plan.class_names),  # the labels, for a multi-label model
+        "num_classes": len(plan.class_names),
+        "encoding": clf.encoding.to_dict(),
+        "bounds": list(clf.bounds),
+        "input_shape": list(plan.input_shape),
+        "samples": plan.indices.tolist(),
+        "seed": cfg.seed,
+        "model": {
+            "arch": meta.architecture,
+            "checkpoint": str(plan.model.checkpoint),
+            "sha256": meta.weights_sha256,
+            "clean_accuracy": plan.clean_accuracy,
+            "trained_on": meta.dataset,
+        },
+        "white_noise_pred": noise_pred,
+        **judges_meta(plan),
+        "started": datetime.now().isoformat(timespec="seconds"),
+    }.items():
+        store.set_meta(key, value)
+    return distances
+
+
+def judges_meta(plan: RunPlan) -> dict[str, Any]:
+    """Run metadata of the oracle, the SVAE and the detector: what they are,
+    the oracle's clean predictions and the clean samples' squeeze scores
+    (the detector's calibration set)."""
+    out: dict[str, Any] = {}
+    if plan.oracle is not None:
+        assert plan.oracle_clean_pred is not None
+        pred = plan.oracle_clean_pred.cpu()
+        out["oracle"] = {
+            "arch": plan.oracle.meta.architecture,
+            "checkpoint": str(plan.oracle.checkpoint),
+            "sha256": plan.oracle.meta.weights_sha256,
+            "clean_accuracy": float((pred == plan.y).float().mean()),
+            "trained_on": plan.oracle.meta.dataset,
+        }
+        out["oracle_clean_pred"] = pred.tolist()
+    if plan.svae is not None:
+        svae, smeta = plan.svae.svae, plan.svae.meta
+        training = smeta.get("training", {})
+        f2 = svae.predict(plan.x.to(plan.device)).cpu()
+        out["svae"] = {
+            "checkpoint": str(plan.svae.checkpoint),
+            "sha256": smeta.get("weights_sha256"),
+            "arch": smeta.get("config", {}).get("arch", "mlp"),
+            "latent_dim": svae.latent_dim,
+            "f2_test_accuracy": training.get("f2_test_accuracy"),
+            "f2_clean_accuracy": float((f2 == plan.y).float().mean()),
+        }
+    d = plan.cfg.detect
+    if d.feature_squeezing:
+        from labelflip.detect import squeeze_scores
+
+        scores = squeeze_scores(
+            plan.clf,
+            plan.x.to(plan.device),
+            squeezers=d.squeezers,
+            distance=d.distance,
+            batch_size=plan.cfg.batch_size,
+        )
+        out["detect"] = {
+            "feature_squeezing": {
+                "squeezers": list(d.squeezers),
+                "distance": d.distance,
+                "fpr": d.fpr,
+                "thresholds": list(d.thresholds),
+                "clean_scores": scores.cpu().tolist(),
+            }
+        }
+    return out
+
+
+def class_distances(
+    sim: SimilarityConfig,
+    dataset: str,
+    data_dir: str | None,
+    seeds: SeedTree,
+    clf: Any,
+    class_names: Any,
+    y: torch.Tensor,
+    clean_pred: torch.Tensor,
+    device: torch.device,
+) -> dict[str, Any]:
+    """The class-distance matrices the ``[similarity]`` table asks for
+    (name -> :class:`~labelflip.similarity.ClassDistance`)."""
+    from labelflip import similarity
+    from labelflip.data import load_dataset
+
+    names = list(class_names)
+    out: dict[str, Any] = {}
+    if clf.multilabel:  # classes are label vectors: no class distances
+        return out
+    if sim.perceptual:
+        feature_model = clf
+        if sim.checkpoint is not None:
+            from labelflip.models import load_checkpoint
+
+            feature_model, _ = load_checkpoint(Path(sim.checkpoint).expanduser(), device=device)
+        train = load_dataset(dataset, sim.split, data_dir)
+        _log(
+            f"perceptual class distance: {dataset} {sim.split} split "
+            f"({len(train)} images, per class cap {sim.per_class})"
+        )
+        out["perceptual"] = similarity.perceptual_distance(
+            feature_model,
+            train.x,
+            train.y,
+            class_names=names,
+            layer=sim.layer,
+            per_class=sim.per_class,
+            generator=seeds.perceptual(),
+            device=device,
+            split=sim.split,
+        )
+        info = out["perceptual"].info
+        _log(
+            f"perceptual class distance: {info.get('seconds_features', 0):.1f} s features, "
+            f"{info.get('seconds_distances', 0):.1f} s Hausdorff"
+        )
+    hierarchy = sim.hierarchy
+    if hierarchy == "auto":
+        hierarchy = similarity.builtin_hierarchy_for(names) or "none"
+    if hierarchy != "none":
+        out["semantic"] = similarity.semantic_distance(hierarchy, names)
+    if sim.confusion:
+        out["confusion"] = similarity.confusion_distance(y.numpy(), clean_pred.numpy(), names)
+    return out
+
+
+def stored_distances(store: RunStore) -> dict[str, Any]:
+    from labelflip.similarity import ClassDistance
+
+    return {d["name"]: ClassDistance.from_dict(d) for d in store.meta("distances") or []}
+
+
+def white_noise(clf: Any, count: int, seeds: SeedTree, device: torch.device) -> list[int]:
+    """Predictions on ``count`` images drawn uniformly from the input box."""
+    if count == 0 or clf.input_shape is None or clf.multilabel:
+        return []
+    gen = seeds.white_noise()
+    lo, hi = clf.bounds
+    x = torch.rand((count, *clf.input_shape), generator=gen) * (hi - lo) + lo
+    with torch.no_grad():
+        return clf.predict(x.to(device)).cpu().tolist()
