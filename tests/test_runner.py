@@ -120,8 +120,9 @@ def test_run_writes_one_record_per_job_and_sample(env, tmp_path):
     assert rates == sorted(rates)
     assert (out.run_dir / "gallery.npz").is_file()
     with np.load(out.run_dir / "gallery.npz", allow_pickle=False) as g:
-        assert g["x"].shape == (4, 1, 8, 8)
-        assert g["adv__deepfool"].shape == (4, 1, 8, 8)
+        # the gallery's candidates: the first batch (6 rows), the report picks 4 of them
+        assert g["x"].shape == (6, 1, 8, 8)
+        assert g["adv__deepfool"].shape == (6, 1, 8, 8)
 
 
 def test_sigkill_mid_run_then_resume_equals_uninterrupted_run(env, tmp_path):
@@ -211,9 +212,9 @@ def test_adversarials_kept_losslessly_and_exported(env, tmp_path):
         x_adv = store.adversarials("deepfool", list(range(60)))
         rec = store.records("deepfool")
     with np.load(out.run_dir / "gallery.npz", allow_pickle=False) as g:
-        np.testing.assert_array_equal(x_adv[:4], g["adv__deepfool"])  # bit-exact float32
-        l2 = np.sqrt(((x_adv[:4].astype(np.float64) - g["x"]) ** 2).reshape(4, -1).sum(1))
-    np.testing.assert_allclose(l2, rec["l2"][:4], rtol=1e-6)
+        np.testing.assert_array_equal(x_adv[:6], g["adv__deepfool"])  # bit-exact float32
+        l2 = np.sqrt(((x_adv[:6].astype(np.float64) - g["x"]) ** 2).reshape(6, -1).sum(1))
+    np.testing.assert_allclose(l2, rec["l2"][:6], rtol=1e-6)
 
     for fmt in ("csv", "parquet"):
         proc = _cli("export", str(out.run_dir), "--format", fmt)

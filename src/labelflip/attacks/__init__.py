@@ -42,6 +42,7 @@ import pkgutil as _pkgutil
 from labelflip.attacks._common import check_eps
 from labelflip.attacks._registry import (
     ATTACKS,
+    SHORTHANDS,
     AttackSpec,
     attack_resources,
     get_attack,
@@ -73,6 +74,7 @@ for _module in _pkgutil.iter_modules(__path__):
 
 __all__ = [
     "ATTACKS",
+    "SHORTHANDS",
     "AttackResult",
     "AttackSpec",
     "CarliniWagnerL2Settings",

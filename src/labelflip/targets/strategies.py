@@ -54,7 +54,7 @@ from typing import Any, ClassVar
 import torch
 
 from labelflip._settings import Settings, from_mapping, setting
-from labelflip.attacks._common import generator_or_default
+from labelflip.attacks.primitives import generator_or_default
 from labelflip.errors import LabelflipError, unknown_name
 from labelflip.models.encoding import OutputEncoding, bits_to_index, index_to_bits
 
