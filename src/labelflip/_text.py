@@ -1,4 +1,4 @@
-"""Small text helpers shared by the CLI, the config and the runner."""
+"""Small text helpers shared by the CLI, the config, the runner and the CSV writers."""
 
 from __future__ import annotations
 
@@ -20,3 +20,17 @@ def label_set_name(index: int, label_names: Sequence[str]) -> str:
     bitmask ``index`` joined by ``+`` (``∅`` if none)."""
     present = [label_names[j] for j in range(len(label_names)) if (int(index) >> j) & 1]
     return "+".join(present) if present else "∅"
+
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+"""First characters that make a spreadsheet read a CSV cell as a formula."""
+
+
+def csv_cell(value: object) -> object:
+    """``value`` fit for a CSV cell a spreadsheet may open: a string starting
+    with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return gets a leading
+    ``'`` so it reads as text, never as a formula (OWASP, "CSV Injection");
+    anything else, numbers included, is returned as it is."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
