@@ -82,7 +82,7 @@ def test_bad_configs_give_one_line_errors(tmp_path, extra, message):
         ({"data": {"samples": 0}}, "samples must be >= 1"),
         ({"data": {"selection": "best"}}, "selection must be one of first, random"),
         ({"data": {"start": 5, "stop": 5}}, "0 <= start < stop"),
-        ({"model": {}}, "exactly one of 'checkpoint' or 'arch'"),
+        ({"model": {}}, "exactly one of 'checkpoint', 'zoo' or 'arch'"),
         ({"model": {"checkpoint": "a", "arch": "b"}}, "exactly one of"),
         ({"model": {"checkpoint": "a", "epochs": 3}}, "only go with 'arch'"),
         ({"model": {"arch": "digits-cnn"}, "attacks": []}, "no [[attacks]] given"),

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from labelflip import checks
-from labelflip.config import RunConfig
+from labelflip.config import RunConfig, validate_config
 from labelflip.errors import RunInterrupted
 from labelflip.run.executors import Executor, LocalExecutor, run_shards
 from labelflip.run.plan import RunPlan, prepare, stored_config
@@ -76,7 +76,7 @@ def run(
     else:
         if cfg is None or run_dir is None:
             raise TypeError("run() needs a config and a run directory, or resume=")
-        cfg.validate()
+        validate_config(cfg)
     plan = prepare(cfg, progress, executor.driver_device(cfg.device))  # every check first
     if resume is None:
         assert run_dir is not None
