@@ -31,6 +31,7 @@ from labelflip.data.idx import FASHION_MNIST, MNIST
 from labelflip.data.imagefolder import (
     IMAGEFOLDER_PREFIX,
     ImageFolderSource,
+    colour_files,
     discover_imagefolders,
     resolve_root,
 )
@@ -76,13 +77,63 @@ def load_dataset(
 
 
 def dataset_statuses(data_dir: Path) -> list[DatasetStatus]:
-    """Status of every registered dataset, then of every image folder found in ``data_dir``."""
+    """Status of every registered dataset, then of every image folder found in
+    ``data_dir``. A dataset whose status cannot be read (a corrupt file, a
+    decompression bomb) is listed with the error as its note; the others are
+    listed as usual."""
     data_dir = Path(data_dir)
-    statuses = [source.status(data_dir) for source in REGISTRY.values()]
+    sources: list[DatasetSource] = list(REGISTRY.values())
     for name in discover_imagefolders(data_dir):
         spec = name[len(IMAGEFOLDER_PREFIX) :]
-        statuses.append(ImageFolderSource(data_dir / spec, spec=spec).status(data_dir))
+        sources.append(ImageFolderSource(data_dir / spec, spec=spec))
+    statuses = []
+    for source in sources:
+        try:
+            statuses.append(source.status(data_dir))
+        except (LabelflipError, OSError) as e:
+            statuses.append(
+                DatasetStatus(
+                    name=source.name,
+                    description=source.description,
+                    class_names=(),
+                    location=None,
+                    present=False,
+                    note=f"error: {e}",
+                )
+            )
     return statuses
+
+
+def check_splits_match(
+    train: Dataset, test: Dataset, data_dir: str | os.PathLike[str] | None = None
+) -> None:
+    """Refuse a train and a test split whose images differ in shape (one line,
+    before a model is trained on one and tested on the other). For an image
+    folder the message names the colour files of a split whose other images,
+    or whose other split, are greyscale."""
+    if train.input_shape == test.input_shape:
+        return
+    name = test.name
+    (c_train, h_train, w_train), (c_test, h_test, w_test) = train.input_shape, test.input_shape
+    if (h_train, w_train) != (h_test, w_test):
+        raise LabelflipError(
+            f"{name}: the train images are {w_train}x{h_train} but the test images are "
+            f"{w_test}x{h_test}; both splits must have one image size"
+        )
+    grey, colour = ("train", "test") if c_train == 1 else ("test", "train")
+    detail = f"the {colour} images have {max(c_train, c_test)} channels"
+    if name.startswith(IMAGEFOLDER_PREFIX):
+        source = get_source(name, resolve_data_dir(data_dir))
+        assert isinstance(source, ImageFolderSource)
+        _, files, _ = source.listing(colour)
+        found = colour_files(files)
+        shown = ", ".join(str(f) for f in found[:5])
+        more = f" and {len(found) - 5} more" if len(found) > 5 else ""
+        detail = f"{len(found)} of the {len(files)} {colour} images are colour: {shown}{more}"
+    raise LabelflipError(
+        f"{name}: the {grey} images are greyscale (1 channel) but {detail}; make both "
+        "splits greyscale or both colour"
+    )
 
 
 __all__ = [
@@ -94,6 +145,7 @@ __all__ = [
     "DatasetSource",
     "DatasetStatus",
     "ImageFolderSource",
+    "check_splits_match",
     "dataset_statuses",
     "discover_imagefolders",
     "downloads_allowed",

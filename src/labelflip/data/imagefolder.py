@@ -3,13 +3,24 @@
 Class order is the sorted class-folder names of both splits together (so a
 label means the same class in train and test) unless an explicit class list
 is given. Files are read in name order. If every image of the split is
-grayscale (Pillow mode ``L`` or ``1``) the data has 1 channel, otherwise all
-images are converted to RGB. All images must have the same size.
+greyscale (Pillow mode ``L`` or ``1``, or 16-bit ``I;16``) the data has 1
+channel, otherwise all images are converted to RGB. Pixels are scaled to
+[0, 1] at their own depth: 8-bit values by 1/255, 16-bit greyscale (PNG)
+values by 1/65535, so a split with any 16-bit image is read at 16 bits. All
+images must have the same size.
+
+Hidden folders (names starting with ``.``, e.g. ``.ipynb_checkpoints``) are
+not classes: they are skipped with a warning. A class folder that only one
+of the two splits has is kept (labels follow the classes of both splits) with
+a warning. :func:`check_splits_match` refuses a train and a test split of
+different image shapes (e.g. greyscale training images beside colour test
+images), naming the files that differ.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -19,18 +30,20 @@ import torch
 from PIL import Image
 
 from labelflip.data._base import SPLITS, Dataset, DatasetStatus, check_split
-from labelflip.errors import LabelflipError
+from labelflip.errors import LabelflipError, LabelflipWarning
 
 IMAGEFOLDER_PREFIX = "imagefolder:"
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg"})
-GRAY_MODES = frozenset({"L", "1"})
+GRAY_MODES = frozenset({"L", "1"})  # 8-bit (and 1-bit) greyscale
+WIDE_GRAY_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})  # 16-bit greyscale PNGs
+_READ_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 
 
-def _subdirs(folder: Path) -> list[str]:
-    """Sorted names of the non-hidden subdirectories of ``folder``."""
+def _subdirs(folder: Path, *, hidden: bool = False) -> list[str]:
+    """Sorted names of the non-hidden (``hidden``: the hidden) subdirectories of ``folder``."""
     try:
         with os.scandir(folder) as it:
-            return sorted(e.name for e in it if e.is_dir() and not e.name.startswith("."))
+            return sorted(e.name for e in it if e.is_dir() and e.name.startswith(".") == hidden)
     except OSError:
         return []
 
@@ -82,32 +95,58 @@ def resolve_root(spec: str, data_dir: Path) -> Path:
     return Path(data_dir) / spec
 
 
+def _kind(mode: str) -> tuple[bool, bool]:
+    """``(greyscale, 16-bit)`` of a Pillow image mode."""
+    return mode in GRAY_MODES or mode in WIDE_GRAY_MODES, mode in WIDE_GRAY_MODES
+
+
 class _Restart(Exception):
-    """A colour image turned up while decoding a split assumed grayscale."""
+    """An image needs more than the split was assumed to hold: colour in a
+    greyscale split, or 16 bits in an 8-bit one."""
+
+    def __init__(self, colour: bool, wide: bool) -> None:
+        super().__init__()
+        self.colour, self.wide = colour, wide
 
 
-def _decode_all(files: list[Path], workers: int | None = None) -> np.ndarray:
-    """Decode ``files`` into uint8 ``(N, H, W)`` (all grayscale) or ``(N, H, W, 3)``."""
+def _pixels(im: Image.Image, gray: bool, wide: bool) -> np.ndarray:
+    """One image as ``(H, W)`` (``gray``) or ``(H, W, 3)``, uint16 if ``wide``
+    (8-bit values times 257, so that k/255 = 257k/65535) else uint8."""
+    if im.mode in WIDE_GRAY_MODES:
+        a = np.asarray(im)
+        if a.dtype.kind == "i" and a.size and (a.min() < 0 or a.max() > 65535):
+            raise ValueError(f"mode {im.mode} pixel values outside 0-65535")
+        a = a.astype(np.uint16)
+        return a if gray else np.repeat(a[..., None], 3, axis=2)
+    target = "L" if gray else "RGB"
+    a = np.asarray(im if im.mode == target else im.convert(target))
+    return a.astype(np.uint16) * np.uint16(257) if wide else a
+
+
+def _decode_all(files: list[Path], workers: int | None = None) -> tuple[np.ndarray, int]:
+    """Decode ``files`` into ``(N, H, W)`` (all greyscale) or ``(N, H, W, 3)``
+    pixels and their full scale (255 for uint8, 65535 for uint16 pixels)."""
     try:
         with Image.open(files[0]) as im:
-            size, gray = im.size, im.mode in GRAY_MODES
-    except (OSError, ValueError, Image.DecompressionBombError) as e:
+            size, (gray, wide) = im.size, _kind(im.mode)
+    except _READ_ERRORS as e:
         raise LabelflipError(f"cannot read image {files[0]}: {e}") from None
-    try:
-        return _decode_as(files, size, gray, workers)
-    except _Restart:
-        return _decode_as(files, size, False, workers)
+    while True:
+        try:
+            return _decode_as(files, size, gray, wide, workers), 65535 if wide else 255
+        except _Restart as r:
+            gray, wide = gray and not r.colour, wide or r.wide
 
 
 def _decode_as(
-    files: list[Path], size: tuple[int, int], gray: bool, workers: int | None
+    files: list[Path], size: tuple[int, int], gray: bool, wide: bool, workers: int | None
 ) -> np.ndarray:
     w, h = size
-    out = np.empty((len(files), h, w) if gray else (len(files), h, w, 3), dtype=np.uint8)
-    target = "L" if gray else "RGB"
+    shape = (len(files), h, w) if gray else (len(files), h, w, 3)
+    out = np.empty(shape, dtype=np.uint16 if wide else np.uint8)
 
-    def run(lo: int, hi: int) -> tuple[int, str] | None:
-        """Decode files[lo:hi]; return the first problem as (index, message)."""
+    def run(lo: int, hi: int) -> tuple[int, str | _Restart] | None:
+        """Decode files[lo:hi]; return the first problem as (index, message or restart)."""
         for i in range(lo, hi):
             path = files[i]
             try:
@@ -117,10 +156,11 @@ def _decode_as(
                             f"image {path} is {im.size[0]}x{im.size[1]} but the first image "
                             f"({files[0]}) is {w}x{h}; all images must have the same size"
                         )
-                    if gray and im.mode not in GRAY_MODES:
-                        return i, "restart"
-                    out[i] = np.asarray(im if im.mode == target else im.convert(target))
-            except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+                    g, wd = _kind(im.mode)
+                    if (gray and not g) or (wd and not wide):
+                        return i, _Restart(colour=gray and not g, wide=wd and not wide)
+                    out[i] = _pixels(im, gray, wide)
+            except _READ_ERRORS as e:
                 return i, f"cannot read image {path}: {e}"
         return None
 
@@ -139,11 +179,24 @@ def _decode_as(
         with ThreadPoolExecutor(workers) as pool:
             problems = [p for p in pool.map(lambda b: run(*b), bounds) if p is not None]
     if problems:
-        _, message = min(problems)
-        if message == "restart":
-            raise _Restart
-        raise LabelflipError(message)
+        _, problem = min(problems, key=lambda p: p[0])
+        if isinstance(problem, _Restart):
+            raise problem
+        raise LabelflipError(problem)
     return out
+
+
+def colour_files(files: Sequence[Path]) -> list[Path]:
+    """The files among ``files`` that are not greyscale (from their headers)."""
+    found = []
+    for path in files:
+        try:
+            with Image.open(path) as im:
+                if not _kind(im.mode)[0]:
+                    found.append(path)
+        except _READ_ERRORS:
+            continue
+    return found
 
 
 class ImageFolderSource:
@@ -186,13 +239,24 @@ class ImageFolderSource:
         return folder
 
     def listing(self, split: str) -> tuple[tuple[str, ...], list[Path], np.ndarray]:
-        """``(class names, image files, labels)`` of one split, without decoding."""
+        """``(class names, image files, labels)`` of one split, without decoding
+        (warns about hidden folders and class folders that one split lacks)."""
         check_split(self.name, split)
         folder = self._split_dir(split)
         present = _subdirs(folder)
+        hidden = _subdirs(folder, hidden=True)
+        if hidden:
+            warnings.warn(
+                f"{self.name}: ignoring hidden folder(s) {', '.join(hidden)} in {folder} "
+                "(names starting with '.' are not classes)",
+                LabelflipWarning,
+                stacklevel=1,  # one location: the same folder is reported once per process
+            )
         if not present:
             raise LabelflipError(f"{self.name}: no class folders in {folder}")
         names = self.class_names()
+        if self.classes is None:
+            self._warn_one_split_classes()
         if self.classes is not None:
             missing = [c for c in names if c not in present]
             if missing:
@@ -215,13 +279,31 @@ class ImageFolderSource:
             labels += [k] * len(found)
         return names, files, np.asarray(labels, dtype=np.int64)
 
+    def _warn_one_split_classes(self) -> None:
+        """One warning when both splits exist and their class folders differ."""
+        if not all((self.root / split).is_dir() for split in SPLITS):
+            return
+        have = {split: set(_subdirs(self.root / split)) for split in SPLITS}
+        only = sorted(
+            (name, split) for split, other in zip(SPLITS, SPLITS[::-1], strict=True)
+            for name in have[split] - have[other]
+        )  # fmt: skip
+        if only and all(have.values()):
+            listed = ", ".join(f"{name} ({split} only)" for name, split in only)
+            warnings.warn(
+                f"{self.name}: class folder(s) in one split only: {listed}; labels follow "
+                "the classes of both splits",
+                LabelflipWarning,
+                stacklevel=1,
+            )
+
     def load(self, split: str, data_dir: Path | None = None, *, download: bool = True) -> Dataset:
         """Decode one split into memory (``data_dir``/``download`` are unused)."""
         names, files, labels = self.listing(split)
-        pixels = _decode_all(files)
-        x = torch.from_numpy(pixels)
+        pixels, scale = _decode_all(files)
+        x = torch.from_numpy(pixels if pixels.dtype == np.uint8 else pixels.astype(np.float32))
         x = x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2)
-        x = x.to(torch.float32, memory_format=torch.contiguous_format).div_(255.0)
+        x = x.to(torch.float32, memory_format=torch.contiguous_format).div_(float(scale))
         return Dataset(self.name, split, x, torch.from_numpy(labels), names)
 
     def status(self, data_dir: Path | None = None) -> DatasetStatus:
@@ -241,7 +323,9 @@ class ImageFolderSource:
                     continue
                 sizes[split] = sum(_count_images(folder / c) for c in names)
                 if shape is None:
-                    shape = self._first_shape(folder, names)
+                    shape, problem = self._first_shape(folder, names)
+                    if problem:
+                        notes.append(problem)
         return DatasetStatus(
             name=self.name,
             description=self.description,
@@ -254,7 +338,9 @@ class ImageFolderSource:
         )
 
     @staticmethod
-    def _first_shape(folder: Path, names: Sequence[str]) -> tuple[int, int, int] | None:
+    def _first_shape(folder: Path, names: Sequence[str]) -> tuple[tuple[int, int, int] | None, str]:
+        """The shape of the split's first image from its header, or ``None``
+        and why it cannot be read."""
         for cls in names:
             if not (folder / cls).is_dir():
                 continue
@@ -262,7 +348,7 @@ class ImageFolderSource:
             if files:
                 try:
                     with Image.open(files[0]) as im:
-                        return (1 if im.mode in GRAY_MODES else 3, im.size[1], im.size[0])
-                except (OSError, ValueError):
-                    return None
-        return None
+                        return (1 if _kind(im.mode)[0] else 3, im.size[1], im.size[0]), ""
+                except _READ_ERRORS as e:
+                    return None, f"cannot read {files[0]}: {' '.join(str(e).split())}"
+        return None, ""

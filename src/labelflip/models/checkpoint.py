@@ -19,6 +19,7 @@ import os
 import pickle
 import platform
 import re
+import secrets
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ from typing import Any
 
 import torch
 
-from labelflip.errors import LabelflipError
+from labelflip.errors import LabelflipError, os_error
 from labelflip.models.classifier import Classifier
 from labelflip.models.encoding import OutputEncoding
 from labelflip.models.registry import build_model
@@ -100,6 +101,49 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def _write_durably(folder: Path, name: str, data: bytes) -> Path:
+    """``data`` in a new temporary file of ``folder`` (named after ``name``,
+    permissions as the umask allows, like any new file), flushed to the disk;
+    returns its path."""
+    tmp = folder / f".{name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the renames in ``folder`` durable (where directories can be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def check_writable(path: str | os.PathLike[str]) -> None:
+    """Fail now, with the error a save would give, if the checkpoint ``path``
+    cannot be written (its folder cannot be made or written into): called
+    before a long training, not to lose it at the end."""
+    weights, _ = checkpoint_paths(path)
+    try:
+        weights.parent.mkdir(parents=True, exist_ok=True)
+        _write_durably(weights.parent, weights.name, b"").unlink()
+    except OSError as e:
+        raise os_error(f"cannot write checkpoint {weights}", e) from None
+
+
 def write_weights(
     path: str | os.PathLike[str],
     state: dict[str, torch.Tensor],
@@ -107,21 +151,35 @@ def write_weights(
     *,
     metadata: dict[str, str],
 ) -> Path:
-    """Write a state dict (safetensors) and its JSON sidecar atomically (both
-    to temporary files first, then renamed); returns the weights path.
-    ``sidecar_of(sha256)`` builds the sidecar's JSON data once the weights'
-    SHA-256 is known. Shared by classifier and SVAE checkpoints."""
-    from safetensors.torch import save_file
+    """Write a state dict (safetensors) and its JSON sidecar atomically;
+    returns the weights path. ``sidecar_of(sha256)`` builds the sidecar's
+    JSON data once the weights' SHA-256 is known. Shared by classifier and
+    SVAE checkpoints.
+
+    Both files are written to temporary files in the target folder, flushed
+    to the disk (``fsync``) and only then renamed over the old ones, the
+    sidecar last. A full or read-only disk is one :class:`LabelflipError`
+    line, and leaves no temporary file and any previous checkpoint at
+    ``path`` whole."""
+    from safetensors.torch import save
 
     weights, sidecar = checkpoint_paths(path)
-    weights.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous().clone() for k, v in state.items()}
-    tmp = weights.with_name(weights.name + ".tmp")
-    save_file(state, str(tmp), metadata=metadata)
-    tmp_json = sidecar.with_name(sidecar.name + ".tmp")
-    tmp_json.write_text(json.dumps(sidecar_of(sha256_file(tmp)), indent=2) + "\n")
-    os.replace(tmp, weights)
-    os.replace(tmp_json, sidecar)
+    state = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+    data = save(state, metadata=metadata)
+    text = json.dumps(sidecar_of(hashlib.sha256(data).hexdigest()), indent=2) + "\n"
+    written: list[Path] = []
+    try:
+        weights.parent.mkdir(parents=True, exist_ok=True)
+        written.append(_write_durably(weights.parent, weights.name, data))
+        written.append(_write_durably(sidecar.parent, sidecar.name, text.encode("utf-8")))
+        os.replace(written[0], weights)
+        os.replace(written[1], sidecar)
+        _fsync_dir(weights.parent)
+    except OSError as e:
+        raise os_error(f"cannot write checkpoint {weights}", e) from None
+    finally:
+        for tmp in written:
+            tmp.unlink(missing_ok=True)
     return weights
 
 
@@ -188,14 +246,108 @@ def save_checkpoint(
 
 
 def read_meta(path: str | os.PathLike[str]) -> CheckpointMeta:
-    """Read and validate a checkpoint's sidecar (the weights are not touched)."""
+    """Read and validate a checkpoint's sidecar (the weights are not touched).
+
+    Every field is checked for its type and shape as strictly as a config
+    (:func:`check_sidecar`): a malformed one is one :class:`LabelflipError`
+    line naming the field. Keys the format does not know are ignored."""
     raw = read_sidecar(path, FORMAT, "checkpoint")
     _, sidecar = checkpoint_paths(path)
     names = {f.name for f in dataclasses.fields(CheckpointMeta)}
+    missing = [
+        f.name
+        for f in dataclasses.fields(CheckpointMeta)
+        if f.name not in raw
+        and f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        raise LabelflipError(
+            f"checkpoint sidecar {sidecar} is incomplete: missing {', '.join(map(repr, missing))}"
+        )
+    meta = CheckpointMeta(**{k: v for k, v in raw.items() if k in names})
+    check_sidecar(meta, f"checkpoint sidecar {sidecar}")
+    return meta
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _is_number(v: Any) -> bool:
+    import math
+
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def check_sidecar(meta: CheckpointMeta, where: str) -> None:
+    """Check every field of a sidecar read from JSON (one line naming the
+    field, prefixed with ``where``): strings, a non-empty list of distinct
+    class names, ``input_shape`` [C, H, W] of positive integers, ``mean`` and
+    ``std`` lists of 1 or C finite numbers (``std`` positive), ``bounds``
+    [low, high] with low < high, an accuracy in [0, 1], an integer seed and
+    an ``encoding`` object with a string ``kind``."""
+
+    def bad(field: str, rule: str) -> LabelflipError:
+        return LabelflipError(
+            f"{where}: '{field}' must be {rule}, got {_shown(getattr(meta, field))}"
+        )
+
+    if not isinstance(meta.architecture, str) or not meta.architecture:
+        raise bad("architecture", "a non-empty string")
+    for name in ("dataset", "weights_sha256", "format"):
+        if not isinstance(getattr(meta, name), str):
+            raise bad(name, "a string")
+    names = meta.class_names
+    if not isinstance(names, list) or not all(isinstance(c, str) for c in names):
+        raise bad("class_names", "a list of strings")
+    if not names:
+        raise LabelflipError(f"{where}: 'class_names' must not be empty")
+    seen: set[str] = set()
+    for c in names:
+        if c in seen:
+            raise LabelflipError(
+                f"{where}: 'class_names' repeats '{c}' (every class needs its own name)"
+            )
+        seen.add(c)
+    shape = meta.input_shape
+    if not isinstance(shape, list) or len(shape) != 3:
+        raise bad("input_shape", "[channels, height, width]")
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in shape):
+        raise bad("input_shape", "[channels, height, width] of positive integers")
+    for name in ("mean", "std"):
+        values = getattr(meta, name)
+        if not isinstance(values, list) or not values or not all(map(_is_number, values)):
+            raise bad(name, "a list of numbers")
+        if len(values) not in (1, shape[0]):
+            channels = f"{shape[0]} channel{'s' if shape[0] != 1 else ''}"
+            raise LabelflipError(
+                f"{where}: '{name}' has {len(values)} values for inputs with {channels} "
+                "(give 1 or one per channel)"
+            )
+    if any(v <= 0 for v in meta.std):
+        raise bad("std", "positive")
+    b = meta.bounds
+    if not (isinstance(b, list) and len(b) == 2 and all(map(_is_number, b)) and b[0] < b[1]):
+        raise bad("bounds", "[low, high] with low < high")
+    acc = meta.clean_test_accuracy
+    if acc is not None and not (_is_number(acc) and 0 <= acc <= 1):
+        raise bad("clean_test_accuracy", "a number in [0, 1] or null")
+    if meta.seed is not None and (isinstance(meta.seed, bool) or not isinstance(meta.seed, int)):
+        raise bad("seed", "an integer or null")
+    for name in ("training", "versions"):
+        if not isinstance(getattr(meta, name), dict):
+            raise bad(name, "an object")
+    enc = meta.encoding
+    if not isinstance(enc, dict) or not isinstance(enc.get("kind", "onehot"), str):
+        raise bad("encoding", "an object with a 'kind'")
     try:
-        return CheckpointMeta(**{k: v for k, v in raw.items() if k in names})
-    except TypeError as e:
-        raise LabelflipError(f"checkpoint sidecar {sidecar} is incomplete: {e}") from None
+        meta.output_encoding()
+    except LabelflipError as e:
+        raise LabelflipError(f"{where}: 'encoding': {e}") from None
+    except (TypeError, ValueError) as e:
+        raise LabelflipError(f"{where}: 'encoding' is malformed: {e}") from None
 
 
 def load_checkpoint(
@@ -265,16 +417,24 @@ def _outputs_phrase(meta: CheckpointMeta) -> str:
 def import_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     """Read a foreign state dict safely.
 
-    ``.safetensors`` files are read with safetensors; anything else goes
-    through ``torch.load(..., weights_only=True)``, which refuses pickles that
-    would build arbitrary objects or run code. Common wrappers
-    (``{"state_dict": ...}``, ``{"model": ...}``) and DataParallel ``module.``
-    prefixes are unwrapped.
+    ``.safetensors`` files (by name or by content) are read with
+    safetensors; PyTorch files (a zip archive, or a pickle for the legacy
+    format) go through ``torch.load(..., weights_only=True)``, which refuses
+    pickles that would build arbitrary objects or run code. Anything else (a
+    text file, say) is refused by its first bytes, before any unpickler sees
+    it. Common wrappers (``{"state_dict": ...}``, ``{"model": ...}``) and
+    DataParallel ``module.`` prefixes are unwrapped.
     """
     p = Path(path)
     if not p.is_file():
         raise LabelflipError(f"weights file not found: {p}")
-    if p.suffix == ".safetensors":
+    kind = _weights_kind(p)
+    if kind is None:
+        raise LabelflipError(
+            f"{p} is not a weights file: neither a PyTorch file (a zip archive or a pickle, "
+            "as torch.save writes) nor safetensors"
+        )
+    if kind == "safetensors":
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
@@ -293,6 +453,10 @@ def import_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
                 f"(torch.load weights_only=True refused it: {_weights_only_reason(e)}); "
                 "save `model.state_dict()` instead of the model: "
                 "torch.save(model.state_dict(), path)"
+            ) from None
+        except Exception as e:  # noqa: BLE001 - a malformed pickle can fail anywhere in torch
+            raise LabelflipError(
+                f"cannot read {p}: a malformed PyTorch file ({type(e).__name__}: {e})"
             ) from None
     for key in ("state_dict", "model_state_dict", "model"):
         if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
@@ -360,6 +524,23 @@ def _shape(t: torch.Tensor) -> str:
 
 def _keys_text(items: list[tuple[str, torch.Tensor]]) -> str:
     return "(" + ", ".join(f"{k} {_shape(v)}" for k, v in items) + ")"
+
+
+def _weights_kind(p: Path) -> str | None:
+    """``"safetensors"``, ``"torch"`` (zip archive or pickle) or ``None``, from
+    the file's name and first bytes."""
+    try:
+        with open(p, "rb") as fh:
+            head = fh.read(9)
+    except OSError as e:
+        raise os_error(f"cannot read {p}", e) from None
+    if p.suffix == ".safetensors":
+        return "safetensors"
+    if len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") > 1:
+        return "safetensors"  # an 8-byte header length, then the JSON header
+    if head.startswith(b"PK\x03\x04") or head.startswith(b"\x80"):
+        return "torch"  # torch.save's zip archive, or a pickle (protocol >= 2)
+    return None
 
 
 def _weights_only_reason(e: Exception) -> str:

@@ -59,6 +59,7 @@ from torch import nn
 from labelflip.data import Dataset
 from labelflip.errors import LabelflipError
 from labelflip.models.checkpoint import (
+    check_writable,
     checkpoint_paths,
     library_versions,
     mismatch_detail,
@@ -472,11 +473,13 @@ def train_and_save_svae(
     accuracy. ``on_start(train_set, test_set)`` runs once the data is loaded.
     Used by ``labelflip train --arch svae`` and by runs that train their
     ``[svae]``."""
-    from labelflip.data import load_dataset
+    from labelflip.data import check_splits_match, load_dataset
 
     settings.validate()
     train_set = load_dataset(dataset, "train", data_dir)
     test_set = load_dataset(dataset, "test", data_dir)
+    check_splits_match(train_set, test_set, data_dir)
+    check_writable(out)
     if on_start is not None:
         on_start(train_set, test_set)
     svae = train_svae(train_set, settings, progress, device=device, on_epoch=on_epoch)
