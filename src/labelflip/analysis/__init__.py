@@ -3,7 +3,8 @@
 Nothing here knows about models or torch: the inputs are true labels,
 (adversarial) predictions, success flags, or a flip matrix built from them
 (or, for Type I attacks, a label-stay matrix: :mod:`.label_stay`), and a
-detector's score vectors (:mod:`.detection`).
+detector's score vectors (:mod:`.detection`). :mod:`.compare` sets the flip
+matrices and landings of two runs side by side.
 """
 
 from labelflip.analysis.attractors import (
@@ -11,6 +12,18 @@ from labelflip.analysis.attractors import (
     landing_shares,
     normalized_entropy,
     top_attractor,
+)
+from labelflip.analysis.compare import (
+    Agreement,
+    HomogeneityResult,
+    LandingTests,
+    RateCorrelation,
+    adjust_pvalues,
+    flip_rate_correlation,
+    homogeneity_test,
+    landing_agreement,
+    landing_tests,
+    shared_samples,
 )
 from labelflip.analysis.correlation import (
     SpearmanResult,
@@ -36,9 +49,14 @@ from labelflip.analysis.labelspace import (
 from labelflip.analysis.symmetry import BowkerResult, bowker_test, symmetry_ci, symmetry_score
 
 __all__ = [
+    "Agreement",
     "BowkerResult",
+    "HomogeneityResult",
+    "LandingTests",
+    "RateCorrelation",
     "SpearmanResult",
     "TypeIRates",
+    "adjust_pvalues",
     "attack_rate",
     "attractor_summary",
     "bowker_test",
@@ -49,14 +67,19 @@ __all__ = [
     "flip_distance_correlation",
     "flip_distances",
     "flip_matrix",
+    "flip_rate_correlation",
+    "homogeneity_test",
     "label_stay_matrix",
+    "landing_agreement",
     "landing_shares",
+    "landing_tests",
     "mean_flip_distance",
     "mean_squared_perturbation",
     "normalized_entropy",
     "per_class_accuracy",
     "rank_correlation",
     "row_rates",
+    "shared_samples",
     "symmetry_ci",
     "symmetry_score",
     "top_attractor",
