@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import re
 import sys
 from pathlib import Path
 
@@ -28,28 +29,81 @@ def recipe_for(name: str) -> Recipe:
     return USER_RECIPE if ":" in name else get_architecture(name).recipe
 
 
+_USER_ARCH = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*")
+
+
+def parse_user_arch(name: str) -> tuple[str, str]:
+    """``(module, function)`` of a user architecture ``module:function``; a
+    one-line error if ``name`` does not read so (``":"``, ``"m:"``, spaces)."""
+    if not _USER_ARCH.fullmatch(name):
+        raise LabelflipError(
+            f"user model '{name}' must read module:function (a Python module, a colon and "
+            "a function in it that returns an nn.Module, e.g. mymodels:make_net)"
+        )
+    module, _, function = name.partition(":")
+    return module, function
+
+
 def build_model(name: str, input_shape: InputShape, num_classes: int) -> nn.Module:
     """Build architecture ``name`` for inputs ``input_shape`` (C, H, W) and
     ``num_classes`` classes. ``name`` may be ``module:function``: the function
     is imported and called with ``input_shape`` and ``num_classes`` when it
-    takes them, else with no arguments, and must return an ``nn.Module``.
+    takes them, else with no arguments, and must return an ``nn.Module``. A
+    malformed name, a module that fails to import, an attribute that is not a
+    function of those arguments and a function that raises are one
+    :class:`LabelflipError` line each.
     """
     if ":" not in name:
         return get_architecture(name).build(tuple(input_shape), int(num_classes))
-    module_name, _, func_name = name.partition(":")
+    module_name, func_name = parse_user_arch(name)
     if str(Path.cwd()) not in sys.path:
         sys.path.insert(0, str(Path.cwd()))  # let users name modules beside their config
     try:
-        fn = getattr(importlib.import_module(module_name), func_name)
-    except (ImportError, AttributeError) as e:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
         raise LabelflipError(f"cannot import user model '{name}': {e}") from None
-    params = inspect.signature(fn).parameters
+    except Exception as e:  # noqa: BLE001 - user code can fail in any way on import
+        raise LabelflipError(
+            f"cannot import user model '{name}': {type(e).__name__}: {e}"
+        ) from None
+    if not hasattr(module, func_name):
+        raise LabelflipError(
+            f"cannot import user model '{name}': module '{module_name}' has no attribute "
+            f"'{func_name}'"
+        )
+    fn = getattr(module, func_name)
+    if not callable(fn):
+        raise LabelflipError(
+            f"user model '{name}' is a {type(fn).__name__}, not a function returning an nn.Module"
+        )
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):  # no signature to read (some builtins): call it bare
+        params = {}  # type: ignore[assignment]
+    given = {"input_shape", "num_classes"}
+    required = [
+        p.name
+        for p in params.values()
+        if p.default is p.empty
+        and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        and p.name not in given
+    ]
+    if required:
+        plural = "s" if len(required) > 1 else ""
+        raise LabelflipError(
+            f"user model '{name}' is not a model factory: it needs argument{plural} "
+            f"{', '.join(required)} (a factory takes input_shape and/or num_classes, or "
+            "nothing, and returns an nn.Module)"
+        )
     kwargs = {}
     if "input_shape" in params:
         kwargs["input_shape"] = tuple(input_shape)
     if "num_classes" in params:
         kwargs["num_classes"] = int(num_classes)
-    model = fn(**kwargs)
+    try:
+        model = fn(**kwargs)
+    except Exception as e:  # noqa: BLE001 - the user's factory can fail in any way
+        raise LabelflipError(f"user model '{name}' failed: {type(e).__name__}: {e}") from None
     if not isinstance(model, nn.Module):
         raise LabelflipError(
             f"user model '{name}' returned {type(model).__name__}, not an nn.Module"

@@ -434,14 +434,16 @@ def train_and_save(
     architecture is known to fit it, before training starts. ``encoding`` and
     ``code_length``: see :func:`resolve_encoding`.
     """
-    from labelflip.data import load_dataset
-    from labelflip.models.checkpoint import CheckpointMeta, save_checkpoint
+    from labelflip.data import check_splits_match, load_dataset
+    from labelflip.models.checkpoint import CheckpointMeta, check_writable, save_checkpoint
 
     settings.validate()
     train_set = load_dataset(dataset, "train", data_dir)
     test_set = load_dataset(dataset, "test", data_dir)
+    check_splits_match(train_set, test_set, data_dir)  # e.g. grey train, colour test images
     enc = resolve_encoding(encoding, train_set, code_length=code_length)
     build_model(arch, train_set.input_shape, enc.num_outputs)  # fail before training
+    check_writable(out)  # a read-only --out fails now, not after the training
     if on_start is not None:
         on_start(train_set, test_set)
     result = train(

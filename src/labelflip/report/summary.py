@@ -174,7 +174,7 @@ def summarize_run(
     sweep groups with at least two jobs, ordered by sweep value, and the
     run's judges."""
     if not isinstance(store, RunStore):
-        with RunStore.open(store) as opened:
+        with RunStore.open(store, read_only=True) as opened:
             return summarize_run(opened, n_boot=n_boot, level=level, seed=seed)
     meta = store.all_meta()
     jobs = store.jobs()

@@ -20,7 +20,8 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from labelflip.errors import os_error
+from labelflip._text import csv_cell
+from labelflip.errors import LabelflipError, os_error
 from labelflip.report import plots
 from labelflip.report.gallery import gallery_figure, load_gallery
 from labelflip.report.kinds import kind_of
@@ -61,11 +62,29 @@ def _atomic_write(path: Path, data: bytes) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def _remove_stale_tmp(out: Path) -> None:
+    """Delete the temporary files of :func:`_atomic_write` (``.<name>.<pid>.tmp``)
+    left in ``out`` by writers that died (killed while writing); those of a
+    live process (a report being written now) are left alone."""
+    for tmp in out.glob(".*.tmp"):
+        pid = tmp.name[: -len(".tmp")].rpartition(".")[2]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:  # no such process: its file is stale
+            tmp.unlink(missing_ok=True)
+        except (PermissionError, OverflowError, OSError):  # alive (another user's), or no pid
+            continue
+
+
 def _csv_bytes(header: Sequence[Any], rows: Sequence[Sequence[Any]]) -> bytes:
+    """CSV text; cells a spreadsheet would run as formulas are neutralised
+    (:func:`labelflip._text.csv_cell`: labels and class names are the user's)."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows([["" if v is None else v for v in r] for r in rows])
+    writer.writerow([csv_cell(v) for v in header])
+    writer.writerows([["" if v is None else csv_cell(v) for v in r] for r in rows])
     return buf.getvalue().encode("utf-8")
 
 
@@ -120,8 +139,11 @@ def write_report(
     level: float = 0.95,
     seed: int = 0,
     max_examples: int = MAX_EXAMPLES,
+    out: str | os.PathLike | None = None,
 ) -> Path:
-    """Write the report of the run in ``run_dir`` into ``run_dir/report/``.
+    """Write the report of the run in ``run_dir`` into ``run_dir/report/``
+    (or the folder ``out``: e.g. for a run on read-only media, whose store is
+    only read).
 
     ``summary`` (from :func:`summarize_run`, or its JSON from
     :func:`summarize`, on the same store) is reused when given, otherwise
@@ -130,7 +152,7 @@ def write_report(
     the path of ``report.html``.
     """
     run_dir = Path(run_dir)
-    with RunStore.open(run_dir) as store:
+    with RunStore.open(run_dir, read_only=True) as store:
         if summary is None:
             summary = summarize_run(store, n_boot=n_boot, level=level, seed=seed)
         summary = as_summary(summary)
@@ -185,11 +207,21 @@ def write_report(
         distances=distances,
     )
 
-    out = run_dir / REPORT_DIR
+    elsewhere = out is not None
+    out = Path(out) if elsewhere else run_dir / REPORT_DIR
+    hint = "" if elsewhere else "; write the report elsewhere with --out DIR"
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise os_error(f"cannot create report directory {out}", exc) from None
+        error = os_error(f"cannot create report directory {out}", exc)
+        raise LabelflipError(f"{error}{hint}") from None
+    probe = out / f".probe.{os.getpid()}.tmp"
+    try:  # a report/ folder on read-only media: say so before any file is written
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise LabelflipError(f"{os_error(f'cannot write into {out}', exc)}{hint}") from None
+    _remove_stale_tmp(out)
     pngs = [*heatmaps.values(), *galleries.values(), *distances.values(), white_noise]
     pngs += [p for pair in groups.values() for p in pair]
     for png in pngs:
