@@ -55,6 +55,9 @@ VARIANTS = [
     ("fmn", {"norm": "l1"}),
     ("fmn", {"norm": "l2"}),
     ("fmn", {"norm": "linf"}),
+    ("ddn", {"steps": 30}),  # closed forms of ddn, alma, superdeepfool in test_minimal_l2.py
+    ("alma", {"steps": 50}),
+    ("superdeepfool", {}),
 ]
 # The Foolbox adapter (optional extra): fixed-epsilon attacks in both norms
 # and a minimization attack.
@@ -94,7 +97,10 @@ def _id(name: str, settings: dict) -> str:
 
 
 IDS = [_id(n, s) for n, s in VARIANTS]
-TARGETED = {"fgsm", "pgd", "cw-l2", "ml-cw", "labelfool", "jma", "fmn"}
+TARGETED = {
+    *("fgsm", "pgd", "cw-l2", "ml-cw", "labelfool", "jma", "fmn"),
+    *("ddn", "alma", "superdeepfool"),
+}
 EPS_ATTACKS = {"fgsm", "pgd"}
 
 
@@ -200,7 +206,7 @@ def test_result_shapes_dtypes_bounds_and_success(digits_model, batch, name, sett
     assert torch.allclose(r.l1, d.abs().sum(1))
     assert torch.equal(r.l0, (d != 0).sum(1))
     assert (r.iterations >= 0).all() and (r.backwards <= r.forwards).all()
-    minimal = ("deepfool", "cw-l2", "labelfool", "fmn")
+    minimal = ("deepfool", "cw-l2", "labelfool", "fmn", "ddn", "alma", "superdeepfool")
     if name in minimal or settings.get("attack") == "L2DeepFoolAttack":
         assert r.success.float().mean() >= 0.7  # minimal-perturbation attacks succeed
 
@@ -261,6 +267,9 @@ TARGETED_VARIANTS = [
     ("labelfool", {}, 0.9),
     ("jma", {"eps": 0.5, "max_iterations": 40}, 0.9),
     ("fmn", {"norm": "l2", "steps": 20}, 0.9),
+    ("ddn", {"steps": 30}, 0.9),
+    ("alma", {"steps": 50}, 0.9),
+    ("superdeepfool", {}, 0.9),
 ]
 if HAVE_FOOLBOX:
     TARGETED_VARIANTS.append(
@@ -476,6 +485,9 @@ def test_deepfool_is_batch_invariant(digits_model, digits_test):
         ("jma", {}),
         ("cw-l2", {"binary_search_steps": 3, "steps": 20}),
         ("ml-cw", {"binary_search_steps": 2, "steps": 20}),
+        ("ddn", {"steps": 20}),
+        ("alma", {"steps": 30}),
+        ("superdeepfool", {}),
     ],
 )
 def test_cpu_chunking_changes_nothing(digits_model, digits_test, monkeypatch, name, settings):
@@ -514,7 +526,8 @@ def test_output_vjps_paths_agree(digits_model, digits_test):
 
 
 @pytest.mark.parametrize(
-    "name, settings", [("deepfool", {}), ("deepfool", {"norm": "linf"}), ("jma", {})]
+    "name, settings",
+    [("deepfool", {}), ("deepfool", {"norm": "linf"}), ("jma", {}), ("superdeepfool", {})],
 )
 def test_attacks_agree_on_both_gradient_strategies(
     digits_model, digits_test, monkeypatch, name, settings
