@@ -12,9 +12,9 @@ Algorithm) alternates two stages until the point is adversarial:
   give ``x̃`` (here SDF(∞, 1), the paper's main variant: DeepFool runs until
   ``x̃`` is adversarial, at most ``df_steps`` steps);
 - the projection stage: with ``w = ∇f(x̃)`` the normal of the boundary at
-  ``x̃``, ``x ← x_0 + ((x̃ - x_0)ᵀ w / ||w||_2²) w``: ``x_0`` projected onto
-  the line through ``x_0`` along ``w``, at the tangent hyperplane's offset,
-  which aligns the perturbation with the normal (``n = 1`` such step).
+  ``x̃``, the component of ``x̃ - x_0`` along the normal,
+  ``((x̃ - x_0)ᵀ w / ||w||_2²) w``, is the step that turns the perturbation
+  towards the normal (``n = 1`` such step).
 
 Multi-class (the paper's multi-class SDF): the DeepFool stage is the
 multi-class DeepFool of :mod:`labelflip.attacks.deepfool` (eqs. 8–9 of
@@ -23,9 +23,14 @@ Moosavi-Dezfooli et al. per step: the closest linearised boundary among the
 overshoot ``η`` on the stage's accumulated perturbation, ``x̃ = clip(x +
 (1 + η) Σ r_i)``) and ``f = f_k - f_y`` in the projection, with ``k`` the
 class ``x̃`` lands in (or, if the stage ran out of steps, the class of its
-last step). The authors' code and adv_lib's ``sdf`` add the projected
-perturbation to the current point instead of to ``x_0`` (the same in the
-first iteration); here the paper's form is used.
+last step). As in the authors' code and adv_lib's ``sdf``, the projected
+step is added to the current point: ``x ← x + ((x̃ - x_0)ᵀ ŵ) ŵ`` with
+``ŵ = w / ||w||_2`` (from ``x_0`` in the first iteration). Adding it to
+``x_0`` instead (``x ← x_0 + ((x̃ - x_0)ᵀ ŵ) ŵ``, the plain orthogonal
+projection) approaches the boundary from inside on curved boundaries and
+rarely turns adversarial: on 50 MNIST test images (cw-mnist) it spent 1115
+forward passes per image (adv_lib's ``sdf``: about 30) for a median L2
+2 % below adv_lib's (which this form matches).
 
 Targeted (an extension; the paper is untargeted): every DeepFool step aims
 at the linearised boundary between the target ``t`` and the current top
