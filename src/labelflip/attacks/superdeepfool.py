@@ -29,8 +29,8 @@ step is added to the current point: ``x ← x + ((x̃ - x_0)ᵀ ŵ) ŵ`` with
 ``x_0`` instead (``x ← x_0 + ((x̃ - x_0)ᵀ ŵ) ŵ``, the plain orthogonal
 projection) approaches the boundary from inside on curved boundaries and
 rarely turns adversarial: on 50 MNIST test images (cw-mnist) it spent 1115
-forward passes per image (adv_lib's ``sdf``: about 30) for a median L2
-2 % below adv_lib's (which this form matches).
+forward passes per image (this form: 34 on 20 of them) for a median L2
+2 % below adv_lib's ``sdf`` (which this form matches).
 
 Targeted (an extension; the paper is untargeted): every DeepFool step aims
 at the linearised boundary between the target ``t`` and the current top
