@@ -197,6 +197,7 @@ def test_summary_groups_pending_and_json(summary):
             "group": "pgd-linf",
             "job_ids": ["pgd-0.1", "pgd-1", "pgd-3"],
             "sweep_values": [0.1, 1.0, 3.0],
+            "setting": "eps",  # the swept setting, named on the sweep plots' x axis
         }
     ]
     jobs = _by_id(summary)
@@ -282,7 +283,8 @@ def test_html_escaped_and_self_contained(report):
     assert "demo &lt;run&gt;" in page and "FGSM &lt;ε=0.1&gt;" in page
     assert "<script" not in page.lower()
     refs = re.findall(r'(?:src|href)\s*=\s*["\']([^"\']*)', page)
-    assert refs and all(r.startswith("data:image/png;base64,") for r in refs)
+    # images are data URIs; links go to the page's own sections
+    assert refs and all(r.startswith(("data:image/png;base64,", "#")) for r in refs)
     assert "http://" not in page and "https://" not in page and "@import" not in page
 
 
@@ -411,3 +413,160 @@ def test_report_imports_neither_torch_nor_detect():
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+# ---------------------------------------------------------------- issue 22: read in one sitting
+
+
+def _tick_texts(labels) -> list[str]:
+    return [t.get_text() for t in labels if t.get_visible() and t.get_text()]
+
+
+def _charts() -> dict:
+    """Every chart of the report (not the image galleries), as Figures."""
+    a = np.asarray(MAIN_MATRIX)
+    return {
+        "flip_heatmap": plots.flip_heatmap(a, NAMES, "t", note="few flips"),
+        "distance_heatmap": plots.distance_heatmap(
+            [[0, 0.97, 0.99], [0.97, 0, 1.0], [0.99, 1.0, 0]], NAMES, "confusion"
+        ),
+        "flip_multiples": plots.flip_multiples([a, a.T, a, a], ["a", "b", "c", "d"], NAMES),
+        "sweep_lines": plots.sweep_lines(
+            [0.1, 1.0, 3.0],
+            [0.2, 0.4, 0.5],
+            [0.1, 0.3, 0.4],
+            [0.3, 0.5, 0.6],
+            [0.5, 0.6, 0.7],
+            ["a", "b", "c"],
+            "g",
+            xlabel="ε (eps)",
+            few=[True, False, False],
+        ),  # fmt: skip
+        "prior_bars": plots.prior_bars([1 / 6, 4 / 6, 1 / 6], NAMES, 6),
+    }
+
+
+def test_every_chart_has_labelled_axes_and_readable_ticks():
+    for name, fig in _charts().items():
+        fig.canvas.draw()
+        bars = {id(im.colorbar.ax) for ax in fig.axes for im in ax.images if im.colorbar}
+        for ax in fig.axes:
+            if not ax.get_visible() or not ax.axison:
+                continue
+            if id(ax) in bars:  # a colour bar: labelled, with readable ticks
+                assert ax.get_ylabel(), name
+                assert _tick_texts(ax.get_yticklabels()), name
+                continue
+            xlabel = ax.get_xlabel() or fig.get_supxlabel()
+            ylabel = ax.get_ylabel() or fig.get_supylabel()
+            assert xlabel and ylabel, (name, xlabel, ylabel)
+            for labels in (ax.get_xticklabels(), ax.get_yticklabels()):
+                assert all(t.get_fontsize() >= 6 for t in labels), name
+        # every axis that shows values has tick labels somewhere in the figure
+        main = [ax for ax in fig.axes if id(ax) not in bars and ax.axison]
+        assert any(_tick_texts(ax.get_xticklabels()) for ax in main), name
+        assert any(_tick_texts(ax.get_yticklabels()) for ax in main), name
+
+
+def test_chart_scales_and_names():
+    charts = _charts()
+    # white noise: the y axis (share of predictions) has tick labels, as percentages
+    bars = charts["prior_bars"].axes[0]
+    assert _tick_texts(bars.get_yticklabels()) and "%" in _tick_texts(bars.get_yticklabels())[-1]
+    # a count heatmap's colour bar ticks at whole counts only
+    fig = charts["flip_heatmap"]
+    fig.canvas.draw()
+    (bar,) = [im.colorbar for ax in fig.axes for im in ax.images if im.colorbar]
+    ticks = bar.get_ticks()
+    assert len(ticks) >= 2 and np.all(ticks == np.round(ticks))
+    # class distances 0.97..1.00 are drawn on 0..1, not stretched over the colour scale
+    fig = charts["distance_heatmap"]
+    (im,) = fig.axes[0].images
+    assert im.get_clim() == (0.0, 1.0)
+    # the sweep's x axis is named after the swept setting
+    assert charts["sweep_lines"].axes[0].get_xlabel() == "ε (eps)"
+
+
+def test_few_flips_are_flagged_with_their_rule(report, summary):
+    header, rows = format_table(summary)
+    j = _by_id(summary)["pgd-0.1"]  # 9 off-diagonal flips
+    assert rows[0][8].endswith("(9 flips < 20)")
+    page = report.read_text(encoding="utf-8")
+    assert "fewer than 20 off-diagonal flips" in page
+    assert "class='num nw few'" in page
+    assert j["symmetry"] == pytest.approx(2 / 7)  # the number itself is kept
+
+
+def test_gallery_picks_spread_successes_first(tmp_path):
+    from labelflip.report.gallery import pick_examples
+    from labelflip.report.summary import summarize_run
+
+    # 30 samples, true classes 0..2 in turn; only class 0 and 1 samples from row 12 on succeed
+    true = np.arange(30) % 3
+    adv = np.where(np.arange(30) >= 12, (true + 1) % 3, true)
+    adv[true == 2] = 2
+    cols = _columns(true, true, adv)
+    with RunStore.create(tmp_path / "g", meta={}) as store:
+        store.add_job(_job("pgd-1", "PGD"))
+        store.write_batch("pgd-1", cols)
+        store.mark_done("pgd-1")
+        typed = summarize_run(store, n_boot=10)
+    success = adv != true
+    rows = [r for _, r in pick_examples(typed.jobs[0], np.arange(30), cols, 5)]
+    # more successes (12) than asked: successes only, of both classes they come from
+    assert len(set(rows)) == 5 and all(success[rows]) and set(true[rows]) == {0, 1}
+    rows = [r for _, r in pick_examples(typed.jobs[0], np.arange(30), cols, 14)]
+    # all 12 successes first, then failures of the class no success came from
+    assert len(set(rows)) == 14 and all(success[rows[:12]])
+    assert not any(success[rows[12:]]) and set(true[rows[12:]]) == {2}
+
+
+def test_page_has_toc_findings_config_and_honours_gallery(tmp_path):
+    from html.parser import HTMLParser
+
+    run = make_run(tmp_path / "c")
+    (run / "config.toml").write_text('name = "demo <run>"\ngallery = 3\n', encoding="utf-8")
+    (run / "config.json").write_text('{"gallery": 3}', encoding="utf-8")
+    page = write_report(run, n_boot=20).read_text(encoding="utf-8")
+
+    class Links(HTMLParser):
+        ids: set = set()
+        hrefs: list = []
+
+        def handle_starttag(self, tag, attrs):
+            a = dict(attrs)
+            if "id" in a:
+                self.ids.add(a["id"])
+            if tag == "a" and a.get("href", "").startswith("#"):
+                self.hrefs.append(a["href"][1:])
+
+    p = Links()
+    p.feed(page)
+    assert {"findings", "summary", "jobs", "config", "job-pgd-0.1", "job-cw-0"} <= p.ids
+    assert len(p.hrefs) >= 2 * 6 and set(p.hrefs) <= p.ids  # TOC and summary rows
+    assert "What this run found" in page and "name = &quot;demo &lt;run&gt;&quot;" in page
+    shown = re.findall(r'data-true="([^"]*)"', page)
+    assert shown and all(len(s.split()) == 3 for s in shown)  # gallery = 3
+    assert "accuracy on the attacked samples" in page
+
+
+def test_findings_by_hand(run):
+    """The untargeted jobs' clean matrices added up (off-diagonal):
+    pgd-0.1 and fgsm 0→1 4, 1→0 2, 2→1 3 each; pgd-1 0→1 5, 1→0 4, 2→1 4;
+    pgd-3 0→1 5, 1→2 4, 2→1 4; cw-0 (6 records) 0→1 4, 1→0 1. Pooled:
+    0→1 22, 1→0 9, 2→1 14, 1→2 4: 49 flips, 36 of them into class 1; an even
+    spread gives class 1 (49 - 13) / 2 of 49 = 37%. Every job has < 20 flips."""
+    from labelflip.report.findings import findings
+    from labelflip.report.summary import summarize_run
+
+    found = {f.topic: f for f in findings(summarize_run(run, n_boot=20))}
+    assert found["Strongest attractor"].text == (
+        "class bird receives 73% of the 49 flips of the 5 untargeted job(s) (an even spread "
+        "over the other classes would give it 37%)."
+    )
+    pairs = found["Asymmetric pairs"].text
+    assert pairs.startswith(f"most one-way: {NASTY}→bird 22 times, bird→{NASTY} 9 times")
+    assert found["Sweep pgd-linf"].text == (
+        "no value has enough flips to read s; ε = 0.1, 1, 3: fewer than 20 flips."
+    )
+    assert not any(t.startswith("Target strategy") for t in found)  # no target strategies

@@ -2,16 +2,20 @@
 examples a job shows (its kind says which records are successes and where
 each landed) and draw them.
 
-The runner saves, before the first batch of a job is committed, the
-originals of the first batch's samples (``gallery/x.npy``, their sample
-positions and true labels) and each job's adversarial examples of the same
-rows (``gallery/adv__<job>.npy``; a Type I job also its transition images),
-then bundles them into ``gallery.npz`` at the end of the run.
+The run saves (:class:`labelflip.store.RunDir`), before the first batch of
+a job is committed, the originals of the first batch's samples (up to 256:
+``gallery/x.npy``, their sample positions and true labels) and each job's
+adversarial examples of the same rows (``gallery/adv__<job>.npy``; a Type I
+job also its transition images), then bundles them into ``gallery.npz`` at
+the end of the run. Older runs saved only the first ``gallery`` rows; the
+report picks among whatever rows there are.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,10 +25,8 @@ from labelflip.errors import LabelflipError
 from labelflip.report.jobstats import Records
 from labelflip.report.kinds import kind_of
 from labelflip.report.schema import JobSummary
-from labelflip.store import RunStore
-
-GALLERY_FILE = "gallery.npz"
-GALLERY_DIR = "gallery"  # the runner's per-array .npy files before bundling
+from labelflip.store import GALLERY_DIR, RunStore
+from labelflip.store.rundir import GALLERY_NPZ as GALLERY_FILE
 
 Gallery = Mapping[str, np.ndarray]
 
@@ -50,17 +52,69 @@ def load_gallery(run_dir: Path) -> dict[str, np.ndarray] | None:
     return gallery
 
 
+@dataclass(frozen=True)
+class Shown:
+    """What a job's gallery shows: per example its true class, the class it
+    landed in and whether it is one of the kind's successes; and how many
+    candidates (the first batch's samples with a record) it was chosen from."""
+
+    true: tuple[int, ...]
+    landed: tuple[int, ...]
+    good: tuple[bool, ...]
+    candidates: int
+
+
+def spread(
+    rows: Sequence[int],
+    true: np.ndarray,
+    landed: np.ndarray,
+    limit: int,
+    shown: Sequence[int] = (),
+) -> list[int]:
+    """Up to ``limit`` of ``rows``, spread over true and landing classes:
+    each pick is the earliest row whose true class, then landing class, has
+    been picked least often so far, counting the rows already ``shown`` (so
+    every true class comes once before any comes twice)."""
+    left = list(rows)
+    by_true: Counter[int] = Counter(int(true[r]) for r in shown)
+    by_landed: Counter[int] = Counter(int(landed[r]) for r in shown)
+    out: list[int] = []
+    while left and len(out) < limit:
+        best = min(
+            range(len(left)),
+            key=lambda i: (by_true[int(true[left[i]])], by_landed[int(landed[left[i]])], i),
+        )
+        row = left.pop(best)
+        by_true[int(true[row])] += 1
+        by_landed[int(landed[row])] += 1
+        out.append(row)
+    return out
+
+
 def pick_examples(
     job: JobSummary, positions: np.ndarray, rec: Records, limit: int
 ) -> list[tuple[int, int]]:
-    """Up to ``limit`` (gallery index, record row) pairs: the kind's
-    successes (successful clean-correct examples; a Type I job's judged Type
-    I examples) first, in gallery order."""
+    """Up to ``limit`` (gallery index, record row) pairs, chosen to inform:
+    the kind's successes first (successful flips of clean-correct samples;
+    a Type I job's judged Type I examples), spread over true classes and
+    landing classes (:func:`spread`) and ordered by true class; then, when
+    there are too few, the failures (clean-correct samples first), spread
+    the same way."""
     row_of = {int(s): i for i, s in enumerate(rec["sample"])}
-    pairs = [(g, row_of[int(p)]) for g, p in enumerate(positions) if int(p) in row_of]
-    good = kind_of(job).examples(job, rec).good
-    ordered = [p for p in pairs if good[p[1]]] + [p for p in pairs if not good[p[1]]]
-    return ordered[:limit]
+    gallery_of = {}
+    for g, p in enumerate(positions):
+        if int(p) in row_of:
+            gallery_of.setdefault(row_of[int(p)], g)
+    rows = list(gallery_of)
+    ex = kind_of(job).examples(job, rec)
+    true = rec["true"]
+    correct = rec["clean_pred"] == true
+    good = [r for r in rows if ex.good[r]]
+    chosen = sorted(spread(good, true, ex.landed, limit), key=lambda r: (int(true[r]), r))
+    rest = [r for r in rows if not ex.good[r] and correct[r]]
+    rest += [r for r in rows if not ex.good[r] and not correct[r]]
+    chosen += spread(rest, true, ex.landed, limit - len(chosen), shown=chosen)
+    return [(gallery_of[r], r) for r in chosen]
 
 
 def _adversarials(
@@ -77,6 +131,14 @@ def _adversarials(
         return None
 
 
+def candidates(gallery: Gallery, job_id: str) -> np.ndarray:
+    """The gallery's sample positions that have the job's adversarial
+    example (a run resumed across versions may hold fewer for a job)."""
+    positions = np.asarray(gallery["positions"])
+    key = f"adv__{job_id}"
+    return positions[: len(gallery[key])] if key in gallery else positions
+
+
 def gallery_figure(
     gallery: Gallery | None,
     store: RunStore,
@@ -85,20 +147,37 @@ def gallery_figure(
     names: Sequence[str],
     bounds: Sequence[float],
     limit: int,
-) -> tuple[Figure | None, str]:
-    """The job's gallery figure, or None and the reason there is none."""
+) -> tuple[Figure | None, str, Shown | None]:
+    """The job's gallery figure and what it shows, or None, the reason there
+    is none and None."""
     if gallery is None:
-        return None, f"No {GALLERY_FILE} (or {GALLERY_DIR}/) in the run directory."
-    picks = pick_examples(job, np.asarray(gallery["positions"]), rec, limit)
+        return None, f"No {GALLERY_FILE} (or {GALLERY_DIR}/) in the run directory.", None
+    positions = candidates(gallery, job.job_id)
+    picks = pick_examples(job, positions, rec, limit)
     if not picks:
-        return None, "No gallery examples recorded for this job yet."
+        return None, "No gallery examples recorded for this job yet.", None
     idx = [g for g, _ in picks]
     x = np.asarray(gallery["x"])[idx]
     x_adv = _adversarials(gallery, store, job.job_id, idx)
     if x_adv is None:
-        return None, "No adversarial examples saved for this job."
+        return None, "No adversarial examples saved for this job.", None
     if x_adv.shape != x.shape:
-        return None, f"Gallery shapes differ: originals {x.shape}, adversarial {x_adv.shape}."
+        return (
+            None,
+            f"Gallery shapes differ: originals {x.shape}, adversarial {x_adv.shape}.",
+            None,
+        )
     kind = kind_of(job)
-    titles = [kind.gallery_title(job, rec, row, names) for _, row in picks]
-    return kind.draw_gallery(job, gallery, idx, x, x_adv, titles, bounds)
+    ex = kind.examples(job, rec)
+    rows = [r for _, r in picks]
+    titles = [kind.gallery_title(job, rec, r, names) for r in rows]
+    good = [bool(ex.good[r]) for r in rows]
+    fig, note = kind.draw_gallery(job, gallery, idx, x, x_adv, titles, bounds, good)
+    n_candidates = len({int(p) for p in positions} & {int(s) for s in rec["sample"]})
+    shown = Shown(
+        true=tuple(int(rec["true"][r]) for r in rows),
+        landed=tuple(int(ex.landed[r]) for r in rows),
+        good=tuple(good),
+        candidates=n_candidates,
+    )
+    return fig, note, shown if fig is not None else None

@@ -135,8 +135,11 @@ class JobKind:
 
     def gallery_title(self, job: JobSummary, rec: Records, row: int, names: Sequence[str]) -> str:
         t, a = int(rec["true"][row]), int(rec["adv_pred"][row])
-        failed = "" if rec["success"][row] else " (failed)"
-        return f"true: {self.class_name(t, names)}\nadv: {self.class_name(a, names)}{failed}"
+        if rec["clean_pred"][row] != t:
+            mark = " (wrong before)"  # misclassified before the attack
+        else:
+            mark = "" if rec["success"][row] else " (failed)"
+        return f"true: {self.class_name(t, names)}\nadv: {self.class_name(a, names)}{mark}"
 
     def draw_gallery(
         self,
@@ -147,10 +150,11 @@ class JobKind:
         x_adv: np.ndarray,
         titles: list[str],
         bounds: Sequence[float],
+        good: Sequence[bool],
     ) -> tuple[Figure | None, str]:
         """The gallery figure of the examples at gallery indices ``idx`` (or
-        None and why there is none)."""
-        return plots.gallery(x, x_adv, titles, bounds), ""
+        None and why there is none); the titles of those not ``good`` marked."""
+        return plots.gallery(x, x_adv, titles, bounds, [not g for g in good]), ""
 
     def table_note(self, jobs: Sequence[JobSummary]) -> str:
         """What the summary table's rows of this kind mean ("" when nothing to add)."""
@@ -406,13 +410,15 @@ class TypeI(JobKind):
         x_adv: np.ndarray,
         titles: list[str],
         bounds: Sequence[float],
+        good: Sequence[bool],
     ) -> tuple[Figure | None, str]:
         """Start, transition (the latent path's midpoint) and result."""
         key = f"transition__{job.job_id}"
         if key not in gallery:
             return None, "No transition images saved for this job."
         transition = np.asarray(gallery[key])[idx]
-        return plots.gallery_type_i(x, transition, x_adv, titles, bounds), ""
+        failed = [not g for g in good]
+        return plots.gallery_type_i(x, transition, x_adv, titles, bounds, failed), ""
 
     def table_note(self, jobs: Sequence[JobSummary]) -> str:
         if not any(j.kind == self.name for j in jobs):

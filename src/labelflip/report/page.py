@@ -1,6 +1,12 @@
 """The HTML report: one self-contained page (inline CSS, images as data URIs,
-no scripts, no external resources). Every string that comes from the run
-(class names, labels, settings, meta) is escaped with :func:`html.escape`.
+no scripts, no external resources; the only links are to the page's own
+sections). Every string that comes from the run (class names, labels,
+settings, meta, config) is escaped with :func:`html.escape`.
+
+Layout: title and run facts, a table of contents, "what this run found"
+(:mod:`labelflip.report.findings`), the summary table (each row links to its
+job's section), the white-noise prior, label space, sweeps, the detector,
+one section per job and, last, the run's config.
 """
 
 from __future__ import annotations
@@ -11,9 +17,12 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
+from labelflip.report.findings import findings
+from labelflip.report.gallery import Shown
 from labelflip.report.kinds import detector_label, kind_of, table_notes
-from labelflip.report.schema import Distance, JobSummary, RunSummary
+from labelflip.report.schema import MIN_FLIPS, Distance, JobSummary, RunSummary
 from labelflip.report.summary import format_table
 from labelflip.report.text import format_p, format_pct, missing
 
@@ -29,7 +38,21 @@ table { border-collapse: collapse; font-size: 0.85em; margin: 0.5em 0; }
 th, td { border: 1px solid #ccc; padding: 0.25em 0.5em; text-align: left; vertical-align: top; }
 th { background: #f2f2f2; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
-.scroll { overflow-x: auto; }
+.scroll { overflow-x: auto; max-width: 100%; }
+td.nw, span.nw { white-space: nowrap; }
+td.flips { min-width: 10em; }
+td.job { min-width: 8em; overflow-wrap: anywhere; }
+table.summary { font-size: 0.8em; }
+table.summary td, table.summary th { padding: 0.25em 0.35em; }
+td.few, span.few, tr.few td { color: #8a8a8a; font-style: italic; }
+nav.toc { background: #f7f7f7; border: 1px solid #ddd; padding: 0.5em 1em; margin: 1em 0; }
+nav.toc ol { margin: 0.2em 0; padding-left: 1.5em; }
+nav.toc ol.jobs { font-size: 0.9em; columns: 2 16em; }
+section.findings ul { padding-left: 1.2em; }
+section.findings li { margin: 0.3em 0; }
+pre.config { background: #f7f7f7; border: 1px solid #ddd; padding: 0.5em; overflow-x: auto;
+             font-size: 0.85em; }
+a { color: #1f5fa8; }
 .warn { background: #fff4e5; border-left: 4px solid #f0a020; padding: 0.5em 1em; }
 .badge { font-size: 0.75em; padding: 0.1em 0.5em; border-radius: 0.6em; background: #f0a020;
          color: #fff; vertical-align: middle; }
@@ -38,6 +61,9 @@ figure { margin: 1em 0; }
 figcaption, .note { font-size: 0.85em; color: #555; }
 code { font-size: 0.9em; }
 section.job { margin-bottom: 2.5em; }
+.jobrow { display: flex; flex-wrap: wrap; gap: 0 1.5em; align-items: flex-start; }
+.jobrow > * { min-width: 0; max-width: 100%; }
+.jobrow figure { flex: 1 1 32em; }
 """
 
 
@@ -54,23 +80,32 @@ def esc(value: object) -> str:
     return "–" if value is None else html.escape(str(value), quote=True)
 
 
-def img(png: Png, alt: str, caption: str | None = None) -> str:
-    """A figure with the PNG embedded as a base64 data URI."""
-    data = base64.b64encode(png.data).decode("ascii")
+def img(
+    png: Png, alt: str, caption: str | None = None, data: Mapping[str, str] | None = None
+) -> str:
+    """A figure with the PNG embedded as a base64 data URI (``data``: the
+    figure's ``data-*`` attributes)."""
+    b64 = base64.b64encode(png.data).decode("ascii")
     cap = f"<figcaption>{esc(caption)}</figcaption>" if caption else ""
-    return f'<figure><img alt="{esc(alt)}" src="data:image/png;base64,{data}">{cap}</figure>'
+    attrs = "".join(f' data-{k}="{esc(v)}"' for k, v in (data or {}).items())
+    return f'<figure{attrs}><img alt="{esc(alt)}" src="data:image/png;base64,{b64}">{cap}</figure>'
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[object]], numeric=()) -> str:
+def _table(
+    header: Sequence[str], rows: Sequence[Sequence[object]], numeric=(), few: Sequence[bool] = ()
+) -> str:
+    """A table of text cells (``numeric`` columns right-aligned); rows flagged
+    in ``few`` (statistics from too few flips) greyed."""
     head = "".join(f"<th>{esc(h)}</th>" for h in header)
+    flagged = list(few) + [False] * len(rows)
     body = "".join(
-        "<tr>"
+        ("<tr class='few'>" if flagged[k] else "<tr>")
         + "".join(
-            f'<td class="num">{esc(c)}</td>' if i in numeric else f"<td>{esc(c)}</td>"
+            f'<td class="num nw">{esc(c)}</td>' if i in numeric else f"<td>{esc(c)}</td>"
             for i, c in enumerate(r)
         )
         + "</tr>"
-        for r in rows
+        for k, r in enumerate(rows)
     )
     return f'<div class="scroll"><table><tr>{head}</tr>{body}</table></div>'
 
@@ -80,13 +115,26 @@ def _header(summary: RunSummary) -> str:
     model = run.model
     sha = model.get("sha256")
     acc = model.get("clean_accuracy")
+    test = run.test_accuracy
+    trained_on = model.get("trained_on") or run.dataset
     items = [
         ("dataset", run.dataset),
         ("split", run.split),
         ("model", model.get("arch")),
         ("checkpoint", model.get("checkpoint")),
         ("model sha256", sha[:16] + "…" if isinstance(sha, str) and len(sha) > 16 else sha),
-        ("model clean accuracy", f"{100 * acc:.2f}%" if isinstance(acc, (int, float)) else acc),
+        (
+            "accuracy on the attacked samples",
+            f"{100 * acc:.2f}% (the {run.n_samples} samples below, before the attack)"
+            if isinstance(acc, (int, float))
+            else acc,
+        ),
+        (
+            "checkpoint test accuracy",
+            None
+            if missing(test)
+            else f"{100 * test:.2f}% ({trained_on} test split, recorded with the checkpoint)",
+        ),
         ("output encoding", _encoding(run.encoding, run.num_classes)),
         ("oracle (independent judge)", _oracle_text(summary.oracle)),
         ("SVAE (Type I)", _svae_text(summary.svae)),
@@ -99,6 +147,56 @@ def _header(summary: RunSummary) -> str:
     rows = "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in items if v is not None)
     title = run.name or "labelflip run"
     return f"<h1>{esc(title)}</h1><dl class='meta'>{rows}</dl>"
+
+
+def job_anchor(job: JobSummary) -> str:
+    """The id of a job's section (the job id is the runner's slug)."""
+    return f"job-{job.job_id}"
+
+
+def job_link(job: JobSummary, text: str | None = None) -> str:
+    href = quote(job_anchor(job), safe="")
+    return f"<a href='#{href}'>{esc(job.label if text is None else text)}</a>"
+
+
+def _toc(sections: Sequence[tuple[str, str]], jobs: Sequence[JobSummary]) -> str:
+    """The table of contents: the page's sections and, under Jobs, each job."""
+    items = []
+    for anchor, title in sections:
+        sub = ""
+        if anchor == "jobs" and jobs:
+            sub = "<ol class='jobs'>" + "".join(f"<li>{job_link(j)}</li>" for j in jobs) + "</ol>"
+        items.append(f"<li><a href='#{anchor}'>{esc(title)}</a>{sub}</li>")
+    return f"<nav class='toc'><strong>Contents</strong><ol>{''.join(items)}</ol></nav>"
+
+
+def _findings(summary: RunSummary) -> str:
+    found = findings(summary)
+    if not found:
+        return ""
+    jobs = {j.job_id: j for j in summary.jobs}
+    items = []
+    for f in found:
+        links = ", ".join(job_link(jobs[i]) for i in f.job_ids if i in jobs)
+        if f.section:
+            links = f"<a href='#{f.section}'>{esc(SECTION_TITLES[f.section])}</a>"
+        see = f" <span class='note'>({links})</span>" if links else ""
+        items.append(f"<li><strong>{esc(f.topic)}:</strong> {esc(f.text)}{see}</li>")
+    return (
+        "<h2>What this run found</h2>"
+        f"<ul>{''.join(items)}</ul><p class='note'>Attractor and pairs: the untargeted jobs' "
+        f"matrices added up. A statistic from fewer than {MIN_FLIPS} off-diagonal flips is not "
+        "read (its s and interval collapse onto a few cells).</p>"
+    )
+
+
+def _config(text: str | None, name: str) -> str:
+    if not text:
+        return ""
+    return (
+        f"<h2>Run config</h2><p class='note'>The run's own <code>{esc(name)}</code>"
+        f" (in the run directory).</p><pre class='config'>{esc(text)}</pre>"
+    )
 
 
 def _oracle_text(oracle: Mapping[str, Any] | None) -> str | None:
@@ -150,15 +248,39 @@ def _summary_table(summary: RunSummary) -> str:
     header, rows = format_table(summary)
     level = summary.jobs[0].symmetry_level if summary.jobs else 0.95
     notes = "".join(f" {n}" for n in table_notes(summary.jobs))
+    head = "".join(f"<th>{esc(h)}</th>" for h in header)
+    body = []
+    for job, row in zip(summary.jobs, rows, strict=True):
+        few = " few" if job.few_flips and job.n else ""
+        cells = [f"<td class='job'>{job_link(job, row[0])}</td>"]
+        cells += [f"<td class='num nw'>{esc(c)}</td>" for c in row[1:8]]
+        s_text, _, flag = row[8].partition(" (")
+        value, _, interval = s_text.partition(" ")
+        parts = [value, interval] + ([f"({flag}"] if flag else [])
+        spans = " ".join(f"<span class='nw'>{esc(p)}</span>" for p in parts if p)
+        cells.append(f"<td class='num{few}'>{spans}</td>")
+        cells.append(f"<td class='num nw{few}'>{esc(row[9])}</td>")
+        cells.append(f"<td class='nw'>{esc(row[10])}</td>")
+        flips = row[11].split(", ")
+        cells.append(
+            "<td class='flips'>"
+            + ", ".join(f"<span class='nw'>{esc(f)}</span>" for f in flips)
+            + "</td>"
+        )
+        body.append(f"<tr>{''.join(cells)}</tr>")
+    rows_html = "".join(body)
+    table = f"<div class='scroll'><table class='summary'><tr>{head}</tr>{rows_html}</table></div>"
     note = (
         "<p class='note'>Success over all samples and over the samples classified correctly "
         "before the attack (clean). Median norms over successful clean samples. "
         f"s: symmetry of the clean flip matrix (1 symmetric, 0 one-way) with its {level:.0%} "
         "bootstrap interval; Bowker p: test of H0 p<sub>ij</sub> = p<sub>ji</sub>. "
-        "Top attractor: class receiving the largest share of successful clean examples."
-        f"{html.escape(notes, quote=False)}</p>"
+        "Top attractor: class receiving the largest share of successful clean examples. "
+        f"Grey, marked “(n flips &lt; {MIN_FLIPS})”: s, its interval and the Bowker test come "
+        f"from fewer than {MIN_FLIPS} off-diagonal flips and say little. Each job links to its "
+        f"section.{html.escape(notes, quote=False)}</p>"
     )
-    return f"<h2>Summary</h2>{_table(header, rows, numeric=range(1, 10))}{note}"
+    return f"<h2>Summary</h2>{table}{note}"
 
 
 def _white_noise(summary: RunSummary, figure: Png | None) -> str:
@@ -248,7 +370,8 @@ def _label_space(summary: RunSummary, figures: Mapping[str, Png]) -> str:
         "(untargeted: none), the attack rate (clean-correct samples whose label flipped), the "
         "mean class distance between true and adversarial class over those flips under each "
         "distance (smaller = a nearer, less noticeable flip) and LabelFool's image-space "
-        "measure ‖Δ‖ = mean squared perturbation per pixel over the flips.</p>",
+        "measure ‖Δ‖ = mean squared perturbation per pixel over the flips. Grey rows: fewer "
+        f"than {MIN_FLIPS} off-diagonal flips, too few to read.</p>",
     ]
     header = ["job", "target", "attack rate", "flips", *[f"mean {n} distance" for n in names]]
     header.append("‖Δ‖")
@@ -268,7 +391,8 @@ def _label_space(summary: RunSummary, figures: Mapping[str, Png]) -> str:
                 _fmt_sq(ls.mean_sq_perturbation),
             ]
         )
-    parts.append(_table(header, rows, numeric=range(2, len(header))))
+    few = [j.few_flips for j in jobs]
+    parts.append(_table(header, rows, numeric=range(2, len(header)), few=few))
     untargeted = [j for j in jobs if j.label_space.flip_correlation]
     if untargeted and names:
         parts.append(
@@ -287,7 +411,8 @@ def _label_space(summary: RunSummary, figures: Mapping[str, Png]) -> str:
                 else:
                     cells.append(f"{c.rho:.2f} (p = {format_p(c.p_value)})")
             crow.append([j.label, *cells])
-        parts.append(_table(["job", *[f"rho vs {n}" for n in names]], crow))
+        few = [j.few_flips for j in untargeted]
+        parts.append(_table(["job", *[f"rho vs {n}" for n in names]], crow, few=few))
     for d in distances:
         parts.append(f"<h3>{esc(d.name)} distance</h3>")
         note = DISTANCE_NOTES.get(d.name, "")
@@ -308,25 +433,58 @@ def _job(
     gallery: Png | None,
     note: str,
     names: Sequence[str],
+    shown: Shown | None = None,
 ) -> str:
     kind = kind_of(job)
     badge = "" if job.complete else " <span class='badge'>incomplete</span>"
     parts = [
-        f"<section class='job' id='job-{esc(job.job_id)}'>",
+        f"<section class='job' id='{esc(job_anchor(job))}'>",
         f"<h3>{esc(job.label)} <code>{esc(job.job_id)}</code>{badge}</h3>",
+        "<div class='jobrow'>",  # the table beside the matrix when the page is wide
         _table(("", ""), kind.table_rows(job, names)),
     ]
     if heatmap:
         what = kind.axes(job).what
-        parts.append(img(heatmap, f"{what} of {job.label}", kind.caption(job)))
+        caption = kind.caption(job)
+        if job.few_flips and job.n:
+            caption += (
+                f" Only {job.n_off_diagonal} off-diagonal flips (fewer than {MIN_FLIPS}): "
+                "s and the Bowker test say little here."
+            )
+        parts.append(img(heatmap, f"{what} of {job.label}", caption))
     else:
         parts.append("<p class='note'>No records yet.</p>")
+    parts.append("</div>")
     if gallery:
-        parts.append(img(gallery, f"examples of {job.label}", kind.gallery_caption))
+        caption, data = _gallery_caption(kind.gallery_caption, shown)
+        parts.append(img(gallery, f"examples of {job.label}", caption, data))
     elif note:
         parts.append(f"<p class='note'>{esc(note)}</p>")
     parts.append("</section>")
     return "".join(parts)
+
+
+def _gallery_caption(base: str, shown: Shown | None) -> tuple[str, dict[str, str]]:
+    """The gallery's caption (how its examples were chosen) and data attributes
+    (true classes, landing classes, which are successes)."""
+    if shown is None:
+        return base, {}
+    n, good = len(shown.good), sum(shown.good)
+    ok = [i for i, g in enumerate(shown.good) if g]
+    true = {shown.true[i] for i in ok}
+    landed = {shown.landed[i] for i in ok}
+    text = f"{base} {n} of the first batch's {shown.candidates} samples"
+    if good:
+        text += (
+            f": {good} successful, spread over {len(true)} true and {len(landed)} landing classes"
+        )
+    text += f"; {n - good} without success (red titles) fill the rest." if good < n else "."
+    data = {
+        "true": " ".join(map(str, shown.true)),
+        "landed": " ".join(map(str, shown.landed)),
+        "good": " ".join(str(int(g)) for g in shown.good),
+    }
+    return text, data
 
 
 def _detector(summary: RunSummary) -> str:
@@ -355,7 +513,20 @@ def _detector(summary: RunSummary) -> str:
         "the others are fixed. Type II rows count the successful examples of clean-correct "
         "samples; Type I rows the examples the judge calls Type I.</p>"
     )
-    return f"<h2>Detector: feature squeezing</h2>{_table(header, rows, numeric=range(1, 9))}{note}"
+    table = _table(header, rows, numeric=range(1, 9))
+    return f"<h2>Detector: feature squeezing</h2>{table}{note}"
+
+
+SECTION_TITLES = {
+    "findings": "What this run found",
+    "summary": "Summary",
+    "white-noise": "White-noise prior",
+    "label-space": "Label space",
+    "sweeps": "Sweeps",
+    "detector": "Detector: feature squeezing",
+    "jobs": "Jobs",
+    "config": "Run config",
+}
 
 
 def render(
@@ -367,10 +538,13 @@ def render(
     groups: Mapping[str, tuple[Png | None, Png | None]],
     white_noise: Png | None,
     distances: Mapping[str, Png] | None = None,
+    shown: Mapping[str, Shown] | None = None,
+    config: tuple[str, str] | None = None,
 ) -> str:
     """The whole report page for ``summary`` (from :func:`summarize_run`) and its
     figures (keyed by job id, or group name for ``groups``: (small multiples,
-    line plot); ``distances`` by distance name)."""
+    line plot); ``distances`` by distance name); ``shown``: what each job's
+    gallery shows; ``config``: the run's config file name and text."""
     names = summary.run.class_names
     jobs = "".join(
         _job(
@@ -379,25 +553,34 @@ def render(
             galleries.get(j.job_id),
             gallery_notes.get(j.job_id, ""),
             names,
+            (shown or {}).get(j.job_id),
         )
         for j in summary.jobs
     )
     title = summary.run.name or "labelflip run"
+    sections = {
+        "findings": _findings(summary),
+        "summary": _summary_table(summary),
+        "white-noise": _white_noise(summary, white_noise),
+        "label-space": _label_space(summary, distances or {}),
+        "sweeps": _groups(summary, groups),
+        "detector": _detector(summary),
+        "jobs": ("<h2>Jobs</h2>" if summary.jobs else "<h2>Jobs</h2><p>The run has no jobs.</p>")
+        + jobs,
+        "config": _config(config[1], config[0]) if config else "",
+    }
+    present = {a: h for a, h in sections.items() if h}
     body = "".join(
         [
             _header(summary),
+            _toc([(a, SECTION_TITLES[a]) for a in present], summary.jobs),
             _incomplete(summary),
-            _summary_table(summary),
-            _white_noise(summary, white_noise),
-            _label_space(summary, distances or {}),
-            _groups(summary, groups),
-            _detector(summary),
-            "<h2>Jobs</h2>" if summary.jobs else "<h2>Jobs</h2><p>The run has no jobs.</p>",
-            jobs,
+            *(f"<section id='{a}' class='{a}'>{h}</section>" for a, h in present.items()),
         ]
     )
     return (
         "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
+        "<meta name='viewport' content='width=device-width, initial-scale=1'>"
         f"<title>{esc(title)} — labelflip report</title><style>{CSS}</style></head>"
         f"<body>{body}</body></html>\n"
     )

@@ -19,12 +19,16 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
-from matplotlib.ticker import NullFormatter
+from matplotlib.ticker import MaxNLocator, NullFormatter, PercentFormatter
 
 DPI = 100
 DIAGONAL_COLOR = "#d9d9d9"  # failed attacks: grey, hatched, outside the colour scale
 ANNOTATE_MAX = 20  # annotate counts / label ticks up to this many classes
 TICKS_MAX = 40
+PER_ROW = 8  # gallery examples per row of the figure (more wrap to further rows)
+TILE = 1.15  # gallery image side, inches (8 tiles and their titles fit 900 px)
+FEW_COLOR = "#9e9e9e"  # statistics from too few flips
+FAILED_COLOR = "#b2182b"  # gallery titles of failed attacks
 
 
 def _plain(text: object) -> str:
@@ -47,18 +51,24 @@ def _off_diagonal(matrix: np.ndarray) -> np.ma.MaskedArray:
     return np.ma.masked_array(matrix, mask=np.eye(matrix.shape[0], dtype=bool))
 
 
-def _class_ticks(ax, names: Sequence[str], *, x: bool = True, y: bool = True) -> None:
+def _class_ticks(
+    ax, names: Sequence[str], *, x: bool = True, y: bool = True, which: str = "xy"
+) -> None:
+    """Class names as the tick labels of the axes in ``which`` (ticks without
+    labels on an axis given ``False``: an inner panel of small multiples).
+    Long names are rotated; beyond :data:`TICKS_MAX` classes no names."""
     k = len(names)
     labels = [_plain(n) for n in names] if k <= TICKS_MAX else []
     ticks = range(k) if k <= TICKS_MAX else []
-    if x:
-        ax.set_xticks(ticks, labels, rotation=45, ha="right", rotation_mode="anchor")
-    else:
-        ax.set_xticks([])
-    if y:
-        ax.set_yticks(ticks, labels)
-    else:
-        ax.set_yticks([])
+    turn = max((len(n) for n in labels), default=0) > 3
+    ax.set_xticks(ticks, labels if x else [""] * len(ticks))
+    if turn:
+        ax.tick_params(axis="x", labelrotation=45)
+        for t in ax.get_xticklabels():
+            t.set_ha("right")
+            t.set_rotation_mode("anchor")
+    if "y" in which:
+        ax.set_yticks(ticks, labels if y else [""] * len(ticks))
 
 
 def _draw_diagonal(ax, k: int) -> None:
@@ -117,17 +127,19 @@ def flip_heatmap(
     xlabel: str = "adversarial prediction",
     ylabel: str = "true class",
     legend: str = "flips (diagonal: failed)",
+    note: str | None = None,
 ) -> Figure:
     """Flip matrix (true class down, adversarial prediction across) with counts.
 
     The diagonal (attack failed: still the true class) is grey and hatched,
-    with its counts in italics, outside the colour scale of the flips. The
-    axis and colour-bar labels can be changed (a Type I job's label-stay
-    matrix has the class its judge sees across).
+    with its counts in italics, outside the colour scale of the flips, whose
+    colour bar ticks at whole counts. The axis and colour-bar labels can be
+    changed (a Type I job's label-stay matrix has the class its judge sees
+    across); ``note`` is a second title line (e.g. a warning of too few flips).
     """
     a = np.asarray(counts, dtype=np.int64).reshape(len(names), len(names))
     k = a.shape[0]
-    side = min(max(3.5, 0.5 * k + 2.0), 16.0)
+    side = min(max(3.5, 0.36 * k + 1.8), 16.0)
     fig = _figure(side + 1.0, side)
     ax = fig.add_subplot()
     vmax = float(_off_diagonal(a).max() or 1) if k > 1 else 1.0
@@ -137,24 +149,40 @@ def flip_heatmap(
     _class_ticks(ax, names)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    ax.set_title(_plain(title), fontsize=10)
-    fig.colorbar(image, ax=ax, shrink=0.8, label=legend)
+    _title(ax, title, note)
+    bar = fig.colorbar(image, ax=ax, shrink=0.8, label=legend)
+    bar.locator = MaxNLocator(integer=True)
+    bar.update_ticks()
     return fig
+
+
+def _title(ax, title: str, note: str | None) -> None:
+    ax.set_title(_plain(title), fontsize=10)
+    if note:
+        ax.set_title(_plain(title) + "\n", fontsize=10)
+        ax.text(
+            0.5, 1.0, _plain(note), transform=ax.transAxes, ha="center", va="bottom",
+            fontsize=8, color=FEW_COLOR, style="italic",
+        )  # fmt: skip
 
 
 def distance_heatmap(matrix: Sequence[Sequence[float]], names: Sequence[str], title: str) -> Figure:
     """A class-distance matrix (symmetric, zero diagonal), values annotated for
-    up to :data:`ANNOTATE_MAX` classes; darker = nearer."""
+    up to :data:`ANNOTATE_MAX` classes; darker = nearer. The colour scale
+    starts at 0 (the distance of a class to itself) and ends at 1, or at the
+    largest distance when that is larger: distances that all lie close
+    together (e.g. 0.97-1.00) look alike, as they are."""
     d = np.asarray(matrix, dtype=np.float64).reshape(len(names), len(names))
     k = d.shape[0]
-    side = min(max(3.5, 0.5 * k + 2.0), 16.0)
+    side = min(max(3.5, 0.36 * k + 1.8), 16.0)
     fig = _figure(side + 1.0, side)
     ax = fig.add_subplot()
     off = _off_diagonal(d)
-    vmax = float(off.max()) if k > 1 and off.count() else 1.0
-    vmin = float(off.min()) if k > 1 and off.count() else 0.0
+    vmin = 0.0
+    vmax = max(float(off.max()) if k > 1 and off.count() else 1.0, 1.0)
+    whole = bool(np.all(d == np.round(d)))
     _draw_diagonal(ax, k)
-    image = ax.imshow(off, cmap=_cmap("viridis"), vmin=vmin, vmax=max(vmax, vmin + 1e-12))
+    image = ax.imshow(off, cmap=_cmap("viridis"), vmin=vmin, vmax=vmax)
     ax.set_xlim(-0.5, k - 0.5)
     ax.set_ylim(k - 0.5, -0.5)
     if k <= ANNOTATE_MAX:
@@ -166,15 +194,20 @@ def distance_heatmap(matrix: Sequence[Sequence[float]], names: Sequence[str], ti
                     ax.text(
                         j,
                         i,
-                        f"{d[i, j]:.2g}",
+                        f"{d[i, j]:.0f}" if whole else f"{d[i, j]:.2f}",
                         ha="center",
                         va="center",
                         fontsize=size,
                         color="black" if bright else "white",
                     )
     _class_ticks(ax, names)
+    ax.set_xlabel("class")
+    ax.set_ylabel("class")
     ax.set_title(_plain(title), fontsize=10)
-    fig.colorbar(image, ax=ax, shrink=0.8, label="class distance")
+    bar = fig.colorbar(image, ax=ax, shrink=0.8, label=f"class distance ({vmin:g} to {vmax:.3g})")
+    if whole:
+        bar.locator = MaxNLocator(integer=True)
+        bar.update_ticks()
     return fig
 
 
@@ -182,17 +215,22 @@ def flip_multiples(
     matrices: Sequence[Sequence[Sequence[int]]],
     titles: Sequence[str],
     names: Sequence[str],
+    *,
+    few: Sequence[bool] = (),
+    xlabel: str = "adversarial prediction",
+    ylabel: str = "true class",
 ) -> Figure:
     """Small multiples of row-normalised flip matrices on one colour scale.
 
     Each row is the share of the class's (clean-correct) samples sent to each
-    class, so panels with different success rates stay comparable.
+    class, so panels with different success rates stay comparable. Panels
+    flagged in ``few`` (too few flips) get a grey title.
     """
     rates = [_row_rates(np.asarray(m, dtype=np.float64)) for m in matrices]
     vmax = max([float(_off_diagonal(r).max() or 0) for r in rates if r.shape[0] > 1] + [0.0])
     vmax = vmax or 1.0
     n = len(rates)
-    cols = min(n, 4)
+    cols = min(n, 3)  # three 10-class panels side by side stay readable at 900 px
     rows = math.ceil(n / cols)
     cell = 2.6 if len(names) <= 10 else 3.4
     fig = _figure(cell * cols + 1.0, cell * rows + 0.4)
@@ -210,9 +248,12 @@ def flip_multiples(
             y=idx % cols == 0,
         )
         ax.tick_params(labelsize=7)
-        ax.set_title(_plain(titles[idx]), fontsize=9)
+        flagged = idx < len(few) and few[idx]
+        ax.set_title(_plain(titles[idx]), fontsize=9, color=FEW_COLOR if flagged else "black")
     if image is not None:
         fig.colorbar(image, ax=axes, shrink=0.8, label="share of true class")
+    fig.supxlabel(xlabel, fontsize=9)
+    fig.supylabel(ylabel, fontsize=9)
     return fig
 
 
@@ -239,18 +280,32 @@ def sweep_lines(
     top_names: Sequence[str | None],
     title: str,
     level: float = 0.95,
+    *,
+    xlabel: str = "sweep value",
+    few: Sequence[bool] = (),
+    few_label: str = "too few flips",
 ) -> Figure:
     """Symmetry ``s`` (with its bootstrap band) and the top-attractor share
-    against the sweep value; log x axis when the values span more than 10x."""
+    against the swept setting (``xlabel``); log x axis when the values span
+    more than 10x. Points flagged in ``few`` (computed from too few flips)
+    are drawn hollow and grey, outside the line and the band."""
     x = _nan(sweep)
     s, lo, hi, share = _nan(symmetry), _nan(ci_low), _nan(ci_high), _nan(top_share)
+    bad = np.zeros(x.size, dtype=bool)
+    bad[: len(few)] = np.asarray(few, dtype=bool)[: x.size]
     fig = _figure(9.0, 3.4)
     ax_s, ax_a = fig.subplots(1, 2)
-    ax_s.fill_between(x, lo, hi, alpha=0.25, color="C0", label=f"{level:.0%} bootstrap CI")
-    ax_s.plot(x, s, "o-", color="C0", label="s")
+    good = np.where(bad, math.nan, 1.0)
+    ax_s.fill_between(
+        x, lo * good, hi * good, alpha=0.25, color="C0", label=f"{level:.0%} bootstrap CI"
+    )
+    ax_s.plot(x, s * good, "o-", color="C0", label="s")
+    ax_a.plot(x, share * good, "o-", color="C3")
+    if bad.any():
+        for ax, y in ((ax_s, s), (ax_a, share)):
+            ax.plot(x[bad], y[bad], "o", mfc="none", color=FEW_COLOR, label=_plain(few_label))
     ax_s.set_ylabel("symmetry s")
     ax_s.legend(fontsize=8, loc="best")
-    ax_a.plot(x, share, "o-", color="C3")
     for xi, yi, name in zip(x, share, top_names, strict=True):
         if name is not None and math.isfinite(yi):
             ax_a.annotate(
@@ -264,7 +319,7 @@ def sweep_lines(
     ax_a.set_ylabel("top attractor share")
     for ax in (ax_s, ax_a):
         ax.set_ylim(-0.02, 1.08)
-        ax.set_xlabel("sweep value")
+        ax.set_xlabel(_plain(xlabel))
         ax.grid(alpha=0.3)
         if _use_log(x):
             ax.set_xscale("log")
@@ -281,8 +336,11 @@ def prior_bars(distribution: Sequence[float], names: Sequence[str], n: int) -> F
     fig = _figure(min(max(4.0, 0.45 * p.size + 1.5), 16.0), 3.2)
     ax = fig.add_subplot()
     ax.bar(np.arange(p.size), p, color="C2")
-    _class_ticks(ax, names, y=False)
+    _class_ticks(ax, names, which="x")
+    ax.yaxis.set_major_locator(MaxNLocator(nbins=5))
+    ax.yaxis.set_major_formatter(PercentFormatter(xmax=1.0, decimals=0))
     ax.set_ylim(0, max(1e-9, float(p.max()) * 1.1) if p.size else 1)
+    ax.set_xlabel("predicted class")
     ax.set_ylabel("share of predictions")
     ax.set_title(f"predictions on {n} uniform-noise images", fontsize=10)
     ax.grid(axis="y", alpha=0.3)
@@ -316,21 +374,32 @@ def _image_grid(
     rows: Sequence[str],
     titles: Sequence[str],
     height: float,
+    failed: Sequence[bool] = (),
 ) -> Figure:
     """One column per example, one row per panel (an image in ``[0, 1]``
-    and its colormap), the row names on the left, the titles on top."""
+    and its colormap), the row names on the left, the titles on top; at
+    most :data:`PER_ROW` examples side by side (more wrap into further
+    blocks of rows). Titles of ``failed`` examples are red."""
     n = len(columns)
-    fig = _figure(max(1.7 * n + 0.8, 3.0), height)
-    axes = fig.subplots(len(rows), n, squeeze=False)
+    cols = max(min(n, PER_ROW), 1)
+    blocks = max(math.ceil(n / cols), 1)
+    fig = _figure(max(TILE * cols + 0.8, 3.0), height * blocks)
+    axes = fig.subplots(len(rows) * blocks, cols, squeeze=False)
+    for ax in axes.flat:
+        ax.set_axis_off()
     for i, panels in enumerate(columns):
+        block, col = divmod(i, cols)
         for r, (img, cmap) in enumerate(panels):
-            ax = axes[r, i]
+            ax = axes[block * len(rows) + r, col]
+            ax.set_axis_on()
             ax.imshow(img, cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
-            if i == 0:
+            if col == 0:
                 ax.set_ylabel(rows[r], fontsize=8)
-        axes[0, i].set_title(_plain(titles[i]), fontsize=8)
+        bad = i < len(failed) and failed[i]
+        top = axes[block * len(rows), col]
+        top.set_title(_plain(titles[i]), fontsize=7.5, color=FAILED_COLOR if bad else "black")
     return fig
 
 
@@ -339,8 +408,10 @@ def gallery(
     x_adv: np.ndarray,
     titles: Sequence[str],
     bounds: Sequence[float],
+    failed: Sequence[bool] = (),
 ) -> Figure:
-    """Columns of original, adversarial and amplified perturbation per example.
+    """Columns of original, adversarial and amplified perturbation per example
+    (titles of ``failed`` attacks in red).
 
     ``x`` and ``x_adv`` are ``(N, C, H, W)`` in ``bounds``; grayscale for
     ``C = 1``, RGB for ``C = 3`` (other channel counts are averaged to grey).
@@ -357,7 +428,7 @@ def gallery(
         for i in range(len(x))
     ]
     rows = ("original", "adversarial", "perturbation\n(rescaled)")
-    return _image_grid(columns, rows, titles, 5.6)
+    return _image_grid(columns, rows, titles, 3 * TILE + 0.6, failed)
 
 
 def gallery_type_i(
@@ -366,6 +437,7 @@ def gallery_type_i(
     x_adv: np.ndarray,
     titles: Sequence[str],
     bounds: Sequence[float],
+    failed: Sequence[bool] = (),
 ) -> Figure:
     """Type I examples, one column each: the start image, the transition
     (halfway along the latent path) and the result, all ``(N, C, H, W)`` in
@@ -375,4 +447,5 @@ def gallery_type_i(
         tuple(_to_image(image, lo, hi) for image in (x[i], transition[i], x_adv[i]))
         for i in range(len(x))
     ]
-    return _image_grid(columns, ("start", "transition", "result"), titles, 6.0)
+    rows = ("start", "transition", "result")
+    return _image_grid(columns, rows, titles, 3 * TILE + 0.7, failed)

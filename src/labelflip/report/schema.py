@@ -33,7 +33,7 @@ import numpy as np
 
 from labelflip.analysis import BowkerResult, SpearmanResult, TypeIRates
 
-SUMMARY_VERSION = 1
+SUMMARY_VERSION = 2
 
 # A statistic computed from fewer off-diagonal flips than this is shown as
 # unreliable (in tables and plots): with so few flips, s and its bootstrap
@@ -285,7 +285,10 @@ class JobSummary(Typed):
 
 @dataclass(frozen=True)
 class RunInfo(Typed):
-    """Who and what the run attacked (from the run's metadata)."""
+    """Who and what the run attacked (from the run's metadata). The model's
+    ``clean_accuracy`` is its accuracy on the attacked samples;
+    ``test_accuracy`` the checkpoint's accuracy on its dataset's test split
+    (from the run's metadata or the checkpoint's sidecar), NaN when unknown."""
 
     name: str | None
     dataset: str | None
@@ -300,6 +303,7 @@ class RunInfo(Typed):
     finished: str | None
     generated: str
     encoding: Mapping[str, Any]
+    test_accuracy: float = math.nan  # the checkpoint's own test accuracy, when known
 
     @property
     def multilabel(self) -> bool:
@@ -336,6 +340,7 @@ class Group(Typed):
     group: str
     job_ids: tuple[str, ...]
     sweep_values: tuple[float | None, ...]
+    setting: str | None = None  # the swept setting (e.g. "eps"), when one is
 
 
 @dataclass(frozen=True)

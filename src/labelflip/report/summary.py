@@ -15,10 +15,12 @@ matrix over all samples and the success rate over all samples are given too.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -122,6 +124,7 @@ def _run_info(meta: Mapping[str, Any], names: list[str], n_samples: int) -> RunI
         finished=meta.get("finished"),
         generated=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         encoding=dict(encoding),
+        test_accuracy=_test_accuracy(model),
     )
 
 
@@ -155,8 +158,46 @@ def _groups(jobs: Sequence[JobSummary]) -> list[Group]:
         if len(members) < 2:
             continue
         members = sorted(members, key=lambda j: (j.sweep_value is None, j.sweep_value or 0.0))
-        out.append(Group(name, [j.job_id for j in members], [j.sweep_value for j in members]))
+        values = [j.sweep_value for j in members]
+        out.append(Group(name, [j.job_id for j in members], values, _swept(members)))
     return out
+
+
+def _swept(members: Sequence[JobSummary]) -> str | None:
+    """The setting a sweep varies: the one whose value is each job's sweep
+    value and differs between the jobs."""
+    for key in members[0].settings:
+        values = [j.settings.get(key) for j in members]
+        if (
+            all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and v == j.sweep_value
+                for v, j in zip(values, members, strict=True)
+            )
+            and len(set(values)) > 1
+        ):
+            return key
+    return None
+
+
+def _test_accuracy(model: Mapping[str, Any]) -> float:
+    """The checkpoint's own test accuracy: the run's record of it, else its
+    sidecar (``<checkpoint>.json``, read when its weights' SHA-256 is the
+    run's), else NaN."""
+    if isinstance(model.get("test_accuracy"), (int, float)):
+        return float(model["test_accuracy"])
+    checkpoint = model.get("checkpoint")
+    if not isinstance(checkpoint, str):
+        return math.nan
+    try:
+        sidecar = json.loads(Path(checkpoint).with_suffix(".json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return math.nan
+    if not isinstance(sidecar, dict) or sidecar.get("weights_sha256") != model.get("sha256"):
+        return math.nan
+    acc = sidecar.get("clean_test_accuracy")
+    if not isinstance(acc, (int, float)):
+        return math.nan
+    return float(acc)
 
 
 def summarize_run(
@@ -236,11 +277,13 @@ def summarize(
 
 
 def format_symmetry(job: JobSummary) -> str:
-    """``0.42 [0.31, 0.55]``; ``–`` without off-diagonal flips."""
+    """``0.42 [0.31, 0.55]``; ``–`` without off-diagonal flips; from fewer
+    than :data:`MIN_FLIPS` flips flagged: ``0.00 [0.00, 0.00] (8 flips < 20)``."""
     s, (lo, hi) = job.symmetry, job.symmetry_ci
     if missing(s):
         return "–"
-    return f"{s:.2f}" if missing(lo) else f"{s:.2f} [{lo:.2f}, {hi:.2f}]"
+    text = f"{s:.2f}" if missing(lo) else f"{s:.2f} [{lo:.2f}, {hi:.2f}]"
+    return f"{text} ({job.n_off_diagonal} flips < {MIN_FLIPS})" if job.few_flips else text
 
 
 def format_flips(job: JobSummary) -> str:

@@ -23,15 +23,17 @@ from matplotlib.figure import Figure
 from labelflip._text import csv_cell
 from labelflip.errors import LabelflipError, os_error
 from labelflip.report import plots
-from labelflip.report.gallery import gallery_figure, load_gallery
+from labelflip.report.findings import setting_label
+from labelflip.report.gallery import Shown, gallery_figure, load_gallery
 from labelflip.report.kinds import kind_of
 from labelflip.report.page import Png, render
-from labelflip.report.schema import JobSummary, RunSummary, as_summary
+from labelflip.report.schema import MIN_FLIPS, JobSummary, RunSummary, as_summary
 from labelflip.report.summary import CSV_COLUMNS, csv_rows, summarize_run
-from labelflip.store import RunStore
+from labelflip.store import CONFIG_JSON, CONFIG_TOML, RunStore
 
 REPORT_DIR = "report"
-MAX_EXAMPLES = 6
+GALLERY_DEFAULT = 8  # examples per job when the run's config does not say (its default)
+CONFIG_FILES = (CONFIG_TOML, CONFIG_JSON)  # the run's config: its TOML, else the resolved JSON
 DPI = plots.DPI
 
 
@@ -88,6 +90,26 @@ def _csv_bytes(header: Sequence[Any], rows: Sequence[Sequence[Any]]) -> bytes:
     return buf.getvalue().encode("utf-8")
 
 
+def _run_config(run_dir: Path) -> tuple[tuple[str, str] | None, int]:
+    """The run's config file (name and text; the TOML it was given, else the
+    JSON the runner wrote) and its ``gallery`` setting (examples per job)."""
+    shown = None
+    for name in CONFIG_FILES:
+        try:
+            shown = (name, (run_dir / name).read_text(encoding="utf-8"))
+            break
+        except (OSError, UnicodeDecodeError):
+            continue
+    gallery = GALLERY_DEFAULT
+    try:
+        value = json.loads((run_dir / CONFIG_JSON).read_text(encoding="utf-8")).get("gallery")
+    except (OSError, ValueError, AttributeError):
+        value = None
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        gallery = value
+    return shown, gallery
+
+
 def _flip_csv(job: JobSummary, names: Sequence[str]) -> bytes:
     """The job's matrix with class names (its kind says how it reads: the
     flip matrix, rows true and columns adversarial; the label-swap matrix;
@@ -111,8 +133,16 @@ def _group_figures(
         slug = _slug(g.group)
         multiples = lines = None
         if members:
-            titles = [(j.label if j.complete else f"{j.label} (incomplete)") for j in members]
-            fig = plots.flip_multiples([j.flip_matrix for j in members], titles, names)
+            titles = [_title(j) for j in members]
+            axes = kind_of(members[0]).axes(members[0])
+            fig = plots.flip_multiples(
+                [j.flip_matrix for j in members],
+                titles,
+                names,
+                few=[j.few_flips for j in members],
+                xlabel=axes.xlabel,
+                ylabel=axes.ylabel,
+            )
             multiples = Png(f"sweep_matrices__{slug}.png", png_bytes(fig))
         swept = [j for j in members if j.sweep_value is not None]
         if len(swept) >= 2:
@@ -125,10 +155,18 @@ def _group_figures(
                 [j.top_attractor.name for j in swept],
                 g.group,
                 level=swept[0].symmetry_level,
+                xlabel=setting_label(g.setting),
+                few=[j.few_flips for j in swept],
+                few_label=f"fewer than {MIN_FLIPS} flips",
             )
             lines = Png(f"sweep_lines__{slug}.png", png_bytes(fig))
         out[g.group] = (multiples, lines)
     return out
+
+
+def _title(job: JobSummary) -> str:
+    label = job.label if job.complete else f"{job.label} (incomplete)"
+    return f"{label}\n({job.n_off_diagonal} flips: too few)" if job.few_flips else label
 
 
 def write_report(
@@ -138,7 +176,7 @@ def write_report(
     n_boot: int = 1000,
     level: float = 0.95,
     seed: int = 0,
-    max_examples: int = MAX_EXAMPLES,
+    max_examples: int | None = None,
     out: str | os.PathLike | None = None,
 ) -> Path:
     """Write the report of the run in ``run_dir`` into ``run_dir/report/``
@@ -148,10 +186,13 @@ def write_report(
     ``summary`` (from :func:`summarize_run`, or its JSON from
     :func:`summarize`, on the same store) is reused when given, otherwise
     computed with ``n_boot``, ``level`` and ``seed``. Jobs still pending are
-    reported with the records written so far and flagged incomplete. Returns
-    the path of ``report.html``.
+    reported with the records written so far and flagged incomplete. Each
+    gallery shows ``max_examples`` examples (default: the run config's
+    ``gallery``). Returns the path of ``report.html``.
     """
     run_dir = Path(run_dir)
+    config, gallery_size = _run_config(run_dir)
+    limit = gallery_size if max_examples is None else max_examples
     with RunStore.open(run_dir, read_only=True) as store:
         if summary is None:
             summary = summarize_run(store, n_boot=n_boot, level=level, seed=seed)
@@ -163,12 +204,14 @@ def write_report(
         heatmaps: dict[str, Png] = {}
         galleries: dict[str, Png] = {}
         notes: dict[str, str] = {}
+        shown: dict[str, Shown] = {}
         for job in summary.jobs:
             jid = job.job_id
             if job.n == 0:
                 continue
             title = job.label if job.complete else f"{job.label} (incomplete)"
             axes = kind_of(job).axes(job)
+            few = f"only {job.n_off_diagonal} off-diagonal flips (< {MIN_FLIPS}): s says little"
             fig = plots.flip_heatmap(
                 job.flip_matrix,
                 names,
@@ -176,13 +219,18 @@ def write_report(
                 xlabel=axes.xlabel,
                 ylabel=axes.ylabel,
                 legend=axes.legend,
+                note=few if job.few_flips else None,
             )
             heatmaps[jid] = Png(f"flip_matrix__{_slug(jid)}.png", png_bytes(fig))
-            fig, notes[jid] = gallery_figure(
-                gallery, store, job, records[jid], names, bounds, max_examples
+            if limit == 0:
+                notes[jid] = "The run's config asks for no gallery (gallery = 0)."
+                continue
+            fig, notes[jid], info = gallery_figure(
+                gallery, store, job, records[jid], names, bounds, limit
             )
-            if fig is not None:
+            if fig is not None and info is not None:
                 galleries[jid] = Png(f"gallery__{_slug(jid)}.png", png_bytes(fig))
+                shown[jid] = info
     noise = summary.white_noise
     white_noise = (
         Png("white_noise.png", png_bytes(plots.prior_bars(noise.distribution, names, noise.n)))
@@ -205,6 +253,8 @@ def write_report(
         groups=groups,
         white_noise=white_noise,
         distances=distances,
+        shown=shown,
+        config=config,
     )
 
     elsewhere = out is not None
