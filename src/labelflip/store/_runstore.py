@@ -1,58 +1,38 @@
-"""SQLite implementation of :class:`RunStore` (standard library ``sqlite3``).
-
-Layout of ``records.sqlite`` (schema version :data:`SCHEMA_VERSION`, marked by
-``PRAGMA application_id`` = :data:`APPLICATION_ID` and ``PRAGMA user_version``):
-
-- ``meta(key, value)``: JSON values.
-- ``jobs(pos, job_id, attack, settings, seed, model_sha256, versions, label,
-  group, sweep_value, status)``: ``pos`` is the insertion order; ``settings``
-  and ``versions`` are canonical JSON (sorted keys).
-- ``records(job_id, sample, ...)``: one row per :data:`RECORD_COLUMNS`,
-  ``PRIMARY KEY (job_id, sample)``. Float columns have no declared type so
-  every float64 reads back bit-exact, except that NaN is stored as NULL
-  (SQLite has no NaN) and reads back as the canonical NaN.
-- ``adversarials(job_id, sample, shape, data)``: little-endian float32 bytes
-  of one adversarial example and its shape (JSON list).
-"""
+"""SQLite implementation of :class:`RunStore` (standard library ``sqlite3``);
+the layout of ``records.sqlite`` is declared in :mod:`labelflip.store.schema`."""
 
 from __future__ import annotations
 
 import contextlib
-import csv
 import json
 import math
 import numbers
 import os
 import sqlite3
 from collections.abc import Iterator, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
 
-from labelflip._text import csv_cell
 from labelflip.errors import LabelflipError
-from labelflip.store.schema import (
-    DTYPES,
-    FLOAT_COLUMNS,
-    INT_COLUMNS,
-    OPTIONAL_COLUMNS,
-    RECORD_COLUMNS,
-)
+from labelflip.store._json import to_json as _to_json
+from labelflip.store.export import Exports
+from labelflip.store.schema import DTYPES as _DTYPES
+from labelflip.store.schema import FLOAT_COLUMNS as _FLOAT_COLUMNS
+from labelflip.store.schema import RECORD_COLUMNS, SCHEMA_VERSION, _short, validate_batch
+from labelflip.store.schema import SQL_SCHEMA as _SCHEMA
+from labelflip.store.schema import column as _column
+from labelflip.store.schema import column_sql as _column_sql
+from labelflip.store.schema import q as _q
 
-# The record schema is declared once, in labelflip.store.schema.
-SCHEMA_VERSION = 2
 _V2_COLUMNS = ("oracle_pred", "attacker_pred", "squeeze")  # added by schema version 2
 APPLICATION_ID = 0x4C464C50  # "LFLP"
 
 _DATA_COLUMNS = RECORD_COLUMNS[1:]
-_INT_COLUMNS = INT_COLUMNS
-_FLOAT_COLUMNS = FLOAT_COLUMNS
-_DTYPES = DTYPES
 _ADV_DTYPE = np.dtype("<f4")
-_TEXT_EXPORT_COLUMNS = frozenset({"job_id", "attack", "label", "group", "dataset", "split"})
 _SQLITE_HINTS = {  # primary result codes of write failures a user can fix
     8: "the run directory is read-only",  # SQLITE_READONLY
     10: "the disk may be full, at a file-size limit or failing",  # SQLITE_IOERR
@@ -61,58 +41,6 @@ _SQLITE_HINTS = {  # primary result codes of write failures a user can fix
 _SQLITE_READONLY, _SQLITE_CANTOPEN = 8, 14  # primary result codes: read-only media
 _SQL_CHUNK = 500  # keeps IN (...) lists far below SQLite's variable limit
 
-
-def _q(name: str) -> str:
-    """A quoted SQL identifier (``index``, ``true`` and ``group`` are keywords)."""
-    return f'"{name}"'
-
-
-def _column_sql(name: str, *, default: bool = False) -> str:
-    """The column's SQL definition; ``default`` adds the optional column's
-    default (for ``ALTER TABLE ... ADD COLUMN`` when a store is upgraded)."""
-    if default:
-        value = OPTIONAL_COLUMNS[name]
-        if name in _FLOAT_COLUMNS:  # NaN is stored as NULL
-            return f"{_q(name)} CHECK (typeof({_q(name)}) IN ('real', 'null'))"
-        return f"{_q(name)} INTEGER NOT NULL DEFAULT {int(value)}"
-    if name == "success":
-        return f"{_q(name)} INTEGER NOT NULL CHECK ({_q(name)} IN (0, 1))"
-    if name in _FLOAT_COLUMNS:
-        # No declared type: REAL affinity would store -0.0 as the integer 0.
-        return f"{_q(name)} CHECK (typeof({_q(name)}) IN ('real', 'null'))"
-    return f"{_q(name)} INTEGER NOT NULL"
-
-
-_RECORD_COLUMNS_SQL = ",\n    ".join(_column_sql(c) for c in _DATA_COLUMNS)
-_SCHEMA = f"""
-CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
-CREATE TABLE jobs (
-    pos INTEGER PRIMARY KEY,
-    job_id TEXT NOT NULL UNIQUE,
-    attack TEXT NOT NULL,
-    settings TEXT NOT NULL,
-    seed INTEGER NOT NULL,
-    model_sha256 TEXT NOT NULL,
-    versions TEXT NOT NULL,
-    label TEXT NOT NULL,
-    "group" TEXT NOT NULL,
-    sweep_value REAL,
-    status TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'done'))
-);
-CREATE TABLE records (
-    job_id TEXT NOT NULL REFERENCES jobs(job_id),
-    {_RECORD_COLUMNS_SQL},
-    PRIMARY KEY (job_id, "sample")
-) WITHOUT ROWID;
-CREATE TABLE adversarials (
-    job_id TEXT NOT NULL,
-    "sample" INTEGER NOT NULL,
-    shape TEXT NOT NULL,
-    data BLOB NOT NULL,
-    PRIMARY KEY (job_id, "sample"),
-    FOREIGN KEY (job_id, "sample") REFERENCES records(job_id, "sample")
-);
-"""
 
 _INSERT_RECORD = (
     f"INSERT INTO records (job_id, {', '.join(_q(c) for c in _DATA_COLUMNS)}) "
@@ -143,29 +71,6 @@ class Job:
     sweep_value: float | None = None
 
 
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, np.generic):
-        return obj.item()
-    raise TypeError(f"{type(obj).__name__} is not JSON-serialisable")
-
-
-def _to_json(value: Any, what: str) -> str:
-    """Canonical JSON (sorted keys; numpy arrays and scalars as lists/numbers)."""
-    try:
-        return json.dumps(value, sort_keys=True, default=_json_default, ensure_ascii=False)
-    except (TypeError, ValueError) as exc:
-        raise LabelflipError(f"{what} is not JSON-serialisable: {exc}") from None
-
-
-def _short(values: list[int], limit: int = 8) -> str:
-    """``[1, 2, 3]`` or ``[1, 2, ..., (12 in all)]`` for long lists."""
-    if len(values) <= limit:
-        return str(values)
-    return f"[{', '.join(map(str, values[:limit]))}, ... ({len(values)} in all)]"
-
-
 def _fsync_dir(path: Path) -> None:
     """Make a rename in ``path`` durable (best effort where directories can't be opened)."""
     try:
@@ -178,68 +83,6 @@ def _fsync_dir(path: Path) -> None:
         pass
     finally:
         os.close(fd)
-
-
-def _column(name: str, value: ArrayLike, what: str = "record column") -> np.ndarray:
-    """One record column as a 1-D array of its stored dtype."""
-    try:
-        a = np.asarray(value)
-    except Exception as exc:  # noqa: BLE001 - anything unconvertible is a user error
-        raise LabelflipError(f"{what} '{name}' is not an array: {exc}") from None
-    if a.ndim != 1:
-        raise LabelflipError(f"{what} '{name}' must be 1-D, got shape {a.shape}")
-    kind = a.dtype.kind
-    if name in _FLOAT_COLUMNS:
-        if kind not in "biuf":
-            raise LabelflipError(f"{what} '{name}' must be numeric, got dtype {a.dtype}")
-        return a.astype(np.float64)
-    if kind == "f" and a.size:
-        if not np.all(np.isfinite(a)) or np.any(a != np.round(a)):
-            raise LabelflipError(f"{what} '{name}' must hold whole numbers")
-    elif kind not in "biuf" and a.size:
-        raise LabelflipError(f"{what} '{name}' must hold integers, got dtype {a.dtype}")
-    a = a.astype(np.int64)
-    if name == "success" and a.size and not np.all((a == 0) | (a == 1)):
-        raise LabelflipError("record column 'success' must hold 0/1 or booleans")
-    return a
-
-
-def _validate_batch(job_id: str, records: Mapping[str, ArrayLike]) -> dict[str, np.ndarray]:
-    """The batch's data columns, checked for names, dtypes and equal lengths."""
-    if not isinstance(records, Mapping):
-        raise LabelflipError(f"records must be a mapping of columns, got {type(records).__name__}")
-    names = set(records)
-    missing = [c for c in _DATA_COLUMNS if c not in names and c not in OPTIONAL_COLUMNS]
-    extra = sorted(str(c) for c in names - set(RECORD_COLUMNS))
-    if missing or extra:
-        parts = []
-        if missing:
-            parts.append(f"missing {', '.join(missing)}")
-        if extra:
-            parts.append(f"unknown {', '.join(extra)}")
-        raise LabelflipError(f"batch for job '{job_id}' has wrong columns: {'; '.join(parts)}")
-    cols = {name: _column(name, records[name]) for name in _DATA_COLUMNS if name in names}
-    n = len(cols["sample"])
-    for name, value in OPTIONAL_COLUMNS.items():
-        if name not in cols:
-            cols[name] = np.full(n, value, dtype=_DTYPES[name])
-    lengths = {name: len(a) for name, a in cols.items()}
-    if "job_id" in records:
-        ids = np.asarray(records["job_id"])
-        lengths["job_id"] = len(ids) if ids.ndim == 1 else -1
-        if ids.ndim == 1 and np.any(ids.astype(str) != job_id):
-            raise LabelflipError(f"batch for job '{job_id}' has rows of another job_id")
-    if len(set(lengths.values())) > 1:
-        detail = ", ".join(f"{k}={v}" for k, v in lengths.items())
-        raise LabelflipError(f"batch for job '{job_id}' has columns of different lengths: {detail}")
-    sample = cols["sample"]
-    if sample.size and sample.min() < 0:
-        raise LabelflipError(f"batch for job '{job_id}' has negative sample positions")
-    uniq, counts = np.unique(sample, return_counts=True)
-    if np.any(counts > 1):
-        dup = uniq[counts > 1].tolist()
-        raise LabelflipError(f"batch for job '{job_id}' repeats sample(s) {_short(dup)}")
-    return cols
 
 
 def _validate_job(job: Job) -> None:
@@ -296,7 +139,7 @@ def _same(a: Any, b: Any) -> bool:
     return a == b
 
 
-class RunStore:
+class RunStore(Exports):
     """The record store of one run directory (``<run_dir>/records.sqlite``).
 
     Make one with :meth:`create`, reopen it with :meth:`open`; use it as a
@@ -646,7 +489,7 @@ class RunStore:
         bit-exact for float32 input. Either every row is stored or none; a
         ``(job_id, sample)`` already present is an error, never overwritten.
         """
-        cols = _validate_batch(job_id, records)
+        cols = validate_batch(job_id, records)
         n = len(cols["sample"])
         blobs: list[tuple] = []
         if x_adv is not None:
@@ -746,113 +589,3 @@ class RunStore:
         return out.astype(np.float32, copy=False)
 
     # ------------------------------------------------------------ export
-
-    def _export_columns(self) -> tuple[dict[str, np.ndarray | list], dict[str, str]]:
-        """Records joined with job attack/label/group/sweep_value and dataset/split."""
-        recs = self.records()
-        jobs = {j.job_id: j for j in self.jobs()}
-        ids = recs["job_id"].tolist()
-        n = len(ids)
-
-        def meta_text(key: str) -> str | None:
-            value = self.meta(key)
-            if value is None or isinstance(value, str):
-                return value
-            return _to_json(value, f"meta '{key}'")
-
-        cols: dict[str, np.ndarray | list] = {
-            "job_id": ids,
-            "attack": [jobs[j].attack for j in ids],
-            "label": [jobs[j].label for j in ids],
-            "group": [jobs[j].group for j in ids],
-            "sweep_value": [jobs[j].sweep_value for j in ids],
-            "dataset": [meta_text("dataset")] * n,
-            "split": [meta_text("split")] * n,
-        }
-        cols.update((name, recs[name]) for name in _DATA_COLUMNS)
-        info = {
-            "labelflip.meta": _to_json(self.all_meta(), "meta"),
-            "labelflip.jobs": _to_json([asdict(j) for j in jobs.values()], "jobs"),
-            "labelflip.schema_version": str(SCHEMA_VERSION),
-        }
-        return cols, info
-
-    def _atomic_write(self, path: str | os.PathLike, write: Any) -> Path:
-        """Call ``write(tmp_path)``, fsync, then rename onto ``path``."""
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            write(tmp)
-            fd = os.open(tmp, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, path)
-            _fsync_dir(path.parent)
-        except OSError as exc:
-            raise LabelflipError(f"cannot write {path}: {exc}") from None
-        finally:
-            tmp.unlink(missing_ok=True)
-        return path
-
-    def export_csv(self, path: str | os.PathLike) -> Path:
-        """Write all records as UTF-8 CSV (atomically); returns the path.
-
-        Columns: ``job_id, attack, label, group, sweep_value, dataset, split``,
-        then :data:`RECORD_COLUMNS` without ``job_id``. ``success`` is 0/1,
-        floats are written round-trip exact (``repr``), missing values empty.
-        A text cell a spreadsheet would run as a formula (starting with
-        ``=``, ``+``, ``-``, ``@``, a tab or a carriage return) is written
-        with a leading ``'`` (:func:`labelflip._text.csv_cell`).
-        """
-        cols, _ = self._export_columns()
-        names = list(cols)
-        cols["success"] = cols["success"].astype(np.int64)
-        lists = [c.tolist() if isinstance(c, np.ndarray) else c for c in cols.values()]
-        lists = [
-            [csv_cell(v) for v in values] if name in _TEXT_EXPORT_COLUMNS else values
-            for name, values in zip(names, lists, strict=True)
-        ]
-
-        def write(tmp: Path) -> None:
-            with open(tmp, "w", newline="", encoding="utf-8") as fh:
-                writer = csv.writer(fh)
-                writer.writerow(names)
-                writer.writerows(zip(*lists, strict=True))
-
-        return self._atomic_write(path, write)
-
-    def export_parquet(self, path: str | os.PathLike) -> Path:
-        """Write all records as Parquet (atomically); returns the path.
-
-        Same columns as :meth:`export_csv` with typed columns (``success``
-        bool); the store's meta and job table ride along as JSON in the
-        schema metadata (``labelflip.meta``, ``labelflip.jobs``).
-        """
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        cols, info = self._export_columns()
-        types = {
-            "job_id": pa.string(),
-            "attack": pa.string(),
-            "label": pa.string(),
-            "group": pa.string(),
-            "sweep_value": pa.float64(),
-            "dataset": pa.string(),
-            "split": pa.string(),
-        }
-        for name in _DATA_COLUMNS:
-            types[name] = (
-                pa.bool_()
-                if name == "success"
-                else pa.float64()
-                if name in _FLOAT_COLUMNS
-                else pa.int64()
-            )
-        schema = pa.schema([pa.field(k, t) for k, t in types.items()], metadata=info)
-        arrays = [pa.array(cols[name], type=t) for name, t in types.items()]
-        table = pa.Table.from_arrays(arrays, schema=schema)
-        return self._atomic_write(path, lambda tmp: pq.write_table(table, tmp))

@@ -5,9 +5,16 @@ the report's CSV files derive from :data:`COLUMNS`."""
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import ArrayLike
+
+from labelflip.errors import LabelflipError
+
+SCHEMA_VERSION = 2
+"""Version of the store's SQLite schema (``PRAGMA user_version``)."""
 
 
 @dataclass(frozen=True)
@@ -45,19 +52,26 @@ COLUMNS: tuple[Column, ...] = (
     Column("backwards", "int", "backward passes spent on the sample"),
     Column("seconds", "float", "the batch's wall time divided by its size"),
     Column(
-        "oracle_pred", "int", "an independent oracle's class for x_adv; -1 without one",
-        optional=True, default=-1,
+        "oracle_pred",
+        "int",
+        "an independent oracle's class for x_adv; -1 without one",
+        optional=True,
+        default=-1,
     ),
     Column(
-        "attacker_pred", "int",
+        "attacker_pred",
+        "int",
         "the class the attack's own stand-in for the oracle gives x_adv (a Type I "
         "attack's SVAE classifier f2); -1 otherwise",
-        optional=True, default=-1,
+        optional=True,
+        default=-1,
     ),
     Column(
-        "squeeze", "float",
+        "squeeze",
+        "float",
         "feature-squeezing score of x_adv; NaN when the run does not compute it",
-        optional=True, default=math.nan,
+        optional=True,
+        default=math.nan,
     ),
 )
 
@@ -81,3 +95,142 @@ def record_columns(**columns: np.ndarray) -> dict[str, np.ndarray]:
         a = np.asarray(value)
         out[name] = a if dtype is None else a.astype(np.int64 if dtype is np.bool_ else dtype)
     return out
+
+
+def _short(values: list[int], limit: int = 8) -> str:
+    """``[1, 2, 3]`` or ``[1, 2, ..., (12 in all)]`` for long lists."""
+    if len(values) <= limit:
+        return str(values)
+    return f"[{', '.join(map(str, values[:limit]))}, ... ({len(values)} in all)]"
+
+
+def column(name: str, value: ArrayLike, what: str = "record column") -> np.ndarray:
+    """One record column as a 1-D array of its stored dtype."""
+    try:
+        a = np.asarray(value)
+    except Exception as exc:  # noqa: BLE001 - anything unconvertible is a user error
+        raise LabelflipError(f"{what} '{name}' is not an array: {exc}") from None
+    if a.ndim != 1:
+        raise LabelflipError(f"{what} '{name}' must be 1-D, got shape {a.shape}")
+    kind = a.dtype.kind
+    if name in FLOAT_COLUMNS:
+        if kind not in "biuf":
+            raise LabelflipError(f"{what} '{name}' must be numeric, got dtype {a.dtype}")
+        return a.astype(np.float64)
+    if kind == "f" and a.size:
+        if not np.all(np.isfinite(a)) or np.any(a != np.round(a)):
+            raise LabelflipError(f"{what} '{name}' must hold whole numbers")
+    elif kind not in "biuf" and a.size:
+        raise LabelflipError(f"{what} '{name}' must hold integers, got dtype {a.dtype}")
+    a = a.astype(np.int64)
+    if name == "success" and a.size and not np.all((a == 0) | (a == 1)):
+        raise LabelflipError("record column 'success' must hold 0/1 or booleans")
+    return a
+
+
+def validate_batch(job_id: str, records: Mapping[str, ArrayLike]) -> dict[str, np.ndarray]:
+    """The batch's data columns, checked for names, dtypes and equal lengths."""
+    if not isinstance(records, Mapping):
+        raise LabelflipError(f"records must be a mapping of columns, got {type(records).__name__}")
+    names = set(records)
+    missing = [c for c in RECORD_COLUMNS[1:] if c not in names and c not in OPTIONAL_COLUMNS]
+    extra = sorted(str(c) for c in names - set(RECORD_COLUMNS))
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"missing {', '.join(missing)}")
+        if extra:
+            parts.append(f"unknown {', '.join(extra)}")
+        raise LabelflipError(f"batch for job '{job_id}' has wrong columns: {'; '.join(parts)}")
+    cols = {name: column(name, records[name]) for name in RECORD_COLUMNS[1:] if name in names}
+    n = len(cols["sample"])
+    for name, value in OPTIONAL_COLUMNS.items():
+        if name not in cols:
+            cols[name] = np.full(n, value, dtype=DTYPES[name])
+    lengths = {name: len(a) for name, a in cols.items()}
+    if "job_id" in records:
+        ids = np.asarray(records["job_id"])
+        lengths["job_id"] = len(ids) if ids.ndim == 1 else -1
+        if ids.ndim == 1 and np.any(ids.astype(str) != job_id):
+            raise LabelflipError(f"batch for job '{job_id}' has rows of another job_id")
+    if len(set(lengths.values())) > 1:
+        detail = ", ".join(f"{k}={v}" for k, v in lengths.items())
+        raise LabelflipError(f"batch for job '{job_id}' has columns of different lengths: {detail}")
+    sample = cols["sample"]
+    if sample.size and sample.min() < 0:
+        raise LabelflipError(f"batch for job '{job_id}' has negative sample positions")
+    uniq, counts = np.unique(sample, return_counts=True)
+    if np.any(counts > 1):
+        dup = uniq[counts > 1].tolist()
+        raise LabelflipError(f"batch for job '{job_id}' repeats sample(s) {_short(dup)}")
+    return cols
+
+
+# ------------------------------------------------------------------ SQL
+#
+# Layout of ``records.sqlite`` (schema version :data:`SCHEMA_VERSION`, marked by
+# ``PRAGMA application_id`` = :data:`APPLICATION_ID` and ``PRAGMA user_version``):
+#
+# - ``meta(key, value)``: JSON values.
+# - ``jobs(pos, job_id, attack, settings, seed, model_sha256, versions, label,
+#   group, sweep_value, status)``: ``pos`` is the insertion order; ``settings``
+#   and ``versions`` are canonical JSON (sorted keys).
+# - ``records(job_id, sample, ...)``: one row per :data:`RECORD_COLUMNS`,
+#   ``PRIMARY KEY (job_id, sample)``. Float columns have no declared type so
+#   every float64 reads back bit-exact, except that NaN is stored as NULL
+#   (SQLite has no NaN) and reads back as the canonical NaN.
+# - ``adversarials(job_id, sample, shape, data)``: little-endian float32 bytes
+#   of one adversarial example and its shape (JSON list).
+
+
+def q(name: str) -> str:
+    """A quoted SQL identifier (``index``, ``true`` and ``group`` are keywords)."""
+    return f'"{name}"'
+
+
+def column_sql(name: str, *, default: bool = False) -> str:
+    """The column's SQL definition; ``default`` adds the optional column's
+    default (for ``ALTER TABLE ... ADD COLUMN`` when a store is upgraded)."""
+    if default:
+        value = OPTIONAL_COLUMNS[name]
+        if name in FLOAT_COLUMNS:  # NaN is stored as NULL
+            return f"{q(name)} CHECK (typeof({q(name)}) IN ('real', 'null'))"
+        return f"{q(name)} INTEGER NOT NULL DEFAULT {int(value)}"
+    if name == "success":
+        return f"{q(name)} INTEGER NOT NULL CHECK ({q(name)} IN (0, 1))"
+    if name in FLOAT_COLUMNS:
+        # No declared type: REAL affinity would store -0.0 as the integer 0.
+        return f"{q(name)} CHECK (typeof({q(name)}) IN ('real', 'null'))"
+    return f"{q(name)} INTEGER NOT NULL"
+
+
+RECORD_COLUMNS_SQL = ",\n    ".join(column_sql(c) for c in RECORD_COLUMNS[1:])
+SQL_SCHEMA = f"""
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE jobs (
+    pos INTEGER PRIMARY KEY,
+    job_id TEXT NOT NULL UNIQUE,
+    attack TEXT NOT NULL,
+    settings TEXT NOT NULL,
+    seed INTEGER NOT NULL,
+    model_sha256 TEXT NOT NULL,
+    versions TEXT NOT NULL,
+    label TEXT NOT NULL,
+    "group" TEXT NOT NULL,
+    sweep_value REAL,
+    status TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'done'))
+);
+CREATE TABLE records (
+    job_id TEXT NOT NULL REFERENCES jobs(job_id),
+    {RECORD_COLUMNS_SQL},
+    PRIMARY KEY (job_id, "sample")
+) WITHOUT ROWID;
+CREATE TABLE adversarials (
+    job_id TEXT NOT NULL,
+    "sample" INTEGER NOT NULL,
+    shape TEXT NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY (job_id, "sample"),
+    FOREIGN KEY (job_id, "sample") REFERENCES records(job_id, "sample")
+);
+"""
