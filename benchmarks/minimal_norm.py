@@ -21,6 +21,18 @@ Rows (``--rows``, comma list of groups):
   ``fmn``, adv_lib 0.2.8's ``fmn`` and Foolbox 3.3.4's ``L{0,1,2,Inf}FMNAttack``,
   all with ``--fmn-steps`` steps and the authors' other defaults (which all
   three share: α_0 = 1, α_K = α_0/100, γ_0 = 0.05, γ_K = 0.001).
+- ``l2``: the untargeted L2 minimal-norm attacks (``--attacks``, comma list
+  of families): ``deepfool`` (labelflip, adv_lib ``df``, Foolbox
+  ``L2DeepFoolAttack``, torchattacks ``DeepFool``; 50 steps, overshoot 0.02,
+  10 candidates where the library has them), ``superdeepfool`` (labelflip,
+  adv_lib ``sdf``; their defaults: 100 iterations of at most 100 DeepFool
+  steps, 10 bisection steps), ``ddn`` (labelflip, adv_lib without its 8-bit
+  rounding, as labelflip's default), ``alma`` (labelflip, adv_lib with
+  ``distance='l2'``) with ``--l2-steps`` steps each, and ``cw-l2``
+  (labelflip, adv_lib, Foolbox: 5 binary-search rounds of ``--l2-steps``/5
+  Adam steps; torchattacks' ``CW`` has no search: c = 1, ``--l2-steps``
+  steps). Together with the ``fmn`` group's L2 rows, every row of a norm is
+  compared with the smallest adversarial any of them found.
 
 Usage (the figures in docs/benchmarks.md)::
 
@@ -28,9 +40,12 @@ Usage (the figures in docs/benchmarks.md)::
     OMP_NUM_THREADS=1 python benchmarks/minimal_norm.py \\
         --checkpoint ckpts/cw-mnist-e2.safetensors --data-dir ../shared/datasets \\
         -n 200 --rows fmn --fmn-steps 100 --threads 1 --repeats 2
+    OMP_NUM_THREADS=1 python benchmarks/minimal_norm.py \\
+        --checkpoint ckpts/cw-mnist-e2.safetensors --data-dir ../shared/datasets \\
+        -n 200 --rows l2,fmn --norms l2 --fmn-steps 1000 --l2-steps 1000 --threads 1
 
 Peers: ``pip install foolbox==3.3.4`` and ``pip install --no-deps
-adv-lib==0.2.8``. adv_lib's package imports torchvision (LPIPS) and visdom
+adv-lib==0.2.8 torchattacks==3.5.1``. adv_lib's package imports torchvision (LPIPS) and visdom
 (its logger) for features not used here; where they do not import, stand-in
 modules are put in ``sys.modules`` by this script (only here, never in the
 package). A missing peer is reported and skipped.
@@ -52,6 +67,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from labelflip.attacks import get_attack
 from labelflip.attacks.fmn import fmn
 from labelflip.data import load_dataset
 from labelflip.models import Classifier, load_checkpoint
@@ -146,11 +162,15 @@ def import_adv_lib_attacks() -> types.ModuleType:
         try:
             importlib.import_module(name)
         except Exception:  # noqa: BLE001 - a broken install counts as missing
+            # plain modules: a permissive __getattr__ would also answer
+            # attributes such as __file__ that torch's inspect calls read
             stub = types.ModuleType(name)
-            stub.__dict__["__getattr__"] = lambda attr, _n=name: types.ModuleType(f"{_n}.{attr}")
             sys.modules[name] = stub
             if name == "torchvision":
-                sys.modules["torchvision.models"] = types.ModuleType("torchvision.models")
+                stub.models = types.ModuleType("torchvision.models")  # type: ignore[attr-defined]
+                sys.modules["torchvision.models"] = stub.models
+            else:
+                stub.Visdom = object  # type: ignore[attr-defined]
     return importlib.import_module("adv_lib.attacks")
 
 
@@ -211,7 +231,98 @@ def fmn_rows(args) -> list[tuple[str, str, str, Callable[..., Outcome]]]:
     return out
 
 
-ROW_GROUPS = {"fmn": fmn_rows}
+L2_FAMILIES = ("deepfool", "superdeepfool", "ddn", "alma", "cw-l2")
+
+
+def l2_peers(family: str, steps: int) -> list[tuple[str, Callable[[], Callable]]]:
+    """(library, maker factory) for the peers of an L2 family; the factory
+    imports the library when called (an ImportError then skips the row)."""
+
+    def adv_lib(name: str, **kw) -> Callable[[], Callable]:
+        def factory():
+            fn = getattr(import_adv_lib_attacks(), name)
+            return lambda model: lambda x, y: fn(model, x, y, **kw)
+
+        return factory
+
+    def foolbox(build: Callable) -> Callable[[], Callable]:
+        def factory():
+            import foolbox as fb
+
+            attack = build(fb.attacks)
+
+            def make(model):
+                fmodel = fb.PyTorchModel(model, bounds=(0.0, 1.0))
+                return lambda x, y: attack(fmodel, x, y, epsilons=None)[1]
+
+            return make
+
+        return factory
+
+    def torchattacks(build: Callable) -> Callable[[], Callable]:
+        def factory():
+            import torchattacks as ta
+
+            return lambda model: build(ta, model)
+
+        return factory
+
+    rounds = max(1, steps // 5)
+    return {
+        "deepfool": [
+            ("adv_lib", adv_lib("df", steps=50, overshoot=0.02)),
+            ("foolbox", foolbox(lambda a: a.L2DeepFoolAttack(steps=50, overshoot=0.02))),
+            ("torchattacks", torchattacks(lambda ta, m: ta.DeepFool(m, steps=50, overshoot=0.02))),
+        ],
+        "superdeepfool": [("adv_lib", adv_lib("sdf"))],
+        "ddn": [("adv_lib", adv_lib("ddn", steps=steps, levels=None))],
+        "alma": [("adv_lib", adv_lib("alma", distance="l2", num_steps=steps))],
+        "cw-l2": [
+            (
+                "adv_lib",
+                adv_lib("carlini_wagner_l2", binary_search_steps=5, max_iterations=rounds),
+            ),
+            (
+                "foolbox",
+                foolbox(lambda a: a.L2CarliniWagnerAttack(binary_search_steps=5, steps=rounds)),
+            ),
+            ("torchattacks", torchattacks(lambda ta, m: ta.CW(m, c=1, steps=steps, lr=0.01))),
+        ],
+    }[family]
+
+
+def l2_settings(family: str, steps: int) -> dict:
+    """labelflip's settings for an L2 family, matching the peers' budgets."""
+    return {
+        "deepfool": {},
+        "superdeepfool": {},
+        "ddn": {"steps": steps},
+        "alma": {"steps": steps},
+        "cw-l2": {"binary_search_steps": 5, "steps": max(1, steps // 5)},
+    }[family]
+
+
+def l2_rows(args) -> list[tuple[str, str, str, Callable[..., Outcome]]]:
+    """(attack, library, "l2", run) for every untargeted L2 minimal-norm row."""
+    out = []
+    for family in args.attacks:
+        settings = l2_settings(family, args.l2_steps)
+
+        def native(clf, x, y, family=family, settings=settings):
+            attack = get_attack(family).fn
+            return run_native(clf, x, y, "l2", lambda c, xx, yy: attack(c, xx, yy, **settings))
+
+        out.append((family, "labelflip", "l2", native))
+        for library, factory in l2_peers(family, args.l2_steps):
+
+            def peer(clf, x, y, factory=factory):
+                return run_peer(clf, x, y, "l2", factory())
+
+            out.append((family, library, "l2", peer))
+    return out
+
+
+ROW_GROUPS = {"fmn": fmn_rows, "l2": l2_rows}
 
 
 def median(v: torch.Tensor) -> float:
@@ -270,6 +381,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--norms", default="l0,l1,l2,linf", help="FMN norms (comma list)")
     p.add_argument("--fmn-steps", type=int, default=100, help="FMN steps for every library")
     p.add_argument(
+        "--attacks",
+        default=",".join(L2_FAMILIES),
+        help=f"the l2 group's families (comma list of: {', '.join(L2_FAMILIES)})",
+    )
+    p.add_argument(
+        "--l2-steps",
+        type=int,
+        default=1000,
+        help="steps of ddn and alma, and C&W's total (5 rounds) in the l2 group",
+    )
+    p.add_argument(
         "--repeats",
         type=int,
         default=1,
@@ -278,6 +400,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", default=None, help="also write the rows as JSON here")
     args = p.parse_args(argv)
     args.norms = [s.strip() for s in args.norms.split(",") if s.strip()]
+    args.attacks = [s.strip() for s in args.attacks.split(",") if s.strip()]
+    for name in args.attacks:
+        if name not in L2_FAMILIES:
+            p.error(f"unknown --attacks family {name!r} (known: {', '.join(L2_FAMILIES)})")
+    for group in args.rows.split(","):
+        if group.strip() not in ROW_GROUPS:
+            p.error(f"unknown --rows group {group!r} (known: {', '.join(ROW_GROUPS)})")
 
     if args.threads:
         torch.set_num_threads(args.threads)
