@@ -1023,19 +1023,15 @@ def print_summary(run_dir: Path, *, write: bool, out: str | None = None) -> Path
     and, when ``write``, write the report from the same summary (into ``out``
     if given, else RUNDIR/report); returns the report's path. The run's store
     is only read (opened read-only)."""
-    from labelflip.report import format_table, summarize, write_report
+    from labelflip.report import format_table, summarize_run, write_report
+    from labelflip.report.kinds import table_notes
     from labelflip.store import RunStore
 
     with RunStore.open(run_dir, read_only=True) as store:
-        summary = summarize(store)
+        summary = summarize_run(store)
     print_table(*format_table(summary))
-    judges = {j["type_i"]["judge"] for j in summary["jobs"] if j.get("type_i")}
-    if judges:
-        who = "the independent oracle" if judges == {"oracle"} else "f2 (no [oracle] in the run)"
-        print(
-            "Type I rows: success = the attack's own verdict (f1 kept its label, f2 moved); "
-            f"success (clean), norms, s and attractors: the label-stay matrix judged by {who}"
-        )
+    for note in table_notes(summary.jobs):  # e.g. who judges the Type I rows
+        print(note)
     return write_report(run_dir, summary=summary, out=out) if write else None
 
 

@@ -421,13 +421,17 @@ class TypeI(JobKind):
         return plots.gallery_type_i(x, transition, x_adv, titles, bounds, failed), ""
 
     def table_note(self, jobs: Sequence[JobSummary]) -> str:
-        if not any(j.kind == self.name for j in jobs):
+        judges = sorted(judge_names(jobs))
+        if not judges:
             return ""
+        who = " and ".join(
+            f"the {JUDGES[k].name}" + ("" if k == "oracle" else " (no [oracle] in the run)")
+            for k in judges
+        )
         return (
-            "Type I jobs (the model must keep its label): success is the attack's own verdict "
-            "(f2 reached its goal, the model kept the label); success (clean), the medians, s "
-            "and the attractors are those of the label-stay matrix, judged by the independent "
-            "oracle when the run has one."
+            "Type I rows: success = the attack's own verdict (f1 kept its label, f2 moved); "
+            "success (clean), norms, s and attractors: the label-stay matrix judged by "
+            f"{who}."
         )
 
 
@@ -551,7 +555,8 @@ class MultiLabel(JobKind):
 
 
 def table_notes(jobs: Sequence[JobSummary]) -> list[str]:
-    """The summary table's notes of the kinds present in ``jobs``."""
+    """The summary table's notes of the kinds present in ``jobs`` (the HTML
+    table's and the CLI's)."""
     return [note for kind in KINDS.values() if (note := kind.table_note(jobs))]
 
 
