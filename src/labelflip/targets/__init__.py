@@ -16,6 +16,21 @@ class-distance matrix), ``mapping`` (a fixed source -> target table) and
 multi-label models targets are label-vector bitmasks and only ``random`` and
 ``flip-bits`` apply. In a config a strategy is a name or a table ``{strategy
 = "labelfool", delta1 = 0.9}`` (see :func:`strategy_settings_from_mapping`).
+
+Output encodings (:mod:`labelflip.models.encoding`): every strategy takes an
+optional ``encoding`` (an :class:`OutputEncoding`, ``None`` = one-hot). For
+one-hot and ECOC models ``logits`` are the class scores the classifier
+returns (``clf(x)``: the logits, or the ECOC correlations ``tanh(z)·c_k``)
+and all strategies work on them alike. For multi-label models ``logits`` are
+the per-label logits ``z`` (N, labels) and targets are label vectors as
+bitmasks (``Σ_j bit_j 2^j``, the classifier's decisions); only ``random``
+(uniform over the ``2^labels`` vectors, same exclusions) and ``flip-bits``
+(the predicted vector with exactly ``bits`` labels flipped, as in the
+"k bits flipped" experiments of the JMA paper, §VII, Tables VII–IX) apply
+there. The strategies built on class scores (``easiest``, ``hardest``,
+``nearest``, ``farthest``, ``mapping``, ``labelfool``) refuse multi-label
+models, and ``flip-bits`` refuses the others, with a one-line error; the
+registry records this as :attr:`TargetStrategy.encodings`.
 """
 
 from labelflip.targets.strategies import (

@@ -28,20 +28,7 @@ easiest, lowest = hardest). ``labelfool`` is LabelFool's label selection
 (Liu, Jiang & Jiang, "LabelFool: A Trick In The Label Space", 2019, §III-A,
 eqs. 1–6).
 
-Output encodings (:mod:`labelflip.models.encoding`): every strategy takes an
-optional ``encoding`` (an :class:`OutputEncoding`, ``None`` = one-hot). For
-one-hot and ECOC models ``logits`` are the class scores the classifier
-returns (``clf(x)``: the logits, or the ECOC correlations ``tanh(z)·c_k``)
-and all strategies work on them alike. For multi-label models ``logits`` are
-the per-label logits ``z`` (N, labels) and targets are label vectors as
-bitmasks (``Σ_j bit_j 2^j``, the classifier's decisions); only ``random``
-(uniform over the ``2^labels`` vectors, same exclusions) and ``flip-bits``
-(the predicted vector with exactly ``bits`` labels flipped, as in the
-"k bits flipped" experiments of the JMA paper, §VII, Tables VII–IX) apply
-there. The strategies built on class scores (``easiest``, ``hardest``,
-``nearest``, ``farthest``, ``mapping``, ``labelfool``) refuse multi-label
-models, and ``flip-bits`` refuses the others, with a one-line error; the
-registry records this as :attr:`TargetStrategy.encodings`.
+Output encodings: see :mod:`labelflip.targets`.
 """
 
 from __future__ import annotations
@@ -49,118 +36,29 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 
-from labelflip._settings import Settings, from_mapping, setting
+from labelflip._settings import from_mapping
 from labelflip.attacks.primitives import generator_or_default
 from labelflip.errors import LabelflipError, unknown_name
 from labelflip.models.encoding import OutputEncoding, bits_to_index, index_to_bits
-
-# ---------------------------------------------------------------------- settings
-
-
-@dataclass(frozen=True)
-class NoSettings(Settings):
-    """Settings of the strategies without any (``random``, ``easiest``, ``hardest``)."""
-
-
-def _check_distance_name(strategy: str, value: object) -> None:
-    if not isinstance(value, str) or not value.strip():
-        raise LabelflipError(
-            f"{strategy}: distance must be the name of a class-distance matrix, got {value!r}"
-        )
-
-
-@dataclass(frozen=True)
-class DistanceSettings(Settings):
-    """Settings of ``nearest`` / ``farthest``: ``distance`` names the
-    class-distance matrix the caller computes and passes as ``distances``
-    (the strategy itself only receives the matrix)."""
-
-    owner: ClassVar[str] = "nearest/farthest"
-
-    distance: str = setting("perceptual", doc="the class-distance matrix's name")
-
-    def check(self) -> None:
-        _check_distance_name(self.owner, self.distance)
-
-
-@dataclass(frozen=True)
-class MappingSettings(Settings):
-    """Settings of ``mapping``: source class -> target class. Keys are class
-    indices (as strings, as in TOML, or integers) or class names; values are
-    target indices or class names."""
-
-    owner: ClassVar[str] = "mapping"
-
-    mapping: dict[str, int | str] = setting(
-        default_factory=dict, doc="source class -> target class"
-    )
-
-    def check(self) -> None:
-        if not self.mapping:
-            raise LabelflipError(
-                "mapping: setting 'mapping' must be a non-empty table of "
-                "source class -> target class"
-            )
-        for key, value in self.mapping.items():
-            if isinstance(key, bool) or not isinstance(key, (str, int)):
-                raise LabelflipError(
-                    f"mapping: source classes must be class names or indices, got {key!r}"
-                )
-            if isinstance(value, bool) or not isinstance(value, (str, int)):
-                raise LabelflipError(
-                    f"mapping: target of {key!r} must be a class name or index, got {value!r}"
-                )
-
-
-@dataclass(frozen=True)
-class ShiftSettings(Settings):
-    """Settings of ``next``: the target is ``(source + shift) mod k``."""
-
-    owner: ClassVar[str] = "next"
-
-    shift: int = setting(1, doc="the target is (source + shift) mod k")
-
-
-@dataclass(frozen=True)
-class LabelFoolTargetSettings(Settings):
-    """Settings of the ``labelfool`` strategy (LabelFool §III-A): ``delta1``
-    is the confidence threshold of eq. 6, ``delta2`` the sampling threshold
-    of eq. 3, ``distance`` names the class-distance matrix (perceptual:
-    Hausdorff over cosine distances of pre-trained features in the paper)."""
-
-    owner: ClassVar[str] = "labelfool"
-
-    delta1: float = setting(0.8, ge=0.0, le=1.0, doc="confidence threshold (eq. 6)")
-    delta2: float = setting(0.01, ge=0.0, le=1.0, doc="sampling threshold (eq. 3)")
-    distance: str = setting("perceptual", doc="the class-distance matrix's name")
-
-    def check(self) -> None:
-        _check_distance_name("labelfool", self.distance)
-
-
-@dataclass(frozen=True)
-class FlipBitsSettings(Settings):
-    """Settings of ``flip-bits``: ``bits`` labels of the predicted label
-    vector are flipped; a negative value counts from the number of labels
-    (``-1``: all labels but one). Checked against the model's number of
-    labels when targets are chosen."""
-
-    owner: ClassVar[str] = "flip-bits"
-
-    bits: int = setting(1, doc="labels flipped (negative: counted from the number of labels)")
-
-    def check(self) -> None:
-        if self.bits == 0:
-            raise LabelflipError(
-                "flip-bits: bits must not be 0 (a target equal to the prediction makes no attack)"
-            )
-
-
-# ------------------------------------------------------------------------ inputs
+from labelflip.targets._inputs import (
+    _check_labels,
+    _check_logits,
+    _masked_argmax,
+    _masked_argmin,
+    check_distances,
+)
+from labelflip.targets.settings import (
+    DistanceSettings,
+    FlipBitsSettings,
+    LabelFoolTargetSettings,
+    MappingSettings,
+    NoSettings,
+    ShiftSettings,
+)
 
 
 def _check_encoding(strategy: str, encoding: object) -> OutputEncoding | None:
@@ -188,80 +86,6 @@ def _check_encoding(strategy: str, encoding: object) -> OutputEncoding | None:
     return encoding
 
 
-def _check_logits(logits: object, encoding: OutputEncoding | None = None) -> torch.Tensor:
-    """``logits`` as a detached finite float ``(N, k)`` tensor: ``k >= 2``
-    class scores, or ``k >= 1`` label logits for a multi-label ``encoding``;
-    with an ``encoding``, ``k`` must be its number of scores."""
-    if not isinstance(logits, torch.Tensor):
-        raise LabelflipError(f"logits must be a torch tensor, got {type(logits).__name__}")
-    if encoding is not None and encoding.kind == "multilabel":
-        if logits.ndim != 2 or logits.shape[1] < 1:
-            raise LabelflipError(
-                f"logits of a multi-label model must have shape (N, labels), "
-                f"got {tuple(logits.shape)}"
-            )
-    elif logits.ndim != 2 or logits.shape[1] < 2:
-        raise LabelflipError(
-            f"logits must have shape (N, k) with k >= 2 classes, got {tuple(logits.shape)}"
-        )
-    if encoding is not None and logits.shape[1] != encoding.num_scores:
-        what = "labels" if encoding.kind == "multilabel" else "classes"
-        raise LabelflipError(
-            f"logits have {logits.shape[1]} columns, but the {encoding.kind} model has "
-            f"{encoding.num_scores} {what}"
-        )
-    if not logits.dtype.is_floating_point:
-        raise LabelflipError(f"logits must be floating-point, got dtype {logits.dtype}")
-    if logits.shape[0] and not bool(torch.isfinite(logits).all()):
-        raise LabelflipError("logits contain NaN or Inf values")
-    return logits.detach()
-
-
-def _check_labels(labels: object, n: int, k: int, device: torch.device) -> torch.Tensor | None:
-    if labels is None:
-        return None
-    if not isinstance(labels, torch.Tensor):
-        try:
-            labels = torch.as_tensor(labels)
-        except (TypeError, ValueError, RuntimeError) as exc:
-            raise LabelflipError(f"labels must be integer class labels ({exc})") from None
-    if labels.dtype == torch.bool or labels.dtype.is_floating_point or labels.dtype.is_complex:
-        raise LabelflipError(f"labels must be integer class labels, got dtype {labels.dtype}")
-    if tuple(labels.shape) != (n,):
-        raise LabelflipError(
-            f"labels must have shape ({n},) to match the logits, got {tuple(labels.shape)}"
-        )
-    if n and (int(labels.min()) < 0 or int(labels.max()) >= k):
-        raise LabelflipError(
-            f"labels must lie in [0, {k - 1}], got values in "
-            f"[{int(labels.min())}, {int(labels.max())}]"
-        )
-    return labels.detach().to(device=device, dtype=torch.long)
-
-
-def check_distances(strategy: str, distances: object, k: int, device: torch.device) -> torch.Tensor:
-    """``distances`` as a finite float64 ``(k, k)`` tensor on ``device`` (a
-    one-line error if it is missing or malformed)."""
-    if distances is None:
-        raise LabelflipError(
-            f"target strategy '{strategy}' needs a class-distance matrix (distances=...)"
-        )
-    try:
-        d = torch.as_tensor(distances)
-    except (TypeError, ValueError, RuntimeError) as exc:
-        raise LabelflipError(f"distances must be a (k, k) matrix of numbers ({exc})") from None
-    if d.dtype == torch.bool or d.dtype.is_complex:
-        raise LabelflipError(f"distances must be real numbers, got dtype {d.dtype}")
-    if tuple(d.shape) != (k, k):
-        raise LabelflipError(
-            f"distances must have shape ({k}, {k}) for {k} classes, got {tuple(d.shape)}"
-        )
-    d = d.detach().to(device=device, dtype=torch.float64)
-    if not bool(torch.isfinite(d).all()):
-        raise LabelflipError("distances contain NaN or Inf values")
-    return d
-
-
 def _prepare(
     strategy: str, logits: object, labels: object, encoding: object
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor]:
@@ -278,18 +102,6 @@ def _prepare(
     if y is not None and k >= 3:
         allowed[rows, y] = False
     return z, y, pred, allowed
-
-
-def _masked_argmin(score: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
-    """Per row, the lowest index of the smallest ``score`` among the allowed classes."""
-    inf = torch.tensor(float("inf"), dtype=score.dtype, device=score.device)
-    return torch.where(allowed, score, inf).argmin(1)
-
-
-def _masked_argmax(score: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
-    """Per row, the lowest index of the largest ``score`` among the allowed classes."""
-    inf = torch.tensor(float("-inf"), dtype=score.dtype, device=score.device)
-    return torch.where(allowed, score, inf).argmax(1)
 
 
 # -------------------------------------------------------------------- strategies
