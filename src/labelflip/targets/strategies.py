@@ -27,7 +27,6 @@ cheap proxy for difficulty (highest logit among the allowed classes =
 easiest, lowest = hardest). ``labelfool`` is LabelFool's label selection
 (Liu, Jiang & Jiang, "LabelFool: A Trick In The Label Space", 2019, §III-A,
 eqs. 1–6).
-
 Output encodings: see :mod:`labelflip.targets`.
 """
 
@@ -102,9 +101,6 @@ def _prepare(
     if y is not None and k >= 3:
         allowed[rows, y] = False
     return z, y, pred, allowed
-
-
-# -------------------------------------------------------------------- strategies
 
 
 def random_target(
@@ -427,9 +423,6 @@ def labelfool_target(
     expected = (p * in_s) @ d
     score = torch.where(confident.unsqueeze(1), nearest, expected)
     return _masked_argmin(score, allowed)
-
-
-# ---------------------------------------------------------------------- registry
 
 
 @dataclass(frozen=True)
