@@ -13,6 +13,7 @@ device of ``x`` followed. ``target=None`` means untargeted. ``success`` and
 
 Registered names: ``fgsm`` (norm ``linf``/``l2``), ``pgd`` (``linf``/``l2``),
 ``deepfool`` (``l2``/``linf``), ``fmn`` (minimal norm, ``l0``/``l1``/``l2``/``linf``,
+targeted or not), ``ddn``, ``alma`` and ``superdeepfool`` (minimal L2,
 targeted or not), ``cw-l2``, ``labelfool`` (targeted; LabelFool's
 sample generation, needs target classes: see :mod:`labelflip.targets`),
 ``jma`` (targeted; one-hot, ECOC and multi-label models), ``ml-cw``
@@ -51,7 +52,9 @@ from labelflip.attacks._registry import (
     settings_from_mapping,
 )
 from labelflip.attacks._result import AttackResult, finalize, finalize_type_i
+from labelflip.attacks.alma import ALMASettings, alma
 from labelflip.attacks.carlini_wagner import CarliniWagnerL2Settings, carlini_wagner_l2
+from labelflip.attacks.ddn import DDNSettings, ddn
 from labelflip.attacks.deepfool import DeepFoolSettings, deepfool
 from labelflip.attacks.fgsm import FGSMSettings, fgsm
 from labelflip.attacks.fmn import FMNSettings, fmn, fmn_from_starts
@@ -60,6 +63,7 @@ from labelflip.attacks.jma import JMASettings, jma
 from labelflip.attacks.labelfool import LabelFoolSettings, labelfool
 from labelflip.attacks.ml_cw import MLCarliniWagnerSettings, ml_carlini_wagner
 from labelflip.attacks.pgd import PGDSettings, pgd
+from labelflip.attacks.superdeepfool import SuperDeepFoolSettings, superdeepfool
 from labelflip.attacks.torchattacks_adapter import TorchattacksSettings, torchattacks_attack
 from labelflip.attacks.type_i import (
     LatentTypeISettings,
@@ -75,9 +79,11 @@ for _module in _pkgutil.iter_modules(__path__):
 __all__ = [
     "ATTACKS",
     "SHORTHANDS",
+    "ALMASettings",
     "AttackResult",
     "AttackSpec",
     "CarliniWagnerL2Settings",
+    "DDNSettings",
     "DeepFoolSettings",
     "FGSMSettings",
     "FMNSettings",
@@ -87,11 +93,14 @@ __all__ = [
     "LabelFoolSettings",
     "MLCarliniWagnerSettings",
     "PGDSettings",
+    "SuperDeepFoolSettings",
     "TorchattacksSettings",
     "TypeISettings",
+    "alma",
     "attack_resources",
     "carlini_wagner_l2",
     "check_eps",
+    "ddn",
     "deepfool",
     "fgsm",
     "finalize",
@@ -108,6 +117,7 @@ __all__ = [
     "register_attack",
     "run_attack",
     "settings_from_mapping",
+    "superdeepfool",
     "torchattacks_attack",
     "type_i_attack",
 ]
