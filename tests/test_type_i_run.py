@@ -166,7 +166,7 @@ def test_report_shows_label_stay_detector_and_transition_gallery(finished):
     assert "Start image, transition" in html
     assert "oracle (independent judge)" in html
     with np.load(finished / "gallery.npz", allow_pickle=False) as g:
-        assert g[f"transition__{TYPE_I}"].shape == (6, 1, 8, 8)
+        assert g[f"transition__{TYPE_I}"].shape == (24, 1, 8, 8)  # the first batch: candidates
         assert "transition__pgd-eps0.2-steps5" not in g.files
     csv = (finished / "report" / f"flip_matrix__{TYPE_I}.csv").read_text()
     assert csv.startswith("original \\ seen by oracle")
