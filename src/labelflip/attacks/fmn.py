@@ -75,24 +75,28 @@ Differences from the paper and the peers, all deliberate:
   that floor, which is the usual case away from the boundary, the rule is
   the paper's;
 - the L0 projection keeps exactly ``ε`` components (adv_lib keeps ties
-  too, Foolbox 3.3.4 keeps ``ε + 1``); Foolbox 3.3.4's L2 variant never
-  projects (its factor is ``norms / norms``);
+  too, Foolbox 3.3.4 keeps ``ε + 1``); the L2 projection is onto the ball,
+  as in the paper (Foolbox 3.3.4's L2 variant never projects: its factor is
+  ``norms / norms``; adv_lib 0.2.8 rescales every ``δ`` to norm ``ε``, onto
+  the sphere, then caps its components at 1);
 - the warm-start paths are scaled by the start's own extent instead of the
   box width.
 
 As in both peers, the point reached by a last δ-step would never be
-evaluated, so it is not taken (``K`` gradient evaluations in all).
+evaluated, so it is not taken; and the last iteration, which only checks
+its point, runs the model without a gradient (``K`` forward and ``K - 1``
+backward passes in all; the peers spend ``K`` backward passes).
 
 Batched execution: on a CPU all steps run per cache-sized chunk of samples
 (:func:`~labelflip.attacks._common.map_chunks`); a sample that is adversarial
 with ``δ = 0`` (the model already errs) cannot improve and leaves the active
 batch after its first step.
 
-Pass counting, per sample: one forward and one backward pass per step it
-took (``iterations``); with a warm start, one more forward pass to check its
-starting point and one per bisection step (only for samples whose start is
-adversarial). The attack is deterministic: ``generator`` is accepted for the
-uniform signature and unused.
+Pass counting, per sample: one forward pass per step it took
+(``iterations``) and one backward pass per step but the ``K``-th; with a
+warm start, one more forward pass to check its starting point and one per
+bisection step (only for samples whose start is adversarial). The attack is
+deterministic: ``generator`` is accepted for the uniform signature and unused.
 """
 
 from __future__ import annotations
@@ -307,12 +311,12 @@ def _attack(
         forwards += extra_forwards
     x_adv = x0
     if len(x0):
-        x_adv, its = map_chunks(
+        x_adv, its, grads = map_chunks(
             lambda xc, sc, lc: _fmn_chunk(clf, xc, sc, lc, s, targeted), 1, x0, start, labels
         )
         iterations += its
         forwards += its
-        backwards += its
+        backwards += grads
     return finalize(
         clf,
         x0,
@@ -375,12 +379,13 @@ def _fmn_chunk(
     targeted: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """All ``s.steps`` iterations on one chunk of samples: (best points,
-    iterations per sample)."""
+    iterations and backward passes per sample)."""
     p = s.norm
     lo, hi = clf.bounds
     n, shape = len(x0), x0.shape[1:]
     out = x0.clone()
     its = torch.zeros(n, dtype=torch.long, device=x0.device)
+    grads = torch.zeros(n, dtype=torch.long, device=x0.device)  # backward passes
     rows = torch.arange(n, device=x0.device)  # chunk rows still active
 
     flat0 = x0.flatten(1)
@@ -401,9 +406,15 @@ def _fmn_chunk(
         alpha = alpha_end + (s.alpha_init - alpha_end) * cosine
         gamma = s.gamma_final + (s.gamma_init - s.gamma_final) * cosine
 
-        pred, loss, grad = _margin_and_gradient(clf, xa.view(-1, *shape), labels, targeted)
-        grad = grad.flatten(1)
+        last = k + 1 == s.steps
         its[rows] += 1
+        grads[rows] += 0 if last else 1
+        if last:  # only the bookkeeping is left: no gradient needed
+            with torch.no_grad():
+                pred = clf.decode(clf(xa.view(-1, *shape)))
+        else:
+            pred, loss, grad = _margin_and_gradient(clf, xa.view(-1, *shape), labels, targeted)
+            grad = grad.flatten(1)
         delta = xa - flat0
         dnorm = lp_norms(delta, p)
         adv = _is_adversarial(pred, labels, targeted)
@@ -411,6 +422,8 @@ def _fmn_chunk(
         best_norm = torch.where(better, dnorm, best_norm)
         best = torch.where(better.unsqueeze(1), xa, best)
         found |= adv
+        if last:
+            break
 
         # ε-step
         if p == "l0":
@@ -429,8 +442,6 @@ def _fmn_chunk(
             )
         eps = torch.minimum(eps, worst)
 
-        if k + 1 == s.steps:
-            break  # the last δ-step would never be evaluated
         # δ-step: descend L along the unit-L2 gradient, project, clip
         step = grad / grad.norm(dim=1, keepdim=True).clamp_min(1e-12)
         delta = project_ball(delta - alpha * step, eps, p)
@@ -448,4 +459,4 @@ def _fmn_chunk(
                 break
 
     out.view(n, -1)[rows] = best
-    return out, its
+    return out, its, grads
