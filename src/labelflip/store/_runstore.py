@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
+from labelflip._files import fsync_dir as _fsync_dir
 from labelflip.errors import LabelflipError
 from labelflip.store._json import to_json as _to_json
 from labelflip.store.export import Exports
@@ -69,20 +70,6 @@ class Job:
     label: str = ""
     group: str = ""
     sweep_value: float | None = None
-
-
-def _fsync_dir(path: Path) -> None:
-    """Make a rename in ``path`` durable (best effort where directories can't be opened)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _validate_job(job: Job) -> None:
