@@ -1,5 +1,19 @@
 """Architecture registry: names used on the command line and in configs,
-plus user models given as ``module:function``."""
+plus user models given as ``module:function``, and the named training
+recipes of each architecture.
+
+Every architecture has a ``default`` recipe (its own, fast on a CPU); some
+have more, chosen with ``labelflip train --recipe NAME``:
+
+- ``cw-paper`` (``cw-mnist``, ``cw-cifar``): Carlini & Wagner's Table 2,
+  SGD lr 0.01, momentum 0.9, batch 128, 50 epochs at a constant rate.
+- ``fgsm-rs`` (``cw-mnist``, ``mlp-mnist``): Wong, Rice & Kolter's MNIST
+  recipe (``train_mnist.py`` of locuslab/fast_adversarial): Adam, batch 100,
+  10 epochs, learning rate rising linearly from 0 to 5e-3 over the first
+  2/5 of the steps and back to 0 (``onecycle``). It is the default recipe of
+  ``--adversarial`` training for these architectures.
+
+Measured accuracies and times: docs/models.md."""
 
 from __future__ import annotations
 
@@ -12,9 +26,30 @@ from pathlib import Path
 from torch import nn
 
 from labelflip.errors import LabelflipError, unknown_name
-from labelflip.models.architectures import ARCHITECTURES, Architecture, InputShape, Recipe
+from labelflip.models.architectures import (
+    ARCHITECTURES,
+    CW_PAPER_RECIPE,
+    Architecture,
+    InputShape,
+    Recipe,
+)
 
 USER_RECIPE = Recipe(epochs=10, batch_size=128, lr=0.01, momentum=0.9)
+
+# Wong et al. 2020, MNIST (train_mnist.py: Adam, lr_max 5e-3, cyclic, batch 100, 10 epochs).
+WONG_MNIST_RECIPE = Recipe(
+    epochs=10, batch_size=100, lr=5e-3, optimizer="adam", schedule="onecycle"
+)
+
+DEFAULT_RECIPE = "default"
+ADVERSARIAL_RECIPE = "fgsm-rs"  # used by --adversarial when the architecture has it
+
+# Named recipes besides each architecture's default (ARCHITECTURES[name].recipe).
+RECIPES: dict[str, dict[str, Recipe]] = {
+    "cw-mnist": {"cw-paper": CW_PAPER_RECIPE, "fgsm-rs": WONG_MNIST_RECIPE},
+    "cw-cifar": {"cw-paper": CW_PAPER_RECIPE},
+    "mlp-mnist": {"fgsm-rs": WONG_MNIST_RECIPE},
+}
 
 
 def get_architecture(name: str) -> Architecture:
@@ -25,8 +60,38 @@ def get_architecture(name: str) -> Architecture:
         raise unknown_name("architecture", name, [*ARCHITECTURES, "module:function"]) from None
 
 
-def recipe_for(name: str) -> Recipe:
-    return USER_RECIPE if ":" in name else get_architecture(name).recipe
+def recipe_names(arch: str) -> list[str]:
+    """The recipe names ``arch`` has: ``default`` first."""
+    return [DEFAULT_RECIPE, *RECIPES.get(arch, {})]
+
+
+def recipe_for(name: str, recipe: str | None = None, *, adversarial: bool = False) -> Recipe:
+    """The training recipe ``recipe`` of architecture ``name`` (one-line error
+    if it has none of that name). ``None`` means the default, or for
+    ``adversarial`` training the ``fgsm-rs`` recipe where the architecture
+    has one."""
+    if ":" in name:
+        if recipe not in (None, DEFAULT_RECIPE):
+            raise LabelflipError(f"a user model trains with the default recipe, not '{recipe}'")
+        return USER_RECIPE
+    arch = get_architecture(name)
+    named = RECIPES.get(name, {})
+    if recipe is None:
+        recipe = ADVERSARIAL_RECIPE if adversarial and ADVERSARIAL_RECIPE in named else None
+    if recipe is None or recipe == DEFAULT_RECIPE:
+        return arch.recipe
+    if recipe not in named:
+        e = unknown_name("recipe", recipe, recipe_names(name))
+        raise LabelflipError(str(e).replace(f"'{recipe}'", f"'{recipe}' of {name}", 1))
+    return named[recipe]
+
+
+def recipe_name(name: str, recipe: str | None = None, *, adversarial: bool = False) -> str:
+    """The name of the recipe :func:`recipe_for` picks."""
+    if recipe is not None:
+        return recipe
+    named = RECIPES.get(name, {}) if ":" not in name else {}
+    return ADVERSARIAL_RECIPE if adversarial and ADVERSARIAL_RECIPE in named else DEFAULT_RECIPE
 
 
 _USER_ARCH = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*")

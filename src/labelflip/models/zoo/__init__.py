@@ -1,0 +1,146 @@
+"""The model zoo shipped with labelflip: small trained checkpoints, ready to attack.
+
+Each model is a labelflip checkpoint (``NAME.safetensors`` + ``NAME.json``)
+in this folder, trained by ``labelflip train`` with the command recorded in
+its sidecar (``training.command``). The SHA-256 of both files is written
+below, in the package's code: a zoo model loads only if both files match,
+so a modified weights file *or* sidecar is refused with one line.
+
+    >>> from labelflip.models import load_zoo
+    >>> clf, meta = load_zoo("cw-mnist-fgsm-rs")
+
+In a run config: ``[model] zoo = "cw-mnist"``. ``labelflip models`` lists
+the zoo with each model's clean and robust test accuracy; docs/models.md
+tells how each was made.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from labelflip.errors import LabelflipError, unknown_name
+from labelflip.models.checkpoint import (
+    CheckpointMeta,
+    checkpoint_paths,
+    load_checkpoint,
+    read_meta,
+    sha256_file,
+)
+from labelflip.models.classifier import Classifier
+
+ZOO_DIR = Path(__file__).resolve().parent
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    """One shipped model: what it is and the SHA-256 of its two files."""
+
+    description: str
+    weights_sha256: str
+    sidecar_sha256: str
+
+
+# Filled in from the files `labelflip train` wrote (see docs/models.md).
+ENTRIES: dict[str, ZooEntry] = {}
+
+
+@dataclass(frozen=True)
+class Zoo:
+    """A folder of checkpoints and the manifest of their hashes."""
+
+    directory: Path
+    entries: Mapping[str, ZooEntry]
+
+    def names(self) -> list[str]:
+        return list(self.entries)
+
+    def path(self, name: str) -> Path:
+        """The weights path of zoo model ``name``, after checking both of its
+        files against the manifest (one-line error otherwise)."""
+        entry = self.entry(name)
+        weights, sidecar = checkpoint_paths(self.directory / name)
+        for path, expected in ((weights, entry.weights_sha256), (sidecar, entry.sidecar_sha256)):
+            if not path.is_file():
+                raise LabelflipError(
+                    f"zoo model '{name}' is missing its file {path} (reinstall labelflip)"
+                )
+            digest = sha256_file(path)
+            if digest != expected:
+                raise LabelflipError(
+                    f"zoo model '{name}': {path.name} does not match the SHA-256 shipped with "
+                    f"labelflip (expected {expected[:12]}..., got {digest[:12]}...): modified or "
+                    "corrupted; reinstall labelflip"
+                )
+        return weights
+
+    def entry(self, name: str) -> ZooEntry:
+        if name not in self.entries:
+            raise unknown_name("zoo model", str(name), self.entries)
+        return self.entries[name]
+
+    def meta(self, name: str) -> CheckpointMeta:
+        """The verified sidecar of zoo model ``name``."""
+        return read_meta(self.path(name))
+
+    def load(
+        self, name: str, *, device: str | torch.device = "cpu"
+    ) -> tuple[Classifier, CheckpointMeta]:
+        """Zoo model ``name`` as a :class:`Classifier` and its sidecar, both files verified."""
+        return load_checkpoint(self.path(name), device=device)
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One summary per model, for listings: name, description,
+        architecture, dataset, training method, clean and robust test
+        accuracy, the robust evaluation and the training command."""
+        out = []
+        for name, entry in self.entries.items():
+            meta = self.meta(name)
+            training = meta.training
+            adv = training.get("adversarial")
+            out.append(
+                {
+                    "name": name,
+                    "description": entry.description,
+                    "architecture": meta.architecture,
+                    "dataset": meta.dataset,
+                    "training": "standard" if not adv else _adversarial_text(adv),
+                    "clean_test_accuracy": meta.clean_test_accuracy,
+                    "robust_test": training.get("robust_test"),
+                    "command": training.get("command"),
+                    "seconds": training.get("seconds"),
+                    "threads": training.get("threads"),
+                }
+            )
+        return out
+
+
+def _adversarial_text(adv: Mapping[str, Any]) -> str:
+    return f"{adv['method']} ({adv['norm']} eps {adv['eps']:g})"
+
+
+ZOO = Zoo(ZOO_DIR, ENTRIES)
+
+
+def zoo_names() -> list[str]:
+    """The names of the shipped models."""
+    return ZOO.names()
+
+
+def zoo_path(name: str) -> Path:
+    """The verified weights path of shipped model ``name``."""
+    return ZOO.path(name)
+
+
+def load_zoo(name: str, *, device: str | torch.device = "cpu") -> tuple[Classifier, CheckpointMeta]:
+    """Shipped model ``name`` (e.g. ``"cw-mnist-fgsm-rs"``) as a
+    :class:`Classifier` and its sidecar; both files are checked against the
+    SHA-256 shipped in the package's code before anything is read."""
+    return ZOO.load(name, device=device)
+
+
+__all__ = ["ENTRIES", "ZOO", "ZOO_DIR", "Zoo", "ZooEntry", "load_zoo", "zoo_names", "zoo_path"]
