@@ -634,3 +634,22 @@ def test_comparison_page_in_the_browser(pair, tmp_path):
             im.load()
             assert im.width > 50 and im.height > 50
     assert_not_blank(render(page, tmp_path))
+
+
+def test_a_pending_job_without_records_is_compared_as_untested(tmp_path):
+    index = np.arange(100, 130)
+    runs = []
+    for name, adv in (("one", STD_ADV), ("two", ROB_ADV)):
+        path = make_store(
+            tmp_path / name, name, [(_job("pgd", "pgd", PGD), index, TRUE, TRUE, adv)]
+        )
+        with RunStore.open(path) as store:
+            store.add_job(_job("cw", "cw-l2", {}))  # pending, no records
+        runs.append(path)
+    c = compare(runs, n_boot=50)
+    cw = c.jobs[1]
+    assert [s.n for s in cw.sides] == [0, 0] and not any(s.complete for s in cw.sides)
+    (p,) = cw.pairs
+    assert p.tests.n_tested == 0 and p.agreement.n == 0
+    page = compare_runs(runs, tmp_path / "cmp", n_boot=50).read_text(encoding="utf-8")
+    assert "untested" in page and "incomplete" in page

@@ -43,6 +43,7 @@ from labelflip.report.comparison import (
     to_json,
 )
 from labelflip.report.page import CSS, Png, _table, esc, img
+from labelflip.report.schema import MIN_FLIPS
 from labelflip.report.text import format_num, format_p, format_pct, missing
 from labelflip.report.writer import _csv_bytes, _slug, png_bytes
 
@@ -52,11 +53,15 @@ PAGE = "compare.html"
 # ---------------------------------------------------------------- numbers as text
 
 
-def _ci(s: float, ci: tuple[float, float]) -> str:
+def _ci(side: JobSide) -> str:
+    """``0.42 [0.31, 0.55]``, marked as the report marks it when computed from
+    fewer than :data:`~labelflip.report.schema.MIN_FLIPS` flips."""
+    s, (lo, hi) = side.symmetry, side.symmetry_ci
     if missing(s):
         return "–"
-    lo, hi = ci
-    return f"{s:.2f}" if missing(lo) else f"{s:.2f} [{lo:.2f}, {hi:.2f}]"
+    text = f"{s:.2f}" if missing(lo) else f"{s:.2f} [{lo:.2f}, {hi:.2f}]"
+    few = side.n_flips < MIN_FLIPS
+    return f"{text} ({side.n_flips} flips < {MIN_FLIPS})" if few else text
 
 
 def _attractor(side: JobSide, names: Sequence[str]) -> str:
@@ -106,7 +111,7 @@ def format_table(c: Comparison) -> tuple[list[str], list[list[str]]]:
                     job.label + incomplete,
                     f"{c.runs[pair.a].name} | {c.runs[pair.b].name}",
                     f"{format_pct(a.success_rate_clean)} | {format_pct(b.success_rate_clean)}",
-                    f"{_ci(a.symmetry, a.symmetry_ci)} | {_ci(b.symmetry, b.symmetry_ci)}",
+                    f"{_ci(a)} | {_ci(b)}",
                     f"{_attractor(a, c.class_names)} | {_attractor(b, c.class_names)}",
                     _verdict(pair.tests, c.class_names),
                     format_num(pair.correlation.pearson),
@@ -242,7 +247,8 @@ def _method(c: Comparison) -> str:
         "<h2>Method</h2><p>Jobs are matched by attack and settings. Every run's numbers use "
         "the samples its model classified correctly before the attack, as in the run's "
         f"report (s: symmetry, {o['level']:.0%} bootstrap interval of {o['n_boot']} "
-        f"replicates, seed {o['seed']}). Each run is compared with the first, "
+        f"replicates, seed {o['seed']}; marked when computed from fewer than {MIN_FLIPS} "
+        "off-diagonal flips). Each run is compared with the first, "
         f"<strong>{esc(c.runs[0].name)}</strong>.</p><ul>"
         f"<li><strong>Landing test</strong>, per true class: do the two runs' examples of "
         f"that class land alike? Compared: {esc(what)}. Pearson's chi-square test of "
@@ -252,7 +258,9 @@ def _method(c: Comparison) -> str:
         f"of the same statistic ({o['n_perm']} permutations of the run labels). The p-values "
         f"of the classes tested are adjusted with {correction}; a class differs when its "
         f"adjusted p ≤ {o['alpha']:g}. A class is untested when one run has no flips "
-        "in it.</li>"
+        "in it. The test takes the two runs' examples as independent samples; where both "
+        "runs attacked the same images and these land alike image by image, it is "
+        "conservative.</li>"
         "<li><strong>r (flip rates)</strong>: Pearson correlation of the off-diagonal flip "
         "rates (share of the true class sent to each other class), over the classes both "
         "runs have samples of (no p-value: the cells of a row are not independent).</li>"
@@ -310,7 +318,7 @@ def _side_rows(job: MatchedJob, c: Comparison) -> str:
                 s.n_clean_correct,
                 format_pct(s.success_rate_clean),
                 s.n_flips,
-                _ci(s.symmetry, s.symmetry_ci),
+                _ci(s),
                 format_p(s.bowker_p),
                 _attractor(s, c.class_names),
                 format_num(s.entropy),
