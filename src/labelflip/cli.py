@@ -298,6 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "run",
+        parents=[data_opt],
         help="attack a model with a grid of attacks and report where the examples land",
         description="Run an experiment config (TOML); with no config, the built-in default "
         "(offline: digits, a digits-cnn trained on first use, FGSM, a PGD sweep, DeepFool, C&W).",
@@ -944,6 +945,8 @@ def normalisation_line(mean, std, meta) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
     from labelflip.config import default_config_text, load_config
     from labelflip.run import new_run_dir, run
 
@@ -953,6 +956,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.resume:
         if args.out:
             raise LabelflipError("--resume continues RUNDIR in place; --out does not go with it")
+        if args.data_dir:
+            raise LabelflipError(
+                "--resume continues RUNDIR with its own [data] data_dir; --data-dir does not go "
+                "with it (set LABELFLIP_DATA when the run's config has no data_dir)"
+            )
         from labelflip.run import stored_config
 
         given = load_config(args.config) if args.config else None  # must be the run's own config
@@ -962,6 +970,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             )
     else:
         cfg = load_config(args.config)
+        if args.data_dir:  # --data-dir overrides [data] data_dir
+            cfg = replace(cfg, data=replace(cfg.data, data_dir=args.data_dir))
         text = Path(args.config).read_text() if args.config else default_config_text()
         run_dir = Path(args.out) if args.out else new_run_dir(cfg, None)
         with executor_from_args(args, cfg.executor) as executor:

@@ -120,23 +120,26 @@ class AttackResult:
             out[name] = value.detach().cpu().numpy()
         return out
 
-    def summary(self) -> dict[str, float]:
-        """Success rate, median norms over the successful samples (the usual
-        median: the mean of the two middle values for an even count; NaN if
-        none succeeded), mean iterations and total passes."""
+    def summary(self) -> dict[str, int | float]:
+        """Counts as ``int`` (``n``, ``n_success``, total ``forwards`` and
+        ``backwards`` passes), the success rate, median norms over the
+        successful samples (the usual median: the mean of the two middle
+        values for an even count; NaN if none succeeded) and the mean
+        iterations as ``float``."""
         n = len(self)
         ok = self.success.bool()
         k = int(ok.sum())
-        out: dict[str, float] = {
-            "n": float(n),
+        out: dict[str, int | float] = {
+            "n": n,
+            "n_success": k,
             "success_rate": k / n if n else math.nan,
         }
         for name in ("l0", "l1", "l2", "linf"):
             v = getattr(self, name)[ok].double()
             out[f"median_{name}"] = float(v.quantile(0.5)) if k else math.nan
         out["mean_iterations"] = float(self.iterations.double().mean()) if n else math.nan
-        out["forwards"] = float(self.forwards.sum())
-        out["backwards"] = float(self.backwards.sum())
+        out["forwards"] = int(self.forwards.sum())
+        out["backwards"] = int(self.backwards.sum())
         return out
 
 

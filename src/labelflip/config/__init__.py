@@ -31,6 +31,7 @@ from labelflip.config.parse import (
 )
 from labelflip.config.tables import (
     EXECUTORS,
+    PYTHON_DATA,
     SELECTIONS,
     DataConfig,
     DetectConfig,
@@ -43,6 +44,7 @@ from labelflip.config.tables import (
 
 __all__ = [
     "EXECUTORS",
+    "PYTHON_DATA",
     "SELECTIONS",
     "TARGET_KEY",
     "AttackConfig",

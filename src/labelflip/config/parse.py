@@ -28,6 +28,7 @@ from labelflip._settings import check_rule, coerce, rule_of
 from labelflip.config.jobs import AttackConfig, expand, missing_target_distance
 from labelflip.config.tables import (
     EXECUTORS,
+    PYTHON_DATA,
     SELECTIONS,
     DataConfig,
     DetectConfig,
@@ -374,7 +375,7 @@ def _validate_names(cfg: RunConfig, source: str) -> None:
     from labelflip.models.registry import get_architecture
 
     name = cfg.data.dataset
-    if not name.startswith(IMAGEFOLDER_PREFIX) and name not in REGISTRY:
+    if not name.startswith((IMAGEFOLDER_PREFIX, PYTHON_DATA)) and name not in REGISTRY:
         known = [*REGISTRY, f"{IMAGEFOLDER_PREFIX}<path>"]
         raise LabelflipError(f"{source}: [data] {unknown_name('dataset', name, known)}")
     arch = cfg.model.arch

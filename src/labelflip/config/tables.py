@@ -40,6 +40,7 @@ from labelflip.config.jobs import AttackConfig, JobSpec, expand
 
 SELECTIONS = ("first", "random")
 EXECUTORS = ("local", "ray")  # where the attacks run (labelflip.run); --executor overrides
+PYTHON_DATA = "python:"  # [data] dataset: samples given in Python (labelflip.evaluate)
 
 
 @dataclass(frozen=True)

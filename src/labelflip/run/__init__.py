@@ -6,13 +6,21 @@ orchestrator (:func:`run`)."""
 
 from labelflip.run.executors import Executor, LocalExecutor, Shard, pending_batches
 from labelflip.run.orchestrate import RunOutcome, new_run_dir, run
-from labelflip.run.plan import RunPlan, prepare, resolve_device, select_samples, stored_config
+from labelflip.run.plan import (
+    Inputs,
+    RunPlan,
+    prepare,
+    resolve_device,
+    select_samples,
+    stored_config,
+)
 from labelflip.run.seeds import SeedTree, batch_seed
 from labelflip.run.step import BatchOutput, Judges, PlannedJob, attack_batch, plan_job
 
 __all__ = [
     "BatchOutput",
     "Executor",
+    "Inputs",
     "Judges",
     "LocalExecutor",
     "PlannedJob",

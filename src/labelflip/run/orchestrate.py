@@ -34,7 +34,7 @@ from labelflip import checks
 from labelflip.config import RunConfig, validate_config
 from labelflip.errors import RunInterrupted
 from labelflip.run.executors import Executor, LocalExecutor, run_shards
-from labelflip.run.plan import RunPlan, prepare, stored_config
+from labelflip.run.plan import Inputs, RunPlan, prepare, stored_config
 from labelflip.run.setup import record_setup, stored_distances
 from labelflip.store import Job, RunDir, RunStore, new_run_path
 
@@ -62,12 +62,14 @@ def run(
     resume: Path | None = None,
     progress: bool = True,
     executor: Executor | None = None,
+    inputs: Inputs | None = None,
 ) -> RunOutcome:
     """Run a config into a new run directory ``run_dir``, or resume
     ``resume`` (then ``cfg``, if given, must be the config the run was made
     with). ``executor``: where the attacks run (the local executor when
     ``None``); either way only this process writes the run's store, and the
-    records are the same."""
+    records are the same. ``inputs``: a model and samples given in Python
+    (:func:`labelflip.evaluate`; see :class:`~labelflip.run.plan.Inputs`)."""
     t_start = time.perf_counter()
     executor = executor if executor is not None else LocalExecutor()
     if resume is not None:
@@ -77,7 +79,7 @@ def run(
         if cfg is None or run_dir is None:
             raise TypeError("run() needs a config and a run directory, or resume=")
         validate_config(cfg)
-    plan = prepare(cfg, progress, executor.driver_device(cfg.device))  # every check first
+    plan = prepare(cfg, progress, executor.driver_device(cfg.device), inputs)  # every check first
     if resume is None:
         assert run_dir is not None
         rd = RunDir.create(run_dir, cfg.to_dict(), config_text)

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from labelflip import checks
-from labelflip.config import DataConfig, RunConfig, config_from_json
+from labelflip.config import PYTHON_DATA, DataConfig, RunConfig, config_from_json
 from labelflip.errors import LabelflipError, LabelflipWarning
 from labelflip.run.models import (
     DataRef,
@@ -58,6 +58,32 @@ def select_samples(n_total: int, d: DataConfig, seeds: SeedTree) -> np.ndarray:
     if d.selection == "first":
         return pool[: d.samples]
     return np.sort(seeds.samples().choice(pool, size=d.samples, replace=False))
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """A model and samples given in Python (:func:`labelflip.evaluate`), used
+    in place of loading the config's ``[model]`` and ``[data]``; the config
+    still names them (the model's checkpoint, saved on the way; the samples as
+    ``python:<digest>``), so a run made with them is resumed with the same
+    ones. ``None`` parts are loaded from the config as usual."""
+
+    model: Loaded | None = None
+    data: Any = None  # a labelflip.data.Dataset
+
+
+def _python_inputs_missing(cfg: RunConfig, inputs: Inputs) -> None:
+    """A config whose samples (or model class) were given in Python cannot be
+    run from the config alone: one line saying how to continue such a run."""
+    arch = cfg.model.arch or ""
+    if (cfg.data.dataset.startswith(PYTHON_DATA) and inputs.data is None) or (
+        arch.startswith("__main__:") and inputs.model is None
+    ):
+        raise LabelflipError(
+            "this run's model or samples were given in Python (labelflip.evaluate); continue "
+            "it with labelflip.evaluate(model, data, attacks, ..., resume=RUNDIR) and the same "
+            "model, data and arguments"
+        )
 
 
 @dataclass
@@ -105,7 +131,10 @@ class RunPlan:
 
 
 def prepare(
-    cfg: RunConfig, progress: bool = False, device: torch.device | None = None
+    cfg: RunConfig,
+    progress: bool = False,
+    device: torch.device | None = None,
+    inputs: Inputs | None = None,
 ) -> RunPlan:
     """Load the data and the model and check everything a user can get wrong
     before any work (:mod:`labelflip.checks`): the model fits the data, the
@@ -113,17 +142,26 @@ def prepare(
     the input range, every attack applies to the model, and the model runs on
     the chosen samples and gives finite logits. Warns if the clean accuracy
     is implausibly low. ``device`` overrides the config's (the Ray
-    executor's driver device)."""
+    executor's driver device); ``inputs``: a model and samples given in
+    Python instead of the config's (moved to ``device``)."""
     from labelflip.attacks import ATTACKS
     from labelflip.data import load_dataset
     from labelflip.models.classifier import checked_logits
 
+    inputs = Inputs() if inputs is None else inputs
+    _python_inputs_missing(cfg, inputs)
     seeds = SeedTree(cfg.seed)
     device = resolve_device(cfg.device) if device is None else device
     ref = DataRef(cfg.data.dataset, cfg.data.data_dir)
-    data = load_dataset(cfg.data.dataset, cfg.data.split, cfg.data.data_dir)
+    data = inputs.data
+    if data is None:
+        data = load_dataset(cfg.data.dataset, cfg.data.split, cfg.data.data_dir)
     indices = select_samples(len(data), cfg.data, seeds)
-    model = obtain_model(cfg.model, ref, seeds.model(), device, progress)
+    model = inputs.model
+    if model is None:
+        model = obtain_model(cfg.model, ref, seeds.model(), device, progress)
+    else:
+        model.clf.to(device)
     clf, ckpt = model.clf, model.checkpoint
     checks.model_fits_data(clf, "model", ckpt, cfg.data.dataset, data)
     x_all = data.x[torch.as_tensor(indices)]
