@@ -136,9 +136,9 @@ class JobKind:
     def gallery_title(self, job: JobSummary, rec: Records, row: int, names: Sequence[str]) -> str:
         t, a = int(rec["true"][row]), int(rec["adv_pred"][row])
         if rec["clean_pred"][row] != t:
-            mark = " (wrong before)"  # misclassified before the attack
+            mark = "\n(wrong before)"  # misclassified before the attack
         else:
-            mark = "" if rec["success"][row] else " (failed)"
+            mark = "" if rec["success"][row] else "\n(failed)"
         return f"true: {self.class_name(t, names)}\nadv: {self.class_name(a, names)}{mark}"
 
     def draw_gallery(
@@ -399,7 +399,8 @@ class TypeI(JobKind):
         if job.type_i is not None and job.type_i.judge == "oracle":
             judged = f"oracle: {names[int(rec['oracle_pred'][row])]}, {judged}"
         ok = a == t and int(rec[self.judge(job).column][row]) != t
-        return f"was {names[t]}, model: {names[a]}\n{judged}{'' if ok else ' (not Type I)'}"
+        mark = "" if ok else "\n(not Type I)"
+        return f"was {names[t]}, model: {names[a]}\n{judged}{mark}"
 
     def draw_gallery(
         self,
@@ -517,11 +518,11 @@ class MultiLabel(JobKind):
 
     def axes(self, job: JobSummary) -> Axes:
         return Axes(
-            "adversarial prediction",
-            "true class",
-            "flips (diagonal: failed)",
+            "label switched on",
+            "label switched off",
+            "label swaps",
             "switched off \\ switched on",
-            "flip matrix",
+            "label-swap matrix",
         )
 
     def caption(self, job: JobSummary) -> str:

@@ -155,8 +155,10 @@ def job_anchor(job: JobSummary) -> str:
 
 
 def job_link(job: JobSummary, text: str | None = None) -> str:
+    """A link to the job's section; a long label may break after ``_`` or ``=``."""
     href = quote(job_anchor(job), safe="")
-    return f"<a href='#{href}'>{esc(job.label if text is None else text)}</a>"
+    label = esc(job.label if text is None else text)
+    return f"<a href='#{href}'>{label.replace('_', '_<wbr>').replace('=', '=<wbr>')}</a>"
 
 
 def _toc(sections: Sequence[tuple[str, str]], jobs: Sequence[JobSummary]) -> str:
