@@ -12,6 +12,7 @@ PosixPath('runs/cmp/compare.html')
 Modules: :mod:`~labelflip.report.schema` (the typed summaries and their
 JSON), :mod:`~labelflip.report.kinds` (the job kinds: Type II, Type I,
 multi-label), :mod:`~labelflip.report.summary` (numbers, tables),
+:mod:`~labelflip.report.findings` (what a run found, in a few sentences),
 :mod:`~labelflip.report.plots` (figures), :mod:`~labelflip.report.gallery`
 (example choice), :mod:`~labelflip.report.page` (HTML) and
 :mod:`~labelflip.report.writer` (files in ``RUNDIR/report/``);
