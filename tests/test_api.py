@@ -324,6 +324,19 @@ def test_run_experiment_runs_a_config(cli_run, tmp_path):
     assert isinstance(run, labelflip.Run)
 
 
+def test_cli_run_data_dir_overrides_the_config(tmp_path, capsys):
+    empty = tmp_path / "no-data-here"
+    empty.mkdir()
+    config = CONFIG.replace('dataset = "digits"', 'dataset = "mnist"\ndata_dir = "/elsewhere"')
+    (tmp_path / "c.toml").write_text(config)
+    code = main(["run", str(tmp_path / "c.toml"), "--data-dir", str(empty), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 1 and str(empty) in err and "/elsewhere" not in err
+    code = main(["run", "--resume", str(tmp_path / "x"), "--data-dir", str(empty)])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and "--data-dir does not go with it" in err and "\n" not in err
+
+
 # ---------------------------------------------------------------- README and example
 
 
