@@ -122,7 +122,8 @@ def shared(tmp_path_factory) -> Shared:
     """One trained digits-cnn and the user-model checkpoints every case copies."""
     from safetensors.torch import load_file
 
-    from labelflip.models.training import TrainSettings, train_and_save
+    from labelflip.models.fit import train_and_save
+    from labelflip.models.training import TrainSettings
 
     root = tmp_path_factory.mktemp("robust-shared")
     settings = TrainSettings(epochs=2, batch_size=64, lr=0.05, seed=0)

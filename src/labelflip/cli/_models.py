@@ -105,7 +105,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         suffix += f"-{adversarial.method}"
     default_name = f"{slug(args.dataset)}-{slug(args.arch)}{suffix}-seed{args.seed}"
     out = Path(args.out) if args.out else Path("checkpoints") / default_name
-    from labelflip.models.training import train_and_save
+    from labelflip.models.fit import train_and_save
 
     def banner(train_set, test_set) -> None:
         print(
@@ -182,7 +182,7 @@ def adversarial_phrase(adv) -> str:
 
 
 def robust_line(r: dict) -> str:
-    """One line for a robust-accuracy record (see models.training.robust_test_accuracy)."""
+    """One line for a robust-accuracy record (see models.fit.robust_test_accuracy)."""
     return (
         f"robust accuracy {r['accuracy']:.4f} under PGD-{r['steps']} ({r['norm']} eps "
         f"{r['eps']:g}, step {r['step_size']:g}, random start) on {r['samples']} test images "
@@ -344,7 +344,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def evaluate_robust(args: argparse.Namespace, clf, meta, ds) -> dict | None:
     """The robust accuracy ``labelflip evaluate`` reports (or ``None``)."""
-    from labelflip.models.training import robust_test_accuracy
+    from labelflip.models.fit import robust_test_accuracy
 
     adv = meta.training.get("adversarial") if isinstance(meta.training, dict) else None
     eps = args.robust_eps if args.robust_eps is not None else (adv or {}).get("eps")

@@ -86,7 +86,8 @@ def obtain_classifier(
     progress: bool,
 ) -> Loaded:
     from labelflip.models import load_checkpoint, recipe_for
-    from labelflip.models.training import TrainSettings, train_and_save
+    from labelflip.models.fit import train_and_save
+    from labelflip.models.training import TrainSettings
 
     if checkpoint is not None:
         path = Path(checkpoint).expanduser()
