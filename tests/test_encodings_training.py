@@ -19,20 +19,16 @@ from labelflip.data.grid import make_grid
 from labelflip.errors import LabelflipError
 from labelflip.models import CheckpointMeta, load_checkpoint, recipe_for, save_checkpoint
 from labelflip.models.encoding import OutputEncoding, hadamard_codebook, index_to_bits
-from labelflip.models.training import (
-    TrainSettings,
-    accuracy,
+from labelflip.models.fit import train_and_save
+from labelflip.models.losses import (
     ecoc_hinge_loss,
     ecoc_loss_scale,
     encoding_loss,
-    label_accuracy,
     multilabel_bce_loss,
-    per_label_accuracy,
-    predict,
     resolve_encoding,
-    train,
-    train_and_save,
 )
+from labelflip.models.metrics import accuracy, label_accuracy, per_label_accuracy, predict
+from labelflip.models.training import TrainSettings, train
 
 
 @pytest.fixture(scope="module")
