@@ -2,9 +2,10 @@
 
     python tests/robustness_doc.py
 
-runs ``tests/test_robustness.py`` and ``tests/test_robustness_files.py`` with
-``LABELFLIP_ROBUSTNESS_JSON`` set (every case then records its command, exit
-status and the line it printed; the second file's rows go to ``<stem>-files.json``
+runs ``tests/test_robustness.py``, ``tests/test_robustness_files.py`` and
+``tests/test_robustness_run.py`` with ``LABELFLIP_ROBUSTNESS_JSON`` set (every
+case then records its command, exit status and the line it printed; the
+second and third files' rows go to ``<stem>-files.json`` and ``<stem>-run.json``
 beside it) and, if every test passed, rewrites the part of
 ``docs/robustness.md`` between the ``<!-- cases:begin -->`` and
 ``<!-- cases:end -->`` markers. Nothing in the table is typed by hand except
@@ -24,7 +25,11 @@ ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "robustness.md"
 BEGIN, END = "<!-- cases:begin -->", "<!-- cases:end -->"
 QUIET_FLAGS = (" --no-progress", " --no-report")
-TESTS = ("test_robustness.py", "test_robustness_files.py")
+TESTS = {  # test file -> suffix of the JSON file its rows go to
+    "test_robustness.py": "",
+    "test_robustness_files.py": "-files",
+    "test_robustness_run.py": "-run",
+}
 
 
 def _cell(text: str) -> str:
@@ -37,14 +42,16 @@ def _code(text: str) -> str:
     return f"{fence}{pad}{_cell(text)}{pad}{fence}"
 
 
-def render(rows: list[dict], first: int | None = None) -> str:
-    """The table; ``first`` rows come from ``tests/test_robustness.py``, the
-    rest from ``tests/test_robustness_files.py``."""
-    first = len(rows) if first is None else first
+def render(rows: list[dict], counts: dict[str, int] | None = None) -> str:
+    """The table; ``counts``: how many of the rows, in order, each test file made."""
+    counts = counts or {next(iter(TESTS)): len(rows)}
+    spans, start = [], 1
+    for name, n in counts.items():
+        spans.append(f"`tests/{name}` ({start}-{start + n - 1})")
+        start += n
+    made_by = spans[0] if len(spans) == 1 else f"{', '.join(spans[:-1])} or {spans[-1]}"
     lines = [
-        f"{len(rows)} cases, each run as a subprocess by `tests/test_robustness.py` "
-        f"(1-{first}) or `tests/test_robustness_files.py` ({first + 1}-{len(rows)}); none "
-        "printed a traceback. "
+        f"{len(rows)} cases, each run as a subprocess by {made_by}; none printed a traceback. "
         "`run` commands also pass `--no-progress --no-report`. The last column is the "
         "`labelflip:` line on stderr; for a command that succeeds without a warning, the "
         "line of its output that shows the outcome.",
@@ -72,13 +79,15 @@ def main() -> int:
         if proc.returncode != 0:
             print("tests failed: docs/robustness.md left as it was", file=sys.stderr)
             return 1
-        rows = json.loads(out.read_text())
-        first = len(rows)
-        rows += json.loads(out.with_name(f"{out.stem}-files{out.suffix}").read_text())
+        rows, counts = [], {}
+        for name, suffix in TESTS.items():
+            part = json.loads(out.with_name(f"{out.stem}{suffix}{out.suffix}").read_text())
+            rows += part
+            counts[name] = len(part)
     text = DOC.read_text(encoding="utf-8")
     head, rest = text.split(BEGIN, 1)
     _, tail = rest.split(END, 1)
-    DOC.write_text(f"{head}{BEGIN}\n{render(rows, first)}\n{END}{tail}", encoding="utf-8")
+    DOC.write_text(f"{head}{BEGIN}\n{render(rows, counts)}\n{END}{tail}", encoding="utf-8")
     print(f"{DOC}: {len(rows)} cases")
     return 0
 

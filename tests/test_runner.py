@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from labelflip.config import load_config
 from labelflip.errors import LabelflipError
@@ -146,20 +147,54 @@ def test_sigkill_mid_run_then_resume_equals_uninterrupted_run(env, tmp_path):
     assert 0 < after_kill < TOTAL, after_kill  # killed mid-way
 
     resumed = _cli("run", "--resume", str(killed_dir), "--no-progress", "--no-report")
+    lock = killed_dir / ".lock"  # the resuming process holds the run ...
+    while time.monotonic() < deadline + 120 and resumed.poll() is None:
+        if lock.is_file() and lock.read_text().strip() == str(resumed.pid):
+            break
+        time.sleep(0.005)
+    resumed.send_signal(signal.SIGSTOP)  # (held still, whatever this machine's speed)
+    try:
+        rival = _cli("run", "--resume", str(killed_dir), "--no-progress", "--no-report")
+        _, rival_err = rival.communicate(timeout=300)  # ... so a second one is refused at once
+    finally:
+        resumed.send_signal(signal.SIGCONT)
     out, err = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, err
     assert "resuming" in err
+    assert rival.returncode == 1, rival_err
+    assert rival_err.strip() == (
+        f"labelflip: error: run {killed_dir} is in use by another process "
+        f"(pid {resumed.pid}); wait for it to finish, or stop it, before resuming"
+    )
 
     ref, got = _records(reference), _records(killed_dir)
     assert len(got["sample"]) == TOTAL
     for key in ref:
         np.testing.assert_array_equal(got[key], ref[key], err_msg=key)
 
+    # the run recorded the digest of its samples' images and labels ...
+    from labelflip.data import load_dataset
+    from labelflip.run.setup import samples_digest
+
+    data = load_dataset("digits", "test")
+    with RunStore.open(killed_dir) as store:
+        meta = store.all_meta()
+    chosen = torch.as_tensor(meta["samples"])
+    assert meta["samples_sha256"] == samples_digest(data.x[chosen], data.y[chosen])
+    assert meta["torch_threads"] == 1
+
     # resuming a finished run redoes nothing and duplicates nothing
     again = _cli("run", "--resume", str(killed_dir), "--no-progress", "--no-report")
     _, err = again.communicate(timeout=300)
     assert again.returncode == 0, err
     assert _count(db) == TOTAL
+
+    # ... and refuses to go on when the images it sees are not those
+    with RunStore.open(killed_dir) as store:
+        store.set_meta("samples_sha256", "0" * 64)
+    changed = _cli("run", "--resume", str(killed_dir), "--no-progress", "--no-report")
+    _, err = changed.communicate(timeout=300)
+    assert changed.returncode == 1 and "the images or labels of its samples changed" in err
 
 
 def test_batch_seeds_are_stable_and_distinct():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import inspect
 import math
 import os
@@ -256,7 +257,7 @@ def test_records_round_trip_with_dtypes(store: RunStore) -> None:
     for name in RECORD_COLUMNS[1:]:
         want = (
             np.bool_
-            if name == "success"
+            if name in ("success", "valid")
             else np.float64
             if name in {"l1", "l2", "linf", "seconds", "squeeze"}
             else np.int64
@@ -272,28 +273,52 @@ def test_records_round_trip_with_dtypes(store: RunStore) -> None:
     assert store.done_samples("second").dtype == np.int64
 
 
-def test_version_1_store_is_upgraded_in_place(tmp_path: Path) -> None:
-    """A store written by schema version 1 (no oracle/attacker/squeeze
-    columns) opens as version 2: old records read back with the defaults and
-    new batches may carry the new columns."""
-    run = tmp_path / "old"
+ADDED_BY = {  # the optional record columns each schema version added
+    2: ("oracle_pred", "attacker_pred", "squeeze"),
+    3: ("valid",),
+}
+
+
+def old_store(tmp_path: Path, version: int) -> tuple[Path, dict]:
+    """A store as schema ``version`` wrote it (the later columns dropped),
+    holding three records of job ``j``; returns its run directory and them."""
+    run = tmp_path / f"v{version}"
     with RunStore.create(run, meta={}) as s:
         s.add_job(make_job("j"))
-    with sqlite3.connect(run / "records.sqlite") as con:  # make it a version-1 store
-        for name in ("oracle_pred", "attacker_pred", "squeeze"):
+    later = [name for v, names in ADDED_BY.items() if v > version for name in names]
+    with sqlite3.connect(run / "records.sqlite") as con:
+        for name in later:
             con.execute(f'ALTER TABLE records DROP COLUMN "{name}"')
-        rec, _ = expected(1, [0, 1, 2])
-        cols = [c for c in RECORD_COLUMNS[1:] if c not in OPTIONAL_COLUMNS]
+        full, _ = expected(0, [0, 1, 2])
+        rec = {k: v for k, v in full.items() if k not in later}  # what that version stored
+        cols = [c for c in RECORD_COLUMNS[1:] if c in rec]
         rows = [("j", *(np.asarray(rec[c]).tolist()[i] for c in cols)) for i in range(3)]
         quoted = ", ".join(f'"{c}"' for c in cols)
         con.executemany(
             f"INSERT INTO records (job_id, {quoted}) VALUES ({', '.join('?' * (len(cols) + 1))})",
             rows,
         )
-        con.execute("PRAGMA user_version=1")
+        con.execute(f"PRAGMA user_version={version}")
+    return run, rec
+
+
+def test_the_versions_cover_every_optional_column() -> None:
+    assert SCHEMA_VERSION == max(ADDED_BY)
+    assert {n for names in ADDED_BY.values() for n in names} == set(OPTIONAL_COLUMNS)
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_older_store_is_upgraded_in_place(tmp_path: Path, version: int) -> None:
+    """A store written by schema version 1 (no oracle/attacker/squeeze
+    columns) or 2 (no ``valid``) opens as the current version: old records
+    read back with the defaults (valid) and new batches may carry the new
+    columns."""
+    run, rec = old_store(tmp_path, version)
     with RunStore.open(run) as s:
         assert_records_equal(s.records("j"), rec)
+        assert s.records("j")["valid"].all()
         new, _ = expected(0, [3, 4])
+        new["valid"] = np.array([True, False])
         s.write_batch("j", new)
         assert_records_equal(
             s.records("j"),
@@ -309,6 +334,71 @@ def test_version_1_store_is_upgraded_in_place(tmp_path: Path) -> None:
         )
     with sqlite3.connect(run / "records.sqlite") as con:
         assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
+def test_older_store_reads_read_only_without_upgrade(tmp_path: Path) -> None:
+    """Reading commands open stores read-only: a version-2 store (every run
+    made before ``valid``) reads as it is, its records valid, and stays version 2."""
+    run, rec = old_store(tmp_path, 2)
+    with RunStore.open(run, read_only=True) as s:
+        got = s.records()
+        assert_records_equal(got, rec)
+        assert got["valid"].dtype == np.bool_ and got["valid"].all()
+    with sqlite3.connect(run / "records.sqlite") as con:
+        assert con.execute("PRAGMA user_version").fetchone()[0] == 2
+        have = {r[1] for r in con.execute("PRAGMA table_info(records)")}
+    assert "valid" not in have
+
+
+def test_valid_must_be_boolean(store: RunStore) -> None:
+    store.add_job(make_job("j"))
+    rec, _ = expected(0, [0, 1])
+    rec["valid"] = np.array([1, 2])
+    with pytest.raises(LabelflipError, match="record column 'valid' must hold 0/1 or booleans"):
+        store.write_batch("j", rec)
+
+
+def test_only_valid_leaves_out_invalid_rows() -> None:
+    from labelflip.store import only_valid
+
+    rec = {"sample": np.arange(4), "valid": np.array([True, False, True, False])}
+    kept, dropped = only_valid(rec)
+    assert dropped == 2 and kept["sample"].tolist() == [0, 2]
+    kept, dropped = only_valid({"sample": np.arange(3)})  # no column: all valid
+    assert dropped == 0 and kept["sample"].tolist() == [0, 1, 2]
+
+
+def test_add_jobs_is_one_transaction(store: RunStore) -> None:
+    """Many jobs are registered at once; identical ones already there are kept;
+    one that differs refuses the whole list (none of it is added)."""
+    jobs = [make_job(f"j{i}") for i in range(300)]
+    store.add_jobs(jobs[:100])
+    store.add_jobs(jobs)  # the first 100 again, identical: kept
+    assert [j.job_id for j in store.jobs()] == [j.job_id for j in jobs]
+    changed = dataclasses.replace(jobs[5], seed=99)
+    with pytest.raises(LabelflipError, match="different settings for job 'j5'"):
+        store.add_jobs([make_job("late"), changed])
+    assert "late" not in {j.job_id for j in store.jobs()}
+    with pytest.raises(LabelflipError, match="job 'x' is given twice"):
+        store.add_jobs([make_job("x"), make_job("x")])
+
+
+def test_snapshot_reads_one_state(tmp_path: Path) -> None:
+    """Inside ``snapshot()`` a reader sees the store as it was when the block
+    began, whatever a writer commits meanwhile; ``progress()`` counts it."""
+    run = tmp_path / "run"
+    with RunStore.create(run, meta={}) as writer:
+        writer.add_job(make_job("j"))
+        writer.write_batch("j", expected(0, [0, 1])[0])
+        with RunStore.open(run, read_only=True) as reader:
+            with reader.snapshot():
+                before = reader.progress()
+                writer.write_batch("j", expected(0, [2, 3, 4])[0])
+                writer.mark_done("j")
+                assert len(reader.records("j")["sample"]) == 2
+                assert reader.job_status("j") == "pending"
+                assert reader.progress() == before == {"records": 2, "jobs_done": 0}
+            assert reader.progress() == {"records": 5, "jobs_done": 1}
 
 
 def test_records_of_an_empty_store(store: RunStore) -> None:

@@ -5,13 +5,14 @@ runs them before the run directory is made; a resumed run also runs the
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from labelflip.config import JobSpec, RunConfig, missing_target_distance
+from labelflip.config import JobSpec, RunConfig, SimilarityConfig, missing_target_distance
 from labelflip.errors import LabelflipError
 
 
@@ -127,6 +128,66 @@ def svae_fits(svae: Any, path: Path, dataset: str, data: Any) -> None:
         )
 
 
+def similarity_applies(sim: SimilarityConfig, clf: Any, class_names: Sequence[str]) -> None:
+    """The ``[similarity]`` table fits the run: its hierarchy (a built-in
+    name or a JSON file) covers the classes, and a named feature ``layer``
+    exists in the feature model (``checkpoint``, else the attacked model)."""
+    from labelflip import similarity
+
+    if clf.multilabel:  # no class distances for label vectors
+        return
+    if sim.hierarchy not in ("auto", "none"):
+        try:
+            similarity.semantic_distance(sim.hierarchy, class_names)
+        except LabelflipError as e:
+            raise LabelflipError(f"[similarity] hierarchy: {e}") from None
+    if sim.perceptual and sim.layer is not None:
+        model = clf
+        if sim.checkpoint is not None:
+            from labelflip.models import load_checkpoint
+
+            try:
+                model, _ = load_checkpoint(Path(sim.checkpoint).expanduser())
+            except LabelflipError as e:
+                raise LabelflipError(f"[similarity] checkpoint: {e}") from None
+        root = getattr(model, "model", model)  # layer names are the network's
+        names = [name for name, _ in root.named_modules() if name]
+        if sim.layer not in names:
+            close = difflib.get_close_matches(sim.layer, names, n=3, cutoff=0.5)
+            hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+            shown = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
+            raise LabelflipError(
+                f"[similarity] unknown layer '{sim.layer}' in model {type(root).__name__}{hint} "
+                f"(layers: {shown})"
+            )
+
+
+def targets_apply(jobs: Sequence[Any], clf: Any, y: torch.Tensor) -> None:
+    """Every target strategy that needs no class distance chooses a target
+    for every true class among the samples (e.g. a ``mapping`` table covers
+    them all), tried on the labels before any attack runs."""
+    from labelflip.targets import choose_targets, strategy_settings_from_mapping
+
+    labels = torch.unique(y.cpu())
+    logits = torch.zeros(len(labels), clf.encoding.num_scores)
+    names = None if clf.multilabel else clf.class_names
+    for job in jobs:
+        target = job.spec.target
+        if target is None or strategy_settings_from_mapping(target)[0].needs_distance:
+            continue
+        try:
+            choose_targets(
+                target,
+                logits,
+                labels=labels,
+                generator=torch.Generator().manual_seed(0),
+                class_names=names,
+                encoding=clf.encoding,
+            )
+        except LabelflipError as e:
+            raise LabelflipError(f"job {job.job_id}: {e}") from None
+
+
 def target_distances_available(jobs: list[JobSpec], distances: dict[str, Any]) -> None:
     """Every target strategy that measures class distances has its matrix."""
     missing = missing_target_distance(jobs, list(distances))
@@ -158,6 +219,29 @@ def resume_same_samples(run_dir: Path, stored: list[int], now: list[int]) -> Non
         raise LabelflipError(
             f"cannot resume {run_dir}: the dataset's samples changed since the run started"
         )
+
+
+def resume_same_images(run_dir: Path, stored: str, now: str) -> None:
+    """A resumed run sees the very images and labels it started with (the
+    SHA-256 of the chosen samples), not only the same indices."""
+    if stored != now:
+        raise LabelflipError(
+            f"cannot resume {run_dir}: the images or labels of its samples changed since the "
+            f"run started (SHA-256 {now[:12]}..., the run used {stored[:12]}...)"
+        )
+
+
+def resume_threads_note(was: Any, now: int) -> str | None:
+    """The warning for a run resumed with another torch thread count than it
+    started with (``None`` when the same or unknown): CPU results may then
+    differ from an uninterrupted run's in the last bits."""
+    if was is None or was == now:
+        return None
+    return (
+        f"resuming a run started with {was} torch threads on {now}: records of the remaining "
+        "batches may differ from an uninterrupted run's in the last bits (set "
+        f"OMP_NUM_THREADS={was} to match it)"
+    )
 
 
 def resume_same_weights(run_dir: Path, what: str, path: Any, was: Any, now: Any) -> None:

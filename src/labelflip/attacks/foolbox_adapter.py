@@ -33,6 +33,9 @@ from __future__ import annotations
 import contextlib
 import difflib
 import inspect
+import numbers
+import types
+import typing
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -127,10 +130,51 @@ def _option_names(cls: type) -> tuple[list[str], bool]:
     return names, any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
 
 
+def _fits(value: Any, hint: Any) -> bool:
+    """Whether ``value`` is of the annotated type ``hint`` (numbers,
+    strings, booleans, ``None``, ``Literal``, unions and classes; anything
+    else is taken on trust)."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, arm) for arm in typing.get_args(hint))
+    if origin is typing.Literal:
+        return any(value == a and type(value) is type(a) for a in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, (bool, np.bool_))
+    if hint is int:
+        return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+    if hint is float:
+        return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+    if hint is str:
+        return isinstance(value, str)
+    if isinstance(hint, type) and origin is None:
+        return isinstance(value, hint)
+    return True
+
+
+def _type_name(hint: Any) -> str:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(arm) for arm in typing.get_args(hint))
+    if origin is typing.Literal:
+        return " or ".join(repr(a) for a in typing.get_args(hint))
+    if hint is type(None):
+        return "None"
+    return getattr(hint, "__name__", str(hint))
+
+
 def check_options(name: str, cls: type, options: Mapping[str, Any]) -> None:
-    """Every key of ``options`` must be a constructor keyword of ``cls``."""
+    """Every key of ``options`` must be a constructor keyword of ``cls``, and
+    its value of the type the constructor annotates (a wrong type fails
+    here, when the config is loaded, not when the attack runs)."""
     known, any_key = _option_names(cls)
-    for key in options:
+    try:
+        hints = typing.get_type_hints(cls.__init__)
+    except Exception:  # noqa: BLE001 - annotations we cannot resolve: types unchecked
+        hints = {}
+    for key, value in options.items():
         if not isinstance(key, str):
             raise LabelflipError(f"Foolbox {name}: option names must be strings, got {key!r}")
         if key not in known and not any_key:
@@ -140,6 +184,9 @@ def check_options(name: str, cls: type, options: Mapping[str, Any]) -> None:
             raise LabelflipError(
                 f"unknown option '{key}' for Foolbox {name}{hint} (known: {listed})"
             )
+        if key in hints and not _fits(value, hints[key]):
+            wanted = _type_name(hints[key])
+            raise LabelflipError(f"Foolbox {name}: option '{key}' must be {wanted}, got {value!r}")
 
 
 def _construct(name: str, cls: type, options: Mapping[str, Any]) -> Any:

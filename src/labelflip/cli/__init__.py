@@ -37,20 +37,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     with warnings.catch_warnings():
         warnings.showwarning = _show_warning
         try:
-            return int(args.func(args) or 0)
+            code = int(args.func(args) or 0)
+            sys.stdout.flush()  # a closed pipe shows here, not at exit
+            return code
         except LabelflipError as e:
             print(f"labelflip: error: {e}", file=sys.stderr)
             return EXIT_ERROR
         except KeyboardInterrupt as e:  # a run stopped by Ctrl-C says how to resume
             print(f"labelflip: interrupted{f': {e}' if str(e) else ''}", file=sys.stderr)
             return EXIT_INTERRUPT
-        except BrokenPipeError:  # output piped into e.g. `head`, which closed early
+        except BrokenPipeError as e:
+            if not _stdout_closed():  # another pipe broke: a failure like any other
+                print(f"labelflip: error: {os_error('input/output failed', e)}", file=sys.stderr)
+                return EXIT_ERROR
+            # Output piped into e.g. `head`, which has read what it wanted and left:
+            # end quietly (Python's recipe), the work done.
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            return EXIT_ERROR
+            return 0
         except OSError as e:  # disk full, read-only or vanished files not caught closer by
             where = f"cannot access {e.filename}" if e.filename else "input/output failed"
             print(f"labelflip: error: {os_error(where, e)}", file=sys.stderr)
             return EXIT_ERROR
+
+
+def _stdout_closed() -> bool:
+    """Whether our standard output is a pipe whose reader has gone."""
+    try:
+        import select
+
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(event & select.POLLERR for _, event in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no poll here: assume it was stdout
+        return True
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:

@@ -210,13 +210,17 @@ def print_summary(run_dir: Path, *, write: bool, out: str | None = None) -> Path
     is only read (opened read-only)."""
     from labelflip.report import format_table, summarize_run, write_report
     from labelflip.report.kinds import table_notes
+    from labelflip.report.summary import invalid_note
     from labelflip.store import RunStore
 
     with RunStore.open(run_dir, read_only=True) as store:
-        summary = summarize_run(store)
+        summary = summarize_run(store)  # one snapshot of the store
     print_table(*format_table(summary))
     for note in table_notes(summary.jobs):  # e.g. who judges the Type I rows
         print(note)
+    invalid = invalid_note(summary)  # records with non-finite logits, left out of the numbers
+    if invalid is not None:
+        print(invalid)
     return write_report(run_dir, summary=summary, out=out) if write else None
 
 

@@ -239,12 +239,70 @@ def _validated(where: str, attack: str, settings: Mapping[str, Any]) -> Any:
         raise LabelflipError(f"{where}: {e}") from None
 
 
+MAX_SEED = 2**63 - 1  # seeds are integers in [0, MAX_SEED] (numpy's PCG64 takes no negative)
+SIZE_LIMITS = {  # every size, bounded before any work (a typo must not allocate terabytes)
+    "batch_size": (1, 1_000_000),
+    "white_noise": (0, 1_000_000),
+    "gallery": (0, 1_000),
+    "[data] samples": (1, 100_000_000),
+    "[similarity] per_class": (1, 100_000_000),
+}
+
+
+def _check_sizes(cfg: RunConfig, source: str) -> None:
+    """Every size within :data:`SIZE_LIMITS` and every seed within [0, :data:`MAX_SEED`]."""
+    sizes = {
+        "batch_size": cfg.batch_size,
+        "white_noise": cfg.white_noise,
+        "gallery": cfg.gallery,
+        "[data] samples": cfg.data.samples,
+        "[similarity] per_class": cfg.similarity.per_class,
+    }
+    for name, value in sizes.items():
+        lo, hi = SIZE_LIMITS[name]
+        if value is not None and not lo <= value <= hi:
+            raise LabelflipError(f"{source}: {name} must be >= {lo} and <= {hi:,}, got {value:,}")
+    seeds = {"seed": cfg.seed}
+    if cfg.oracle is not None:
+        seeds["[oracle] seed"] = cfg.oracle.seed
+    if cfg.svae is not None:
+        seeds["[svae] seed"] = cfg.svae.seed
+    for name, value in seeds.items():
+        if value is not None and not 0 <= value <= MAX_SEED:
+            raise LabelflipError(
+                f"{source}: {name} must be an integer in [0, 2**63 - 1], got {value}"
+            )
+
+
+def _check_paths(cfg: RunConfig, source: str) -> None:
+    """A path given as an empty string is a mistake, not "no path"."""
+    tables = {
+        "[model]": cfg.model,
+        "[oracle]": cfg.oracle,
+        "[svae]": cfg.svae,
+        "[similarity]": cfg.similarity,
+    }
+    for table, section in tables.items():
+        value = getattr(section, "checkpoint", None)
+        if value is not None and not value.strip():
+            raise LabelflipError(
+                f"{source}: {table} checkpoint is empty; give the path of a checkpoint "
+                "(.safetensors) or leave the key out"
+            )
+    if cfg.data.data_dir is not None and not cfg.data.data_dir.strip():
+        raise LabelflipError(
+            f"{source}: [data] data_dir is empty; give a directory or leave the key out"
+        )
+
+
 def _validate(cfg: RunConfig, source: str) -> None:
     d, m = cfg.data, cfg.model
-    if cfg.batch_size < 1:
-        raise LabelflipError(f"{source}: batch_size must be >= 1, got {cfg.batch_size}")
-    if cfg.white_noise < 0 or cfg.gallery < 0:
-        raise LabelflipError(f"{source}: white_noise and gallery must be >= 0")
+    _check_sizes(cfg, source)
+    _check_paths(cfg, source)
+    if cfg.similarity.split not in ("train", "test"):
+        raise LabelflipError(
+            f"{source}: [similarity] split must be 'train' or 'test', got {cfg.similarity.split!r}"
+        )
     if cfg.executor not in EXECUTORS:
         raise LabelflipError(
             f"{source}: executor must be one of {', '.join(EXECUTORS)}, got {cfg.executor!r}"
@@ -260,8 +318,6 @@ def _validate(cfg: RunConfig, source: str) -> None:
             f"{source}: [data] selection must be one of {', '.join(SELECTIONS)}, "
             f"got {d.selection!r}"
         )
-    if d.samples is not None and d.samples < 1:
-        raise LabelflipError(f"{source}: [data] samples must be >= 1, got {d.samples}")
     if d.start < 0 or (d.stop is not None and d.stop <= d.start):
         raise LabelflipError(f"{source}: [data] needs 0 <= start < stop, got {d.start}, {d.stop}")
     if m.zoo is not None and (m.checkpoint is not None or m.arch is not None):

@@ -35,7 +35,7 @@ from labelflip.analysis import Agreement, LandingTests, RateCorrelation
 from labelflip.errors import LabelflipError
 from labelflip.report.kinds import kind_for
 from labelflip.report.schema import jsonable
-from labelflip.store import Job, RunStore
+from labelflip.store import Job, RunStore, only_valid
 
 COMPARE_VERSION = 1
 
@@ -338,7 +338,7 @@ def compare(
                 hit = table.get(key)
                 side = None
                 if hit is not None:
-                    rec = store.records(hit[0].job_id)
+                    rec, _ = only_valid(store.records(hit[0].job_id))  # finite logits only
                     side = _side(r, *hit, rec, len(names), options)
                 sides[key].append(side)
     ref_data = (metas[0].get("dataset"), metas[0].get("split"))

@@ -23,7 +23,7 @@ from labelflip.report.findings import findings
 from labelflip.report.gallery import Shown
 from labelflip.report.kinds import detector_label, kind_of, table_notes
 from labelflip.report.schema import MIN_FLIPS, Distance, JobSummary, RunSummary
-from labelflip.report.summary import format_table
+from labelflip.report.summary import format_table, invalid_note
 from labelflip.report.text import format_p, format_pct, missing
 
 CSS = """
@@ -234,15 +234,17 @@ def _encoding(enc: Mapping[str, Any] | None, k: int | None) -> str | None:
 
 def _incomplete(summary: RunSummary) -> str:
     pending = [j for j in summary.jobs if not j.complete]
+    invalid = invalid_note(summary)  # records with non-finite logits, left out of every number
+    warn = f"<div class='warn'>{esc(invalid)}</div>" if invalid else ""
     if not pending:
-        return ""
+        return warn
     items = "".join(
         f"<li>{esc(j.label)} (<code>{esc(j.job_id)}</code>): {j.n} records so far</li>"
         for j in pending
     )
     return (
         f"<div class='warn'><strong>{len(pending)} job(s) incomplete</strong> — the numbers "
-        f"below cover only the records written so far.<ul>{items}</ul></div>"
+        f"below cover only the records written so far.<ul>{items}</ul></div>{warn}"
     )
 
 

@@ -304,6 +304,14 @@ class RunInfo(Typed):
     generated: str
     encoding: Mapping[str, Any]
     test_accuracy: float = math.nan  # the checkpoint's own test accuracy, when known
+    # Records left out of every statistic because the model's logits on the
+    # adversarial example were not finite (job id -> count; only jobs with some),
+    # and white-noise images left out of the prior for the same reason.
+    invalid: Mapping[str, int] | None = None
+    white_noise_invalid: int | None = None
+    # The store's state the summary was read from (records, jobs_done): a
+    # report is never overwritten by one of an earlier state.
+    snapshot: Mapping[str, int] | None = None
 
     @property
     def multilabel(self) -> bool:

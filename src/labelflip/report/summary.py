@@ -11,6 +11,11 @@ samples the model classified correctly before the attack ("clean-correct"):
 a sample already misclassified is trivially "successful" with a zero
 perturbation and says nothing about where the attack sends it. The flip
 matrix over all samples and the success rate over all samples are given too.
+
+Invalid records (the model's logits on the adversarial example were NaN or
+infinite: no class, see :mod:`labelflip.run.step`) are left out of every
+number, and counted (:func:`invalid_note`); so are white-noise images with
+non-finite logits. A summary is read from one snapshot of the store.
 """
 
 from __future__ import annotations
@@ -43,7 +48,7 @@ from labelflip.report.schema import (
     jsonable,
 )
 from labelflip.report.text import format_num, format_p, format_pct, missing
-from labelflip.store import RunStore
+from labelflip.store import RunStore, only_valid
 
 DISTANCE_NAMES = ("perceptual", "semantic", "confusion")  # jobs.csv columns, in this order
 
@@ -58,6 +63,7 @@ __all__ = [
     "format_pct",
     "format_symmetry",
     "format_table",
+    "invalid_note",
     "jsonable",
     "summarize",
     "summarize_run",
@@ -107,7 +113,13 @@ def _white_noise(meta: Mapping[str, Any], names: list[str]) -> WhiteNoise | None
     )
 
 
-def _run_info(meta: Mapping[str, Any], names: list[str], n_samples: int) -> RunInfo:
+def _run_info(
+    meta: Mapping[str, Any],
+    names: list[str],
+    n_samples: int,
+    invalid: Mapping[str, int],
+    snapshot: Mapping[str, int],
+) -> RunInfo:
     model = meta.get("model") if isinstance(meta.get("model"), Mapping) else {}
     encoding = meta.get("encoding") if isinstance(meta.get("encoding"), Mapping) else {}
     return RunInfo(
@@ -125,6 +137,9 @@ def _run_info(meta: Mapping[str, Any], names: list[str], n_samples: int) -> RunI
         generated=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         encoding=dict(encoding),
         test_accuracy=_test_accuracy(model),
+        invalid=dict(invalid),
+        white_noise_invalid=int(meta.get("white_noise_nonfinite") or 0),
+        snapshot=dict(snapshot),
     )
 
 
@@ -217,9 +232,14 @@ def summarize_run(
     if not isinstance(store, RunStore):
         with RunStore.open(store, read_only=True) as opened:
             return summarize_run(opened, n_boot=n_boot, level=level, seed=seed)
-    meta = store.all_meta()
-    jobs = store.jobs()
-    records = [store.records(j.job_id) for j in jobs]
+    with store.snapshot():  # one state of a run that may be writing meanwhile
+        meta = store.all_meta()
+        jobs = store.jobs()
+        status = {j.job_id: store.job_status(j.job_id) for j in jobs}
+        read = [only_valid(store.records(j.job_id)) for j in jobs]
+        snapshot = store.progress()
+    records = [rec for rec, _ in read]
+    invalid = {j.job_id: n for j, (_, n) in zip(jobs, read, strict=True) if n}
     encoding = meta.get("encoding") if isinstance(meta.get("encoding"), Mapping) else {}
     multilabel = encoding.get("kind") == "multilabel"
     names = _class_names(meta, [] if multilabel else records)
@@ -237,16 +257,14 @@ def summarize_run(
         seed=seed,
     )
     job_summaries = [
-        kind_for(job.attack, multilabel=multilabel).summarize(
-            ctx, job, store.job_status(job.job_id), rec
-        )
+        kind_for(job.attack, multilabel=multilabel).summarize(ctx, job, status[job.job_id], rec)
         for job, rec in zip(jobs, records, strict=True)
     ]
     samples = meta.get("samples")
     n_samples = len(samples) if samples is not None else max([0] + [j.n for j in job_summaries])
     return RunSummary(
         version=SUMMARY_VERSION,
-        run=_run_info(meta, names, n_samples),
+        run=_run_info(meta, names, n_samples, invalid, snapshot),
         white_noise=noise,
         distances=distances,
         jobs=job_summaries,
@@ -271,6 +289,23 @@ def summarize(
     off-diagonal flips) is ``None``. Read it back with
     :meth:`RunSummary.from_json <labelflip.report.schema.Typed.from_json>`."""
     return summarize_run(store, n_boot=n_boot, level=level, seed=seed).to_json()
+
+
+def invalid_note(summary: RunSummary | Mapping[str, Any]) -> str | None:
+    """One line saying how many records (and white-noise images) had
+    non-finite logits and were left out of every statistic; ``None`` when
+    none were."""
+    run = as_summary(summary).run
+    invalid = dict(run.invalid or {})
+    noise = run.white_noise_invalid or 0
+    if invalid:
+        n = sum(invalid.values())
+        jobs = ", ".join(f"{job}: {k}" for job, k in invalid.items())
+        also = f", as are {noise} white-noise images (from the prior)" if noise else ""
+        return f"{n} records had non-finite logits and are excluded ({jobs}){also}."
+    if noise:
+        return f"{noise} white-noise images had non-finite logits and are excluded from the prior."
+    return None
 
 
 # ---------------------------------------------------------------- tables

@@ -5,23 +5,30 @@ Every file is written under a temporary name and renamed into place
 (``os.replace``), ``report.html`` last, so a reader never sees a half-written
 file. The figures come from :mod:`labelflip.report.plots` as matplotlib
 Figures; :func:`png_bytes` encodes them here.
+
+A report made while the run is still writing (``labelflip report`` during a
+run) is read from one snapshot of the store, and never replaces a report
+made from a later state of the run (the state, records and jobs done, is in
+``summary.json``; writers of one folder take turns on its ``.lock``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import os
 import re
-from collections.abc import Mapping, Sequence
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from matplotlib.figure import Figure
 
 from labelflip._text import csv_cell
-from labelflip.errors import LabelflipError, os_error
+from labelflip.errors import LabelflipError, LabelflipWarning, os_error
 from labelflip.report import plots
 from labelflip.report.findings import setting_label
 from labelflip.report.gallery import Shown, gallery_figure, load_gallery
@@ -29,7 +36,7 @@ from labelflip.report.kinds import kind_of
 from labelflip.report.page import Png, render
 from labelflip.report.schema import MIN_FLIPS, JobSummary, RunSummary, as_summary
 from labelflip.report.summary import CSV_COLUMNS, csv_rows, summarize_run
-from labelflip.store import CONFIG_JSON, CONFIG_TOML, RunStore
+from labelflip.store import CONFIG_JSON, CONFIG_TOML, RunStore, only_valid
 
 REPORT_DIR = "report"
 GALLERY_DEFAULT = 8  # examples per job when the run's config does not say (its default)
@@ -193,11 +200,11 @@ def write_report(
     run_dir = Path(run_dir)
     config, gallery_size = _run_config(run_dir)
     limit = gallery_size if max_examples is None else max_examples
-    with RunStore.open(run_dir, read_only=True) as store:
+    with RunStore.open(run_dir, read_only=True) as store, store.snapshot():
         if summary is None:
             summary = summarize_run(store, n_boot=n_boot, level=level, seed=seed)
         summary = as_summary(summary)
-        records = {j.job_id: store.records(j.job_id) for j in store.jobs()}
+        records = {j.job_id: only_valid(store.records(j.job_id))[0] for j in store.jobs()}
         gallery = load_gallery(run_dir)
         names = summary.run.class_names
         bounds = summary.run.bounds
@@ -272,16 +279,69 @@ def write_report(
     except OSError as exc:
         raise LabelflipError(f"{os_error(f'cannot write into {out}', exc)}{hint}") from None
     _remove_stale_tmp(out)
-    pngs = [*heatmaps.values(), *galleries.values(), *distances.values(), white_noise]
-    pngs += [p for pair in groups.values() for p in pair]
-    for png in pngs:
-        if png is not None:
-            _atomic_write(out / png.name, png.data)
-    for job in summary.jobs:
-        _atomic_write(out / f"flip_matrix__{_slug(job.job_id)}.csv", _flip_csv(job, names))
-    _atomic_write(out / "jobs.csv", _csv_bytes(CSV_COLUMNS, csv_rows(summary)))
-    text = json.dumps(summary.to_json(), indent=2, ensure_ascii=False, allow_nan=False)
-    _atomic_write(out / "summary.json", (text + "\n").encode("utf-8"))
     path = out / "report.html"
-    _atomic_write(path, page.encode("utf-8"))
+    with _turn(out):
+        newer = _newer_report(out, summary)
+        if newer is not None:
+            warnings.warn(newer, LabelflipWarning, stacklevel=2)
+            return path
+        pngs = [*heatmaps.values(), *galleries.values(), *distances.values(), white_noise]
+        pngs += [p for pair in groups.values() for p in pair]
+        for png in pngs:
+            if png is not None:
+                _atomic_write(out / png.name, png.data)
+        for job in summary.jobs:
+            _atomic_write(out / f"flip_matrix__{_slug(job.job_id)}.csv", _flip_csv(job, names))
+        _atomic_write(out / "jobs.csv", _csv_bytes(CSV_COLUMNS, csv_rows(summary)))
+        text = json.dumps(summary.to_json(), indent=2, ensure_ascii=False, allow_nan=False)
+        _atomic_write(out / "summary.json", (text + "\n").encode("utf-8"))
+        _atomic_write(path, page.encode("utf-8"))
     return path
+
+
+@contextlib.contextmanager
+def _turn(out: Path) -> Iterator[None]:
+    """Writers of one report folder take turns (an exclusive ``flock`` on
+    ``out/.lock``), so checking for a newer report and writing are one step."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - no flock (Windows)
+        yield
+        return
+    try:
+        fd = os.open(out / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise os_error(f"cannot write into {out}", exc) from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _state(snap: Any) -> tuple[int, int] | None:
+    """``(records, jobs_done)`` of a summary's snapshot, if it has one."""
+    if not isinstance(snap, Mapping):
+        return None
+    return int(snap.get("records") or 0), int(snap.get("jobs_done") or 0)
+
+
+def _newer_report(out: Path, summary: RunSummary) -> str | None:
+    """Why the report in ``out`` is kept: it was made from a later state of
+    the same run (name and start time) than ``summary`` (more records, or as
+    many and more jobs done); ``None`` when it may be replaced."""
+    try:
+        run = json.loads((out / "summary.json").read_text(encoding="utf-8")).get("run", {})
+        old = _state(run.get("snapshot"))
+        same_run = (run.get("name"), run.get("started")) == (summary.run.name, summary.run.started)
+    except (OSError, ValueError, TypeError, AttributeError):
+        return None  # no report there, or one that does not say its state
+    if not same_run:  # a report of another run: replaced as ever
+        return None
+    new = _state(summary.run.snapshot)
+    if old is None or new is None or old <= new:
+        return None
+    return (
+        f"{out} already holds a report of a later state of the run ({old[0]} records, "
+        f"{old[1]} jobs done; this one read {new[0]} records, {new[1]} jobs done): kept as it is"
+    )

@@ -10,11 +10,15 @@ and resumed with ``labelflip run --resume RUNDIR`` redoes only the batches
 that were not committed, and its records equal those of an uninterrupted run
 (apart from the measured seconds). Ctrl-C (SIGINT) stops a run cleanly after
 the batch in hand (a second Ctrl-C stops at once); it is resumed the same way.
+A resumed run must see the samples it started with (their SHA-256, images
+and labels) and the same models; a different torch thread count is warned
+about (records then match an uninterrupted run only to the last bits). One
+process at a time runs a run directory (:meth:`labelflip.store.RunDir.lock`).
 
 Everything a user can get wrong is checked before the run directory is made
-(:func:`labelflip.run.plan.prepare`, :mod:`labelflip.checks`), and the run
-directory appears atomically with its config and an empty store
-(:class:`labelflip.store.RunDir`)."""
+(:func:`labelflip.run.plan.prepare`, :mod:`labelflip.checks`, and the setup:
+class distances and white-noise prior), and the run directory appears
+atomically with its config and an empty store (:class:`labelflip.store.RunDir`)."""
 
 from __future__ import annotations
 
@@ -24,19 +28,24 @@ import signal
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from labelflip import checks
 from labelflip.config import RunConfig, validate_config
-from labelflip.errors import RunInterrupted
+from labelflip.errors import LabelflipWarning, RunInterrupted
 from labelflip.run.executors import Executor, LocalExecutor, run_shards
 from labelflip.run.plan import Inputs, RunPlan, prepare, stored_config
-from labelflip.run.setup import record_setup, stored_distances
+from labelflip.run.setup import compute_setup, samples_digest, save_setup, stored_distances
 from labelflip.store import Job, RunDir, RunStore, new_run_path
+
+MANY_JOBS = 10_000  # a grid this large says what it is doing before the first attack
 
 
 def _log(msg: str) -> None:
@@ -72,36 +81,48 @@ def run(
     (:func:`labelflip.evaluate`; see :class:`~labelflip.run.plan.Inputs`)."""
     t_start = time.perf_counter()
     executor = executor if executor is not None else LocalExecutor()
-    if resume is not None:
-        rd = RunDir(resume)
-        cfg = stored_config(rd.path, cfg)
-    else:
-        if cfg is None or run_dir is None:
-            raise TypeError("run() needs a config and a run directory, or resume=")
-        validate_config(cfg)
-    plan = prepare(cfg, progress, executor.driver_device(cfg.device), inputs)  # every check first
-    if resume is None:
-        assert run_dir is not None
-        rd = RunDir.create(run_dir, cfg.to_dict(), config_text)
-        _log(f"run directory: {rd.path}")
-    with rd.store() as store, _stop_on_sigint() as stop:
-        started = store.meta("started") is not None
+    with contextlib.ExitStack() as held:
+        setup = None
         if resume is not None:
+            rd = RunDir(resume)
+            cfg = stored_config(rd.path, cfg)
+            held.enter_context(rd.lock())  # one process per run directory
+        else:
+            if cfg is None or run_dir is None:
+                raise TypeError("run() needs a config and a run directory, or resume=")
+            validate_config(cfg)
+        device = executor.driver_device(cfg.device)
+        plan = prepare(cfg, progress, device, inputs)  # every check first
+        if resume is None:
+            assert run_dir is not None
+            setup = compute_setup(plan)  # its mistakes, too, before the directory exists
+            checks.target_distances_available([j.spec for j in plan.jobs], setup.distances)
+            rd = RunDir.create(run_dir, cfg.to_dict(), config_text)
+            held.enter_context(rd.lock())
+            _log(f"run directory: {rd.path}")
+        with rd.store() as store, _stop_on_sigint(rd.path) as stop:
+            started = store.meta("started") is not None
+            if resume is not None:
+                if started:
+                    _check_unchanged(store, rd.path, plan, isinstance(executor, LocalExecutor))
+                _log(f"resuming {rd.path}")
             if started:
-                _check_unchanged(store, rd.path, plan)
-            _log(f"resuming {rd.path}")
-        distances = stored_distances(store) if started else record_setup(store, rd, plan)
-        _register_jobs(store, plan, fresh=resume is None)
-        checks.target_distances_available([j.spec for j in plan.jobs], distances)
+                distances = stored_distances(store)
+            else:
+                distances = save_setup(store, rd, plan, setup or compute_setup(plan))
+            if len(plan.jobs) >= MANY_JOBS:
+                _log(f"registering {len(plan.jobs)} jobs (one transaction)")
+            _register_jobs(store, plan, fresh=resume is None)
+            checks.target_distances_available([j.spec for j in plan.jobs], distances)
 
-        def stop_if_asked() -> None:
-            _stop_if_asked(stop, store, rd.path, plan)
+            def stop_if_asked() -> None:
+                _stop_if_asked(stop, store, rd.path, plan)
 
-        stop_if_asked()
-        run_shards(store, rd, plan, executor, distances, progress, stop_if_asked)
-        store.set_meta("finished", datetime.now().isoformat(timespec="seconds"))
-        _log(f"{len(plan.jobs)} jobs x {plan.n} samples done")
-    rd.write_gallery_npz([j.job_id for j in plan.jobs])
+            stop_if_asked()
+            run_shards(store, rd, plan, executor, distances, progress, stop_if_asked)
+            store.set_meta("finished", datetime.now().isoformat(timespec="seconds"))
+            _log(f"{len(plan.jobs)} jobs x {plan.n} samples done")
+        rd.write_gallery_npz([j.job_id for j in plan.jobs])
     return RunOutcome(rd.path, time.perf_counter() - t_start)
 
 
@@ -112,9 +133,8 @@ def _register_jobs(store: RunStore, plan: RunPlan, *, fresh: bool) -> None:
 
     versions = library_versions()
     old = {} if fresh else {job.job_id: job.versions for job in store.jobs()}
-    for job in plan.jobs:
-        spec = job.spec
-        store.add_job(
+    store.add_jobs(  # one transaction, however many jobs
+        [
             Job(
                 job_id=spec.job_id,
                 attack=spec.attack,
@@ -126,12 +146,23 @@ def _register_jobs(store: RunStore, plan: RunPlan, *, fresh: bool) -> None:
                 group=spec.group,
                 sweep_value=spec.sweep_value,
             )
-        )
+            for spec in (job.spec for job in plan.jobs)
+        ]
+    )
 
 
-def _check_unchanged(store: RunStore, run_dir: Path, plan: RunPlan) -> None:
-    """A resumed run must see the samples and the models it started with."""
+def _check_unchanged(store: RunStore, run_dir: Path, plan: RunPlan, local: bool) -> None:
+    """A resumed run must see the samples (indices, images and labels) and
+    the models it started with; with the local executor on the CPU, a
+    different torch thread count is warned about."""
     checks.resume_same_samples(run_dir, store.meta("samples"), plan.indices.tolist())
+    was = store.meta("samples_sha256")  # absent in runs made before it was recorded
+    if was is not None:
+        checks.resume_same_images(run_dir, was, samples_digest(plan.x, plan.y))
+    threads = store.meta("torch_threads")
+    note = checks.resume_threads_note(threads, torch.get_num_threads())
+    if note is not None and local and plan.device.type == "cpu":
+        warnings.warn(note, LabelflipWarning, stacklevel=3)
     oracle, svae = plan.oracle, plan.svae
     for what, path, now in (
         ("model", plan.model.checkpoint, plan.model.meta.weights_sha256),
@@ -151,9 +182,10 @@ def _check_unchanged(store: RunStore, run_dir: Path, plan: RunPlan) -> None:
 
 
 @contextlib.contextmanager
-def _stop_on_sigint() -> Iterator[threading.Event]:
+def _stop_on_sigint(run_dir: Path) -> Iterator[threading.Event]:
     """While running: the first Ctrl-C sets the returned event (the run stops
-    after the batch in hand); a second one interrupts at once."""
+    after the batch in hand); a second one interrupts at once, saying how to
+    resume."""
     stop = threading.Event()
     if threading.current_thread() is not threading.main_thread():
         yield stop
@@ -161,7 +193,10 @@ def _stop_on_sigint() -> Iterator[threading.Event]:
 
     def handler(signum: int, frame: Any) -> None:
         if stop.is_set():
-            raise KeyboardInterrupt
+            raise RunInterrupted(
+                "stopped at once, the batch in hand not recorded (committed batches are kept); "
+                f"resume with: labelflip run --resume {shlex.quote(str(run_dir))}"
+            )
         stop.set()
         _log("labelflip: stopping after the current batch (Ctrl-C again to stop at once)")
 

@@ -139,7 +139,9 @@ def prepare(
     """Load the data and the model and check everything a user can get wrong
     before any work (:mod:`labelflip.checks`): the model fits the data, the
     samples exist, the inputs lie in the model's bounds, every budget fits
-    the input range, every attack applies to the model, and the model runs on
+    the input range, every attack applies to the model, every target
+    strategy chooses a target for every class (a ``mapping`` covers them),
+    the ``[similarity]`` hierarchy and layer exist, and the model runs on
     the chosen samples and gives finite logits. Warns if the clean accuracy
     is implausibly low. ``device`` overrides the config's (the Ray
     executor's driver device); ``inputs``: a model and samples given in
@@ -170,6 +172,8 @@ def prepare(
     jobs = [plan_job(spec) for spec in cfg.jobs()]
     checks.budgets_fit(jobs, clf, x_all)
     checks.attacks_apply(jobs, clf, ckpt, ATTACKS)
+    checks.targets_apply(jobs, clf, y_all)
+    checks.similarity_applies(cfg.similarity, clf, data.class_names)
     clean_pred = clf.decode(checked_logits(clf, x_all, cfg.batch_size, f"model {ckpt.name}"))
     clean_acc = float((clean_pred == y_all).float().mean())
     meta = model.meta

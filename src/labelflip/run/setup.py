@@ -1,19 +1,28 @@
 """A run's setup, computed once when it starts and saved in its store: the
 class-distance matrices, the white-noise prior, the gallery's originals and
-the run metadata (``started`` is written last and marks it complete)."""
+the run metadata (``started`` is written last and marks it complete).
+
+:func:`compute_setup` does the work (and so meets every mistake left in the
+``[similarity]`` table: a split without images of some class, an unknown
+layer, a bad hierarchy file) before the run directory exists;
+:func:`save_setup` stores it."""
 
 from __future__ import annotations
 
+import hashlib
 import sys
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from labelflip.config import SimilarityConfig
 from labelflip.run.plan import RunPlan
 from labelflip.run.seeds import SeedTree
+from labelflip.run.step import PREDICT_CHUNK, decide
 from labelflip.store import RunDir, RunStore
 
 
@@ -21,15 +30,50 @@ def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def record_setup(store: RunStore, run_dir: RunDir, plan: RunPlan) -> dict[str, Any]:
-    """Compute and save the run's setup; returns the class distances."""
+@dataclass
+class Setup:
+    """What :func:`compute_setup` computed: the class distances (name ->
+    :class:`~labelflip.similarity.ClassDistance`), the white-noise
+    predictions of the images with finite logits and the count of the others."""
+
+    distances: dict[str, Any]
+    noise_pred: list[int]
+    noise_nonfinite: int
+
+
+def compute_setup(plan: RunPlan) -> Setup:
+    """The run's class distances and white-noise prior (the setup's work)."""
     cfg, clf, device = plan.cfg, plan.clf, plan.device
     distances = class_distances(
         cfg.similarity, cfg.data.dataset, cfg.data.data_dir, plan.seeds, clf,
         plan.class_names, plan.y, plan.clean_pred, device,
     )  # fmt: skip
+    noise_pred, nonfinite = white_noise(clf, cfg.white_noise, plan.seeds, device)
+    return Setup(distances, noise_pred, nonfinite)
+
+
+def samples_digest(x: torch.Tensor, y: torch.Tensor) -> str:
+    """SHA-256 of the chosen samples: their images (shape, dtype, bytes) and
+    labels, so a resumed run sees exactly the images it started with."""
+    h = hashlib.sha256()
+    for a in (x, y):
+        arr = np.ascontiguousarray(a.detach().cpu().numpy())
+        h.update(f"{arr.dtype.str}{arr.shape}".encode())
+        h.update(arr.tobytes())
+    return h.hexdigest()
+
+
+def record_setup(store: RunStore, run_dir: RunDir, plan: RunPlan) -> dict[str, Any]:
+    """Compute and save the run's setup; returns the class distances."""
+    return save_setup(store, run_dir, plan, compute_setup(plan))
+
+
+def save_setup(store: RunStore, run_dir: RunDir, plan: RunPlan, setup: Setup) -> dict[str, Any]:
+    """Save the run's setup and metadata (``started`` last); returns the class distances."""
+    cfg, clf = plan.cfg, plan.clf
+    distances = setup.distances
     store.set_meta("distances", [d.to_dict() for d in distances.values()])
-    noise_pred = white_noise(clf, cfg.white_noise, plan.seeds, device)
+    noise_pred = setup.noise_pred
     g = plan.gallery
     run_dir.save_gallery_originals(plan.x[:g].numpy(), plan.y[:g].numpy())
     meta = plan.model.meta
@@ -43,6 +87,8 @@ def record_setup(store: RunStore, run_dir: RunDir, plan: RunPlan) -> dict[str, A
         "bounds": list(clf.bounds),
         "input_shape": list(plan.input_shape),
         "samples": plan.indices.tolist(),
+        "samples_sha256": samples_digest(plan.x, plan.y),
+        "torch_threads": torch.get_num_threads(),
         "seed": cfg.seed,
         "model": {
             "arch": meta.architecture,
@@ -52,6 +98,7 @@ def record_setup(store: RunStore, run_dir: RunDir, plan: RunPlan) -> dict[str, A
             "trained_on": meta.dataset,
         },
         "white_noise_pred": noise_pred,
+        "white_noise_nonfinite": setup.noise_nonfinite,
         **judges_meta(plan),
         "started": datetime.now().isoformat(timespec="seconds"),
     }.items():
@@ -173,12 +220,22 @@ def stored_distances(store: RunStore) -> dict[str, Any]:
     return {d["name"]: ClassDistance.from_dict(d) for d in store.meta("distances") or []}
 
 
-def white_noise(clf: Any, count: int, seeds: SeedTree, device: torch.device) -> list[int]:
-    """Predictions on ``count`` images drawn uniformly from the input box."""
+def white_noise(
+    clf: Any, count: int, seeds: SeedTree, device: torch.device
+) -> tuple[list[int], int]:
+    """Predictions on ``count`` images drawn uniformly from the input box
+    (drawn and classified a chunk at a time), left out where the model's
+    logits are not finite, and how many were left out."""
     if count == 0 or clf.input_shape is None or clf.multilabel:
-        return []
+        return [], 0
     gen = seeds.white_noise()
     lo, hi = clf.bounds
-    x = torch.rand((count, *clf.input_shape), generator=gen) * (hi - lo) + lo
-    with torch.no_grad():
-        return clf.predict(x.to(device)).cpu().tolist()
+    preds: list[int] = []
+    nonfinite = 0
+    for start in range(0, count, PREDICT_CHUNK):
+        m = min(PREDICT_CHUNK, count - start)
+        x = torch.rand((m, *clf.input_shape), generator=gen) * (hi - lo) + lo
+        pred, finite = decide(clf, x.to(device))
+        preds += pred[finite].cpu().tolist()
+        nonfinite += int((~finite).sum())
+    return preds, nonfinite

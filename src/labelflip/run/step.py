@@ -7,7 +7,12 @@ alone (:meth:`~labelflip.run.seeds.SeedTree.batch` of ``(job, start //
 batch_size)``), the target strategy (if any) sees the batch's clean logits,
 and so whoever runs it gets the same records, bit for bit, apart from the
 measured seconds. Judging (an oracle's class, a feature-squeezing score) is
-not attack work and is not in ``seconds``."""
+not attack work and is not in ``seconds``.
+
+A model whose logits on an adversarial example are NaN or infinite has no
+class for it (``argmax`` would call it class 0): the record is marked
+invalid (``valid`` 0, ``adv_pred`` -1, no success) and every statistic
+leaves it out; likewise for an oracle's logits (``oracle_pred`` -1)."""
 
 from __future__ import annotations
 
@@ -108,13 +113,20 @@ def attack_batch(
     cols = result.to_numpy()
     m = len(indices)
     cols["true"] = cols.pop("y")
+    judged = judge(result.x_adv, judges or Judges(), clf, batch_size)
+    finite = decide(clf, result.x_adv)[1].cpu().numpy()
+    valid = finite & judged.pop("oracle_finite", np.ones(m, dtype=bool))
+    if not valid.all():  # no class, no landing, no success (see the module docstring)
+        cols["adv_pred"] = np.where(finite, cols["adv_pred"], -1)
+        cols["success"] = cols["success"] & valid
     records = record_columns(
         job_id=np.array([spec.job_id] * m),
         sample=np.arange(start, start + m),
         index=np.asarray(indices),
         seconds=np.full(m, seconds / m),
+        valid=valid,
         **cols,
-        **judge(result.x_adv, judges or Judges(), clf, batch_size),
+        **judged,
     )
     x_adv = result.x_adv.detach().cpu().numpy().astype(np.float32)
     transition = None
@@ -124,14 +136,36 @@ def attack_batch(
     return BatchOutput(records, x_adv, rate, transition)
 
 
+PREDICT_CHUNK = 512  # Classifier.predict's: the same passes give the same decisions
+
+
+def decide(clf: Any, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``clf.predict(x)`` (the same passes) and, per input, whether the
+    network's raw outputs are all finite (a non-finite one has no class)."""
+    preds, finite = [], []
+    with torch.no_grad():
+        for i in range(0, len(x), PREDICT_CHUNK):
+            z = clf.outputs(x[i : i + PREDICT_CHUNK])
+            finite.append(torch.isfinite(z).flatten(1).all(1))
+            preds.append(clf.decode(clf.encoding.scores(z)))
+    if not preds:
+        empty = torch.empty(0, dtype=torch.long, device=x.device)
+        return empty, empty.bool()
+    return torch.cat(preds), torch.cat(finite)
+
+
 def judge(x_adv: torch.Tensor, judges: Judges, clf: Any, batch_size: int) -> dict:
     """The ``oracle_pred`` and ``squeeze`` columns of a batch (left out, and
-    so at their defaults, without an oracle or a detector)."""
+    so at their defaults, without an oracle or a detector), and with an
+    oracle ``oracle_finite``: whether its logits were finite (``oracle_pred``
+    -1 where not)."""
     out: dict[str, np.ndarray] = {}
     if judges.oracle is not None:
         oracle = judges.oracle
-        with torch.no_grad():
-            out["oracle_pred"] = oracle.predict(x_adv.to(oracle.mean.device)).cpu().numpy()
+        pred, finite = decide(oracle, x_adv.to(oracle.mean.device))
+        finite = finite.cpu().numpy()
+        out["oracle_pred"] = np.where(finite, pred.cpu().numpy(), -1)
+        out["oracle_finite"] = finite
     if judges.detect is not None:
         from labelflip.detect import squeeze_scores
 

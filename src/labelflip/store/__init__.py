@@ -25,7 +25,13 @@ from labelflip.store.rundir import (
     RunDir,
     new_run_path,
 )
-from labelflip.store.schema import COLUMNS, OPTIONAL_COLUMNS, RECORD_COLUMNS, record_columns
+from labelflip.store.schema import (
+    COLUMNS,
+    OPTIONAL_COLUMNS,
+    RECORD_COLUMNS,
+    only_valid,
+    record_columns,
+)
 
 __all__ = [
     "COLUMNS",
@@ -40,5 +46,6 @@ __all__ = [
     "RunDir",
     "RunStore",
     "new_run_path",
+    "only_valid",
     "record_columns",
 ]

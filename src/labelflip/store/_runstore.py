@@ -6,11 +6,9 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import numbers
 import os
 import sqlite3
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,15 +19,16 @@ from labelflip._files import fsync_dir as _fsync_dir
 from labelflip.errors import LabelflipError
 from labelflip.store._json import to_json as _to_json
 from labelflip.store.export import Exports
+from labelflip.store.jobs import JOB_FIELDS, SELECT_JOBS, Job, job_row, same
 from labelflip.store.schema import DTYPES as _DTYPES
 from labelflip.store.schema import FLOAT_COLUMNS as _FLOAT_COLUMNS
+from labelflip.store.schema import OPTIONAL_COLUMNS as _OPTIONAL
 from labelflip.store.schema import RECORD_COLUMNS, SCHEMA_VERSION, _short, validate_batch
 from labelflip.store.schema import SQL_SCHEMA as _SCHEMA
 from labelflip.store.schema import column as _column
 from labelflip.store.schema import column_sql as _column_sql
 from labelflip.store.schema import q as _q
 
-_V2_COLUMNS = ("oracle_pred", "attacker_pred", "squeeze")  # added by schema version 2
 APPLICATION_ID = 0x4C464C50  # "LFLP"
 
 _DATA_COLUMNS = RECORD_COLUMNS[1:]
@@ -47,83 +46,13 @@ _INSERT_RECORD = (
     f"INSERT INTO records (job_id, {', '.join(_q(c) for c in _DATA_COLUMNS)}) "
     f"VALUES ({', '.join('?' * len(RECORD_COLUMNS))})"
 )
-_SELECT_RECORDS = (
-    f"SELECT {', '.join(_q(c) for c in _DATA_COLUMNS)} FROM records "
-    'WHERE job_id = ? ORDER BY "sample"'
-)
 
 
-@dataclass(frozen=True)
-class Job:
-    """One attack configuration of a run (a row of the job table).
-
-    ``settings`` and ``versions`` must be JSON-serialisable; read back from a
-    store they are their JSON round trip (tuples become lists).
-    """
-
-    job_id: str
-    attack: str
-    settings: dict = field(hash=False)
-    seed: int
-    model_sha256: str
-    versions: dict = field(hash=False)
-    label: str = ""
-    group: str = ""
-    sweep_value: float | None = None
-
-
-def _validate_job(job: Job) -> None:
-    if not isinstance(job, Job):
-        raise LabelflipError(f"add_job expects a Job, got {type(job).__name__}")
-    for name in ("job_id", "attack", "model_sha256", "label", "group"):
-        if not isinstance(getattr(job, name), str):
-            raise LabelflipError(f"job {name} must be a string, got {getattr(job, name)!r}")
-    if not job.job_id:
-        raise LabelflipError("job_id must not be empty")
-    if isinstance(job.seed, bool) or not isinstance(job.seed, numbers.Integral):
-        raise LabelflipError(f"seed of job '{job.job_id}' must be an integer, got {job.seed!r}")
-    for name in ("settings", "versions"):
-        if not isinstance(getattr(job, name), Mapping):
-            raise LabelflipError(f"{name} of job '{job.job_id}' must be a dict")
-    sv = job.sweep_value
-    if sv is not None and (isinstance(sv, bool) or not isinstance(sv, numbers.Real)):
-        raise LabelflipError(f"sweep_value of job '{job.job_id}' must be a number or None")
-
-
-def _job_row(job: Job) -> tuple:
-    """The job as stored: JSON-canonical settings/versions, float sweep value."""
-    _validate_job(job)
+def _select_records(columns: list[str]) -> str:
     return (
-        job.job_id,
-        job.attack,
-        _to_json(dict(job.settings), f"settings of job '{job.job_id}'"),
-        int(job.seed),
-        job.model_sha256,
-        _to_json(dict(job.versions), f"versions of job '{job.job_id}'"),
-        job.label,
-        job.group,
-        None if job.sweep_value is None else float(job.sweep_value),
+        f"SELECT {', '.join(_q(c) for c in columns)} FROM records "
+        'WHERE job_id = ? ORDER BY "sample"'
     )
-
-
-_JOB_FIELDS = (
-    "job_id",
-    "attack",
-    "settings",
-    "seed",
-    "model_sha256",
-    "versions",
-    "label",
-    "group",
-    "sweep_value",
-)
-_SELECT_JOBS = f"SELECT {', '.join(_q(c) for c in _JOB_FIELDS)} FROM jobs"
-
-
-def _same(a: Any, b: Any) -> bool:
-    if isinstance(a, float) and isinstance(b, float):
-        return a == b or (math.isnan(a) and math.isnan(b))
-    return a == b
 
 
 class RunStore(Exports):
@@ -141,6 +70,10 @@ class RunStore(Exports):
         self.path = path
         self.run_dir = path.parent
         self.read_only = read_only
+        # A store of an older schema opened read-only lacks the optional
+        # columns added since: they read back as their defaults.
+        have = {r[1] for r in con.execute("PRAGMA table_info(records)")}
+        self._stored = [c for c in _DATA_COLUMNS if c in have]
 
     # ------------------------------------------------------------ lifecycle
 
@@ -247,12 +180,7 @@ class RunStore(Exports):
                 raise LabelflipError(
                     f"run store {path} is corrupt: missing table(s) {', '.join(sorted(lacking))}"
                 )
-            if version < SCHEMA_VERSION and read_only:
-                raise LabelflipError(
-                    f"run store {path} has schema version {version} and is opened read-only; "
-                    f"copy the run directory somewhere writable to upgrade it to {SCHEMA_VERSION}"
-                )
-            if version < SCHEMA_VERSION:
+            if version < SCHEMA_VERSION and not read_only:
                 cls._upgrade(con)
             if read_only:
                 con.execute("PRAGMA query_only=ON")
@@ -304,13 +232,15 @@ class RunStore(Exports):
 
     @staticmethod
     def _upgrade(con: sqlite3.Connection) -> None:
-        """Bring a version-1 store to version 2 in one transaction: the record
-        columns added since get their defaults (old records: no oracle, no
-        attacker prediction, no squeeze score)."""
+        """Bring an older store to :data:`SCHEMA_VERSION` in one transaction:
+        the optional record columns added since get their defaults (old
+        records: no oracle, no attacker prediction, no squeeze score, valid).
+        A store opened read-only is read as it is, the same defaults
+        standing in for the missing columns."""
         con.execute("BEGIN IMMEDIATE")
         try:
             have = {r[1] for r in con.execute("PRAGMA table_info(records)")}
-            for name in _V2_COLUMNS:
+            for name in _OPTIONAL:
                 if name not in have:
                     con.execute(f"ALTER TABLE records ADD COLUMN {_column_sql(name, default=True)}")
             con.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
@@ -377,6 +307,31 @@ class RunStore(Exports):
             rows.append((key, _to_json(value, f"meta '{key}'")))
         return rows
 
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[RunStore]:
+        """Read the store as of one moment: every read inside the block sees
+        the same committed state (one SQLite read transaction; a run writing
+        meanwhile goes on, unseen). Nested blocks share the outer snapshot."""
+        if self._con.in_transaction:
+            yield self
+            return
+        with self._errors("snapshot"):
+            self._con.execute("BEGIN")
+            self._con.execute("SELECT COUNT(*) FROM meta").fetchone()  # the snapshot starts here
+        try:
+            yield self
+        finally:
+            if self._con.in_transaction:
+                self._con.execute("COMMIT")
+
+    def progress(self) -> dict[str, int]:
+        """How far the run had got: ``records`` committed and ``jobs_done``
+        (both only ever grow, so a larger pair is a later state)."""
+        with self._errors("progress"):
+            n = self._con.execute("SELECT COUNT(*) FROM records").fetchone()[0]
+            done = self._con.execute("SELECT COUNT(*) FROM jobs WHERE status = 'done'")
+            return {"records": int(n), "jobs_done": int(done.fetchone()[0])}
+
     # ------------------------------------------------------------ metadata
 
     def set_meta(self, key: str, value: Any) -> None:
@@ -405,32 +360,44 @@ class RunStore(Exports):
         Raises :class:`LabelflipError` if ``job.job_id`` exists with any other
         field different (a resumed run must not mix settings).
         """
-        row = _job_row(job)
-        with self._errors("add_job"), self._transaction() as con:
-            old = con.execute(f"{_SELECT_JOBS} WHERE job_id = ?", (job.job_id,)).fetchone()
-            if old is None:
-                con.execute(
-                    f"INSERT INTO jobs ({', '.join(_q(c) for c in _JOB_FIELDS)}) "
-                    f"VALUES ({', '.join('?' * len(_JOB_FIELDS))})",
-                    row,
-                )
-                return
-        diff = [name for name, a, b in zip(_JOB_FIELDS, old, row, strict=True) if not _same(a, b)]
-        if diff:
-            raise LabelflipError(
-                f"run directory {self.run_dir} was made with different settings for job "
-                f"'{job.job_id}' (differs in: {', '.join(diff)})"
+        self.add_jobs([job])
+
+    def add_jobs(self, jobs: Sequence[Job]) -> None:
+        """Register ``jobs`` (in order) as one transaction, as :meth:`add_job`
+        does each: identical jobs already there are kept, a job whose id is
+        there with other fields is an error and then none is added."""
+        rows = [job_row(job) for job in jobs]
+        ids = [row[0] for row in rows]
+        if len(set(ids)) != len(ids):
+            dup = next(i for i in ids if ids.count(i) > 1)
+            raise LabelflipError(f"job '{dup}' is given twice")
+        with self._errors("add_jobs"), self._transaction() as con:
+            old = {r[0]: r for r in con.execute(SELECT_JOBS)}
+            for row in rows:
+                was = old.get(row[0])
+                if was is None:
+                    continue
+                diff = [n for n, a, b in zip(JOB_FIELDS, was, row, strict=True) if not same(a, b)]
+                if diff:
+                    raise LabelflipError(
+                        f"run directory {self.run_dir} was made with different settings for job "
+                        f"'{row[0]}' (differs in: {', '.join(diff)})"
+                    )
+            con.executemany(
+                f"INSERT INTO jobs ({', '.join(_q(c) for c in JOB_FIELDS)}) "
+                f"VALUES ({', '.join('?' * len(JOB_FIELDS))})",
+                [row for row in rows if row[0] not in old],
             )
 
     def jobs(self) -> list[Job]:
         """All jobs, in insertion order."""
         with self._errors("jobs"):
-            rows = self._con.execute(f"{_SELECT_JOBS} ORDER BY pos").fetchall()
+            rows = self._con.execute(f"{SELECT_JOBS} ORDER BY pos").fetchall()
         return [self._job_from_row(r) for r in rows]
 
     @staticmethod
     def _job_from_row(row: tuple) -> Job:
-        values = dict(zip(_JOB_FIELDS, row, strict=True))
+        values = dict(zip(JOB_FIELDS, row, strict=True))
         values["settings"] = json.loads(values["settings"])
         values["versions"] = json.loads(values["versions"])
         return Job(**values)
@@ -524,13 +491,18 @@ class RunStore(Exports):
                 ids = [job_id]
             rows: list[tuple] = []
             owners: list[str] = []
+            select = _select_records(self._stored)
             for jid in ids:
-                part = self._con.execute(_SELECT_RECORDS, (jid,)).fetchall()
+                part = self._con.execute(select, (jid,)).fetchall()
                 rows.extend(part)
                 owners.extend([jid] * len(part))
         out: dict[str, np.ndarray] = {"job_id": np.array(owners, dtype=str)}
-        columns = list(zip(*rows, strict=True)) if rows else [()] * len(_DATA_COLUMNS)
-        for name, values in zip(_DATA_COLUMNS, columns, strict=True):
+        columns = list(zip(*rows, strict=True)) if rows else [()] * len(self._stored)
+        stored = dict(zip(self._stored, columns, strict=True))
+        for name in _DATA_COLUMNS:
+            values = stored.get(name)
+            if values is None:  # an optional column an older store lacks
+                values = [_OPTIONAL[name]] * len(owners)
             if name in _FLOAT_COLUMNS:
                 values = [math.nan if v is None else v for v in values]
             out[name] = np.array(values, dtype=_DTYPES[name])

@@ -15,7 +15,7 @@ import numpy as np
 from labelflip._files import write_atomic
 from labelflip._text import csv_cell
 from labelflip.store._json import to_json as _to_json
-from labelflip.store.schema import FLOAT_COLUMNS, RECORD_COLUMNS, SCHEMA_VERSION
+from labelflip.store.schema import BOOL_COLUMNS, FLOAT_COLUMNS, RECORD_COLUMNS, SCHEMA_VERSION
 
 _DATA_COLUMNS = RECORD_COLUMNS[1:]
 _FLOAT_COLUMNS = FLOAT_COLUMNS
@@ -65,7 +65,7 @@ class Exports:
         """Write all records as UTF-8 CSV (atomically); returns the path.
 
         Columns: ``job_id, attack, label, group, sweep_value, dataset, split``,
-        then :data:`RECORD_COLUMNS` without ``job_id``. ``success`` is 0/1,
+        then :data:`RECORD_COLUMNS` without ``job_id``. ``success`` and ``valid`` are 0/1,
         floats are written round-trip exact (``repr``), missing values empty.
         A text cell a spreadsheet would run as a formula (starting with
         ``=``, ``+``, ``-``, ``@``, a tab or a carriage return) is written
@@ -73,7 +73,8 @@ class Exports:
         """
         cols, _ = self._export_columns()
         names = list(cols)
-        cols["success"] = cols["success"].astype(np.int64)
+        for name in BOOL_COLUMNS:
+            cols[name] = np.asarray(cols[name]).astype(np.int64)
         lists = [c.tolist() if isinstance(c, np.ndarray) else c for c in cols.values()]
         lists = [
             [csv_cell(v) for v in values] if name in _TEXT_EXPORT_COLUMNS else values
@@ -92,7 +93,7 @@ class Exports:
         """Write all records as Parquet (atomically); returns the path.
 
         Same columns as :meth:`export_csv` with typed columns (``success``
-        bool); the store's meta and job table ride along as JSON in the
+        and ``valid`` bool); the store's meta and job table ride along as JSON in the
         schema metadata (``labelflip.meta``, ``labelflip.jobs``).
         """
         import pyarrow as pa
@@ -111,7 +112,7 @@ class Exports:
         for name in _DATA_COLUMNS:
             types[name] = (
                 pa.bool_()
-                if name == "success"
+                if name in BOOL_COLUMNS
                 else pa.float64()
                 if name in _FLOAT_COLUMNS
                 else pa.int64()

@@ -12,6 +12,7 @@ how it comes into being atomically.
                              holds them is committed
     <run>/gallery.npz        the gallery bundled at the end of the run
     <run>/report/            the report (labelflip.report)
+    <run>/.lock              held (flock) by the one process running the run
 
 A run directory appears atomically with its config and an empty store: both
 are written into a hidden staging directory that is then renamed, so a run
@@ -20,10 +21,11 @@ exists can always be resumed."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -39,6 +41,7 @@ CONFIG_TOML = "config.toml"
 GALLERY_DIR = "gallery"
 GALLERY_NPZ = "gallery.npz"
 REPORT_DIR = "report"
+LOCK = ".lock"
 
 
 def new_run_path(base: str | os.PathLike, name: str) -> Path:
@@ -120,6 +123,37 @@ class RunDir:
 
     def store(self) -> RunStore:
         return RunStore.open(self.path)
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the run for this process (an exclusive ``flock`` on
+        ``<run>/.lock``, which names the holder's pid), released on exit or
+        when the process dies; a second process running or resuming the run
+        meanwhile gets a one-line error."""
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - no flock (Windows): unlocked
+            yield
+            return
+        path = self.path / LOCK
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise os_error(f"cannot lock run directory {self.path}", e) from None
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.read(fd, 32).decode("ascii", "replace").strip() or "unknown"
+                raise LabelflipError(
+                    f"run {self.path} is in use by another process (pid {holder}); wait for "
+                    "it to finish, or stop it, before resuming"
+                ) from None
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+            yield
+        finally:
+            os.close(fd)  # releases the lock
 
     # ---------------------------------------------------------------- gallery
 

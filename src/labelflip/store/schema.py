@@ -13,8 +13,9 @@ from numpy.typing import ArrayLike
 
 from labelflip.errors import LabelflipError
 
-SCHEMA_VERSION = 2
-"""Version of the store's SQLite schema (``PRAGMA user_version``)."""
+SCHEMA_VERSION = 3
+"""Version of the store's SQLite schema (``PRAGMA user_version``): 2 added
+``oracle_pred``, ``attacker_pred`` and ``squeeze``, 3 added ``valid``."""
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,11 @@ COLUMNS: tuple[Column, ...] = (
     Column("index", "int", "index in the dataset split"),
     Column("true", "int", "true label (a bitmask of labels for a multi-label model)"),
     Column("clean_pred", "int", "the model's class for the clean sample"),
-    Column("adv_pred", "int", "the model's class for the adversarial example"),
+    Column(
+        "adv_pred",
+        "int",
+        "the model's class for the adversarial example; -1 when its logits are not finite",
+    ),
     Column("target", "int", "the target class; -1 when untargeted"),
     Column("success", "bool", "the attack succeeded (judged by the model on x_adv)"),
     Column("l0", "int", "L0 norm of the perturbation (changed input values)"),
@@ -73,6 +78,14 @@ COLUMNS: tuple[Column, ...] = (
         optional=True,
         default=math.nan,
     ),
+    Column(
+        "valid",
+        "bool",
+        "the model's logits on x_adv (and an oracle's) are finite; an invalid record "
+        "(adv_pred -1, no success) is left out of every statistic",
+        optional=True,
+        default=1,
+    ),
 )
 
 RECORD_COLUMNS: tuple[str, ...] = tuple(c.name for c in COLUMNS)
@@ -83,6 +96,7 @@ OPTIONAL_COLUMNS: dict[str, float] = {c.name: c.default for c in COLUMNS if c.op
 
 FLOAT_COLUMNS = frozenset(c.name for c in COLUMNS if c.kind == "float")
 INT_COLUMNS = frozenset(c.name for c in COLUMNS if c.kind == "int")
+BOOL_COLUMNS = frozenset(c.name for c in COLUMNS if c.kind == "bool")
 DTYPES: dict[str, type] = {c.name: c.dtype for c in COLUMNS if c.kind != "str"}
 
 
@@ -95,6 +109,21 @@ def record_columns(**columns: np.ndarray) -> dict[str, np.ndarray]:
         a = np.asarray(value)
         out[name] = a if dtype is None else a.astype(np.int64 if dtype is np.bool_ else dtype)
     return out
+
+
+def only_valid(records: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], int]:
+    """``records`` without the invalid rows (``valid`` false: the model's
+    logits on the adversarial example were not finite) and how many were
+    left out; every statistic is computed from the valid rows only."""
+    valid = records.get("valid")
+    out = dict(records)
+    if valid is None:
+        return out, 0
+    keep = np.asarray(valid).astype(bool)
+    dropped = int(keep.size - np.count_nonzero(keep))
+    if dropped:
+        out = {name: np.asarray(value)[keep] for name, value in records.items()}
+    return out, dropped
 
 
 def _short(values: list[int], limit: int = 8) -> str:
@@ -123,8 +152,8 @@ def column(name: str, value: ArrayLike, what: str = "record column") -> np.ndarr
     elif kind not in "biuf" and a.size:
         raise LabelflipError(f"{what} '{name}' must hold integers, got dtype {a.dtype}")
     a = a.astype(np.int64)
-    if name == "success" and a.size and not np.all((a == 0) | (a == 1)):
-        raise LabelflipError("record column 'success' must hold 0/1 or booleans")
+    if name in BOOL_COLUMNS and a.size and not np.all((a == 0) | (a == 1)):
+        raise LabelflipError(f"record column '{name}' must hold 0/1 or booleans")
     return a
 
 
@@ -195,8 +224,9 @@ def column_sql(name: str, *, default: bool = False) -> str:
         value = OPTIONAL_COLUMNS[name]
         if name in FLOAT_COLUMNS:  # NaN is stored as NULL
             return f"{q(name)} CHECK (typeof({q(name)}) IN ('real', 'null'))"
-        return f"{q(name)} INTEGER NOT NULL DEFAULT {int(value)}"
-    if name == "success":
+        check = f" CHECK ({q(name)} IN (0, 1))" if name in BOOL_COLUMNS else ""
+        return f"{q(name)} INTEGER NOT NULL DEFAULT {int(value)}{check}"
+    if name in BOOL_COLUMNS:
         return f"{q(name)} INTEGER NOT NULL CHECK ({q(name)} IN (0, 1))"
     if name in FLOAT_COLUMNS:
         # No declared type: REAL affinity would store -0.0 as the integer 0.
