@@ -282,7 +282,12 @@ def keyword_signature(
     hints = typing.get_type_hints(cls)
     params = list(leading)
     for f in dataclasses.fields(cls):
-        default = f.default if f.default is not dataclasses.MISSING else inspect.Parameter.empty
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        else:
+            default = inspect.Parameter.empty
         params.append(
             inspect.Parameter(
                 f.name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=hints[f.name]

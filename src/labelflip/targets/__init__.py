@@ -37,6 +37,7 @@ from labelflip.targets.strategies import (
     TARGET_STRATEGIES,
     DistanceSettings,
     FlipBitsSettings,
+    Inputs,
     LabelFoolTargetSettings,
     MappingSettings,
     NoSettings,
@@ -53,12 +54,15 @@ from labelflip.targets.strategies import (
     nearest_target,
     next_target,
     random_target,
+    register_strategy,
     resolve_mapping,
     strategy_settings_from_mapping,
 )
 
 __all__ = [
     "TARGET_STRATEGIES",
+    "Inputs",
+    "register_strategy",
     "DistanceSettings",
     "FlipBitsSettings",
     "LabelFoolTargetSettings",

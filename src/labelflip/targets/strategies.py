@@ -32,14 +32,15 @@ Output encodings: see :mod:`labelflip.targets`.
 
 from __future__ import annotations
 
-import dataclasses
+import functools
+import inspect
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from labelflip._settings import from_mapping
+from labelflip._settings import field_names, from_mapping, keyword_signature
 from labelflip.attacks.primitives import generator_or_default
 from labelflip.errors import LabelflipError, unknown_name
 from labelflip.models.encoding import OutputEncoding, bits_to_index, index_to_bits
@@ -58,6 +59,107 @@ from labelflip.targets.settings import (
     NoSettings,
     ShiftSettings,
 )
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """What every strategy reads: the model's ``logits`` (N, k) (per-label
+    logits for a multi-label model), the true ``labels`` if known, the
+    ``distances`` matrix (k, k) a distance-based strategy needs, the
+    ``generator`` of its random draws, the ``class_names`` (for ``mapping``)
+    and the model's output ``encoding`` (``None`` = one-hot)."""
+
+    logits: Any
+    labels: Any = None
+    distances: Any = None
+    generator: torch.Generator | None = None
+    class_names: Sequence[str] | None = None
+    encoding: OutputEncoding | None = None
+
+
+@dataclass(frozen=True)
+class TargetStrategy:
+    """A registered target strategy: its config ``name``, the implementation
+    ``impl(inputs, settings)``, the settings type (declared once), whether it
+    needs a class-distance matrix, a description, and the output encodings
+    (:mod:`labelflip.models.encoding`) of the models it applies to (it refuses
+    the others with a one-line error). ``fn`` is the public keyword function
+    ``fn(logits, *, labels, distances, generator, class_names, encoding,
+    **settings)`` derived from them."""
+
+    name: str
+    impl: Callable[[Inputs, Any], torch.Tensor]
+    settings_type: type
+    needs_distance: bool
+    description: str
+    encodings: tuple[str, ...] = ("onehot", "ecoc")
+    fn: Callable[..., torch.Tensor] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "fn", _keyword_function(self))
+
+    def default_settings(self) -> Any:
+        return self.settings_type()
+
+    def choose(self, x: Inputs, settings: Any) -> torch.Tensor:
+        """Targets for validated ``settings`` (checks the generator's type)."""
+        g = x.generator
+        if g is not None and not isinstance(g, torch.Generator):
+            raise LabelflipError(f"generator must be a torch.Generator, got {type(g).__name__}")
+        return self.impl(x, settings)
+
+
+_INPUTS = ("labels", "distances", "generator", "class_names", "encoding")
+
+
+def _keyword_function(spec: TargetStrategy) -> Callable[..., torch.Tensor]:
+    names = frozenset(field_names(spec.settings_type))
+
+    def strategy(logits, **kwargs):  # type: ignore[no-untyped-def]
+        for key in kwargs:
+            if key not in names and key not in _INPUTS:
+                name = spec.impl.__name__
+                raise TypeError(f"{name}() got an unexpected keyword argument {key!r}")
+        s = spec.settings_type(**{k: v for k, v in kwargs.items() if k in names})
+        x = Inputs(logits, **{k: v for k, v in kwargs.items() if k in _INPUTS})
+        return spec.choose(x, s)
+
+    functools.update_wrapper(strategy, spec.impl)
+    del strategy.__wrapped__  # inspect.signature shows the keyword settings
+    p = inspect.Parameter
+    strategy.__signature__ = keyword_signature(  # type: ignore[attr-defined]
+        spec.settings_type,
+        leading=[
+            p("logits", p.POSITIONAL_OR_KEYWORD),
+            *(p(n, p.KEYWORD_ONLY, default=None) for n in _INPUTS),
+        ],
+        trailing=[],
+    )
+    strategy.__annotations__ = {}
+    return strategy
+
+
+TARGET_STRATEGIES: dict[str, TargetStrategy] = {}
+"""Every registered strategy by config name (filled by :func:`register_strategy`)."""
+
+
+def register_strategy(
+    name: str,
+    settings: type,
+    description: str,
+    *,
+    needs_distance: bool = False,
+    encodings: tuple[str, ...] = ("onehot", "ecoc"),
+) -> Callable[[Callable[[Inputs, Any], torch.Tensor]], Callable[..., torch.Tensor]]:
+    """Register the decorated ``impl(inputs, settings)`` as strategy ``name``;
+    returns the public keyword function."""
+
+    def decorate(impl: Callable[[Inputs, Any], torch.Tensor]) -> Callable[..., torch.Tensor]:
+        spec = TargetStrategy(name, impl, settings, needs_distance, description, encodings)
+        TARGET_STRATEGIES[name] = spec
+        return spec.fn
+
+    return decorate
 
 
 def _check_encoding(strategy: str, encoding: object) -> OutputEncoding | None:
@@ -103,15 +205,15 @@ def _prepare(
     return z, y, pred, allowed
 
 
-def random_target(
-    logits: torch.Tensor,
-    *,
-    labels: torch.Tensor | None = None,
-    distances: torch.Tensor | None = None,
-    generator: torch.Generator | None = None,
-    class_names: Sequence[str] | None = None,
-    encoding: OutputEncoding | None = None,
-) -> torch.Tensor:
+@register_strategy(
+    "random",
+    NoSettings,
+    "uniform among the classes (label vectors) other than the prediction and the "
+    "true label (Carlini & Wagner 2017, average case)",
+    needs_distance=False,
+    encodings=("onehot", "ecoc", "multilabel"),
+)
+def random_target(x: Inputs, s: NoSettings) -> torch.Tensor:
     """Uniform among the allowed classes: C&W's "average case". One draw per
     sample from ``generator`` (a fresh one seeded with 0 when ``None``) on the
     generator's device, so equal generators give equal targets.
@@ -120,13 +222,11 @@ def random_target(
     vectors other than the predicted one (``z_j > 0``) and, with ``labels``
     and at least 2 labels, the true one; returned as bitmasks (see
     :func:`_random_label_vectors`)."""
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise LabelflipError(f"generator must be a torch.Generator, got {type(generator).__name__}")
-    enc = _check_encoding("random", encoding)
+    enc = _check_encoding("random", x.encoding)
+    gen = generator_or_default(x.generator)
     if enc is not None and enc.kind == "multilabel":
-        return _random_label_vectors(logits, labels, enc, generator_or_default(generator))
-    z, _, _, allowed = _prepare("random", logits, labels, enc)
-    gen = generator_or_default(generator)
+        return _random_label_vectors(x.logits, x.labels, enc, gen)
+    z, _, _, allowed = _prepare("random", x.logits, x.labels, enc)
     u = torch.rand(len(z), generator=gen, device=gen.device, dtype=torch.float64).to(z.device)
     count = allowed.sum(1)
     rank = (u * count).long().clamp(max=count - 1)  # which allowed class, 0-based
@@ -158,16 +258,15 @@ def _random_label_vectors(
     return value + two * (value >= hi).long()
 
 
-def flip_bits_target(
-    logits: torch.Tensor,
-    *,
-    labels: torch.Tensor | None = None,
-    distances: torch.Tensor | None = None,
-    generator: torch.Generator | None = None,
-    class_names: Sequence[str] | None = None,
-    encoding: OutputEncoding | None = None,
-    bits: int = 1,
-) -> torch.Tensor:
+@register_strategy(
+    "flip-bits",
+    FlipBitsSettings,
+    "multi-label: the predicted label vector with `bits` random labels flipped "
+    "(JMA paper, Tables VII-IX)",
+    needs_distance=False,
+    encodings=("multilabel",),
+)
+def flip_bits_target(x: Inputs, s: FlipBitsSettings) -> torch.Tensor:
     """The predicted label vector of a multi-label model with exactly
     ``bits`` labels flipped (``bits < 0``: all but ``-bits`` of the ``L``
     labels), the flipped labels a uniform random subset per sample: the
@@ -178,21 +277,19 @@ def flip_bits_target(
     decision (the two agree on correctly classified samples). ``labels``
     (bitmasks) are checked but not excluded: only a misclassified sample can
     get its true vector as target. Returns bitmasks (N,)."""
-    FlipBitsSettings(bits=bits)  # validates
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise LabelflipError(f"generator must be a torch.Generator, got {type(generator).__name__}")
-    enc = _check_encoding("flip-bits", encoding)
+    bits = s.bits
+    enc = _check_encoding("flip-bits", x.encoding)
     assert enc is not None
-    z = _check_logits(logits, enc)
+    z = _check_logits(x.logits, enc)
     n, size = z.shape
-    _check_labels(labels, n, enc.num_classes, z.device)
+    _check_labels(x.labels, n, enc.num_classes, z.device)
     k = bits if bits > 0 else size + bits
     if not 1 <= k <= size:
         raise LabelflipError(
             f"flip-bits: bits={bits} does not fit a model with {size} labels "
             f"(use 1..{size}, or -{size - 1}..-1 to count from the number of labels)"
         )
-    gen = generator_or_default(generator)
+    gen = generator_or_default(x.generator)
     u = torch.rand((n, size), generator=gen, device=gen.device, dtype=torch.float64)
     chosen = u.argsort(dim=1, stable=True)[:, :k]
     flip = torch.zeros(n, size, dtype=torch.long, device=gen.device).scatter(1, chosen, 1)
@@ -200,103 +297,83 @@ def flip_bits_target(
     return bits_to_index(pred_bits ^ flip.to(z.device))
 
 
-def easiest_target(
-    logits: torch.Tensor,
-    *,
-    labels: torch.Tensor | None = None,
-    distances: torch.Tensor | None = None,
-    generator: torch.Generator | None = None,
-    class_names: Sequence[str] | None = None,
-    encoding: OutputEncoding | None = None,
-) -> torch.Tensor:
+@register_strategy(
+    "easiest",
+    NoSettings,
+    "highest logit after the prediction (Carlini & Wagner 2017, best case)",
+    needs_distance=False,
+)
+def easiest_target(x: Inputs, s: NoSettings) -> torch.Tensor:
     """The allowed class with the highest logit (usually the runner-up): C&W's
     "best case", with the logit as the proxy for how easy a target is."""
-    z, _, _, allowed = _prepare("easiest", logits, labels, encoding)
+    z, _, _, allowed = _prepare("easiest", x.logits, x.labels, x.encoding)
     return _masked_argmax(z, allowed)
 
 
-def hardest_target(
-    logits: torch.Tensor,
-    *,
-    labels: torch.Tensor | None = None,
-    distances: torch.Tensor | None = None,
-    generator: torch.Generator | None = None,
-    class_names: Sequence[str] | None = None,
-    encoding: OutputEncoding | None = None,
-) -> torch.Tensor:
+@register_strategy(
+    "hardest",
+    NoSettings,
+    "lowest logit (Carlini & Wagner 2017, worst case)",
+    needs_distance=False,
+)
+def hardest_target(x: Inputs, s: NoSettings) -> torch.Tensor:
     """The allowed class with the lowest logit: C&W's "worst case", with the
     logit as the proxy for how hard a target is."""
-    z, _, _, allowed = _prepare("hardest", logits, labels, encoding)
+    z, _, _, allowed = _prepare("hardest", x.logits, x.labels, x.encoding)
     return _masked_argmin(z, allowed)
 
 
-def _source_distances(
-    strategy: str,
-    logits: object,
-    labels: object,
-    distances: object,
-    distance: str,
-    encoding: object,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    DistanceSettings(distance=distance)  # validates
-    z, y, pred, allowed = _prepare(strategy, logits, labels, encoding)
-    d = check_distances(strategy, distances, z.shape[1], z.device)
+def _source_distances(strategy: str, x: Inputs) -> tuple[torch.Tensor, torch.Tensor]:
+    z, y, pred, allowed = _prepare(strategy, x.logits, x.labels, x.encoding)
+    d = check_distances(strategy, x.distances, z.shape[1], z.device)
     source = pred if y is None else y
     return d[source], allowed
 
 
-def nearest_target(
-    logits: torch.Tensor,
-    *,
-    labels: torch.Tensor | None = None,
-    distances: torch.Tensor | None = None,
-    generator: torch.Generator | None = None,
-    class_names: Sequence[str] | None = None,
-    encoding: OutputEncoding | None = None,
-    distance: str = "perceptual",
-) -> torch.Tensor:
+@register_strategy(
+    "nearest",
+    DistanceSettings,
+    "class nearest to the true (else predicted) class in a class-distance matrix",
+    needs_distance=True,
+)
+def nearest_target(x: Inputs, s: DistanceSettings) -> torch.Tensor:
     """The allowed class nearest to the source class: ``argmin_i
     distances[source, i]`` (ties: lowest index)."""
-    d, allowed = _source_distances("nearest", logits, labels, distances, distance, encoding)
+    d, allowed = _source_distances("nearest", x)
     return _masked_argmin(d, allowed)
 
 
-def farthest_target(
-    logits: torch.Tensor,
-    *,
-    labels: torch.Tensor | None = None,
-    distances: torch.Tensor | None = None,
-    generator: torch.Generator | None = None,
-    class_names: Sequence[str] | None = None,
-    encoding: OutputEncoding | None = None,
-    distance: str = "perceptual",
-) -> torch.Tensor:
+@register_strategy(
+    "farthest",
+    DistanceSettings,
+    "class farthest from the true (else predicted) class in a class-distance matrix",
+    needs_distance=True,
+)
+def farthest_target(x: Inputs, s: DistanceSettings) -> torch.Tensor:
     """The allowed class farthest from the source class: ``argmax_i
     distances[source, i]`` (ties: lowest index)."""
-    d, allowed = _source_distances("farthest", logits, labels, distances, distance, encoding)
+    d, allowed = _source_distances("farthest", x)
     return _masked_argmax(d, allowed)
 
 
-def next_target(
-    logits: torch.Tensor,
-    *,
-    labels: torch.Tensor | None = None,
-    distances: torch.Tensor | None = None,
-    generator: torch.Generator | None = None,
-    class_names: Sequence[str] | None = None,
-    encoding: OutputEncoding | None = None,
-    shift: int = 1,
-) -> torch.Tensor:
+@register_strategy(
+    "next",
+    ShiftSettings,
+    "the class `shift` (default 1) after the true class, mod k: i -> i+1 "
+    "(Tang et al., Type I attack, §IV-A)",
+    needs_distance=False,
+)
+def next_target(x: Inputs, s: ShiftSettings) -> torch.Tensor:
     """``(source + shift) mod k``, the source being the true class (the
     prediction without ``labels``): the "change an i into an i+1" targets of
     Tang et al.'s Type I experiments (§IV-A). A shift that is a multiple of
     ``k`` would make every target its own source and is refused."""
-    z, y, pred, _ = _prepare("next", logits, labels, encoding)
+    z, y, pred, _ = _prepare("next", x.logits, x.labels, x.encoding)
     k = z.shape[1]
-    if shift % k == 0:
-        raise LabelflipError(f"next: shift {shift} is a multiple of the {k} classes")
+    if s.shift % k == 0:
+        raise LabelflipError(f"next: shift {s.shift} is a multiple of the {k} classes")
     source = pred if y is None else y
-    return (source + shift) % k
+    return (source + s.shift) % k
 
 
 def _resolve_class(what: str, value: str | int, names: Sequence[str]) -> int:
@@ -340,29 +417,25 @@ def resolve_mapping(
     return out
 
 
-def mapped_target(
-    logits: torch.Tensor,
-    *,
-    labels: torch.Tensor | None = None,
-    distances: torch.Tensor | None = None,
-    generator: torch.Generator | None = None,
-    class_names: Sequence[str] | None = None,
-    encoding: OutputEncoding | None = None,
-    mapping: Mapping[str | int, str | int] | None = None,
-) -> torch.Tensor:
+@register_strategy(
+    "mapping",
+    MappingSettings,
+    "a fixed source -> target class table",
+    needs_distance=False,
+)
+def mapped_target(x: Inputs, s: MappingSettings) -> torch.Tensor:
     """A fixed source -> target table (source: the true label when ``labels``
     are given, else the prediction). The table is the user's explicit choice,
     so the prediction is not excluded: a sample already predicted as its
     mapped target gets that target anyway (the attack then has nothing to
     do). A source class missing from the table raises a one-line error.
     ``class_names`` (default ``"0"``, ``"1"``, ...) resolve names in the table."""
-    s = MappingSettings(mapping=dict(mapping or {}))
-    z, y, pred, _ = _prepare("mapping", logits, labels, encoding)
+    z, y, pred, _ = _prepare("mapping", x.logits, x.labels, x.encoding)
     k = z.shape[1]
-    if class_names is None:
+    if x.class_names is None:
         names = [str(i) for i in range(k)]
     else:
-        names = [str(c) for c in class_names]
+        names = [str(c) for c in x.class_names]
         if len(names) != k:
             raise LabelflipError(f"{len(names)} class names given for logits with {k} classes")
     table = resolve_mapping(s.mapping, names)
@@ -379,18 +452,13 @@ def mapped_target(
     return target
 
 
-def labelfool_target(
-    logits: torch.Tensor,
-    *,
-    labels: torch.Tensor | None = None,
-    distances: torch.Tensor | None = None,
-    generator: torch.Generator | None = None,
-    class_names: Sequence[str] | None = None,
-    encoding: OutputEncoding | None = None,
-    delta1: float = 0.8,
-    delta2: float = 0.01,
-    distance: str = "perceptual",
-) -> torch.Tensor:
+@register_strategy(
+    "labelfool",
+    LabelFoolTargetSettings,
+    "LabelFool label selection, eqs. 1-6 (Liu et al. 2019)",
+    needs_distance=True,
+)
+def labelfool_target(x: Inputs, s: LabelFoolTargetSettings) -> torch.Tensor:
     """LabelFool's label selection (§III-A, eqs. 1–6) on ``p̂ = softmax(logits)``.
 
     - ``p̂_1 > δ1`` (eq. 6, first case): ``ĝ = argmax p̂`` (eq. 1) and
@@ -408,10 +476,9 @@ def labelfool_target(
     in ``S`` (it is whenever ``p̂_1 > δ2``), so that ``S`` is never empty.
     Batched; ties go to the lowest class index.
     """
-    s = LabelFoolTargetSettings(delta1=delta1, delta2=delta2, distance=distance)
-    z, _, pred, allowed = _prepare("labelfool", logits, labels, encoding)
+    z, _, pred, allowed = _prepare("labelfool", x.logits, x.labels, x.encoding)
     n, k = z.shape
-    d = check_distances("labelfool", distances, k, z.device)
+    d = check_distances("labelfool", x.distances, k, z.device)
     p = z.double().softmax(1)
     rows = torch.arange(n, device=z.device)
     confident = p[rows, pred] > s.delta1
@@ -423,100 +490,6 @@ def labelfool_target(
     expected = (p * in_s) @ d
     score = torch.where(confident.unsqueeze(1), nearest, expected)
     return _masked_argmin(score, allowed)
-
-
-@dataclass(frozen=True)
-class TargetStrategy:
-    """A registered target strategy: its config ``name``, the function, the
-    frozen settings dataclass whose fields are the function's keyword
-    settings, whether it needs a class-distance matrix, a description, and
-    the output encodings (:mod:`labelflip.models.encoding`) of the models it
-    applies to (the function refuses the others with a one-line error)."""
-
-    name: str
-    fn: Callable[..., torch.Tensor]
-    settings_type: type
-    needs_distance: bool
-    description: str
-    encodings: tuple[str, ...] = ("onehot", "ecoc")
-
-    def default_settings(self) -> Any:
-        return self.settings_type()
-
-
-TARGET_STRATEGIES: dict[str, TargetStrategy] = {
-    s.name: s
-    for s in (
-        TargetStrategy(
-            "random",
-            random_target,
-            NoSettings,
-            False,
-            "uniform among the classes (label vectors) other than the prediction and the "
-            "true label (Carlini & Wagner 2017, average case)",
-            encodings=("onehot", "ecoc", "multilabel"),
-        ),
-        TargetStrategy(
-            "flip-bits",
-            flip_bits_target,
-            FlipBitsSettings,
-            False,
-            "multi-label: the predicted label vector with `bits` random labels flipped "
-            "(JMA paper, Tables VII-IX)",
-            encodings=("multilabel",),
-        ),
-        TargetStrategy(
-            "easiest",
-            easiest_target,
-            NoSettings,
-            False,
-            "highest logit after the prediction (Carlini & Wagner 2017, best case)",
-        ),
-        TargetStrategy(
-            "hardest",
-            hardest_target,
-            NoSettings,
-            False,
-            "lowest logit (Carlini & Wagner 2017, worst case)",
-        ),
-        TargetStrategy(
-            "nearest",
-            nearest_target,
-            DistanceSettings,
-            True,
-            "class nearest to the true (else predicted) class in a class-distance matrix",
-        ),
-        TargetStrategy(
-            "farthest",
-            farthest_target,
-            DistanceSettings,
-            True,
-            "class farthest from the true (else predicted) class in a class-distance matrix",
-        ),
-        TargetStrategy(
-            "mapping",
-            mapped_target,
-            MappingSettings,
-            False,
-            "a fixed source -> target class table",
-        ),
-        TargetStrategy(
-            "next",
-            next_target,
-            ShiftSettings,
-            False,
-            "the class `shift` (default 1) after the true class, mod k: i -> i+1 "
-            "(Tang et al., Type I attack, §IV-A)",
-        ),
-        TargetStrategy(
-            "labelfool",
-            labelfool_target,
-            LabelFoolTargetSettings,
-            True,
-            "LabelFool label selection, eqs. 1-6 (Liu et al. 2019)",
-        ),
-    )
-}
 
 
 def get_strategy(name: str) -> TargetStrategy:
@@ -585,12 +558,4 @@ def choose_targets(
     z = _check_logits(logits, enc)
     if spec.needs_distance:
         distances = check_distances(spec.name, distances, z.shape[1], z.device)
-    return spec.fn(
-        z,
-        labels=labels,
-        distances=distances,
-        generator=generator,
-        class_names=class_names,
-        encoding=enc,
-        **dataclasses.asdict(settings),
-    )
+    return spec.choose(Inputs(z, labels, distances, generator, class_names, enc), settings)
