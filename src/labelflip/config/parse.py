@@ -428,15 +428,17 @@ def _validate_names(cfg: RunConfig, source: str) -> None:
     """Unknown dataset and architecture names fail at load time, with a "did you mean"."""
     from labelflip.data import IMAGEFOLDER_PREFIX, REGISTRY
     from labelflip.errors import unknown_name
-    from labelflip.models.registry import get_architecture
+    from labelflip.models.registry import get_architecture, parse_user_arch
 
     name = cfg.data.dataset
     if not name.startswith((IMAGEFOLDER_PREFIX, PYTHON_DATA)) and name not in REGISTRY:
         known = [*REGISTRY, f"{IMAGEFOLDER_PREFIX}<path>"]
         raise LabelflipError(f"{source}: [data] {unknown_name('dataset', name, known)}")
     arch = cfg.model.arch
-    if arch is not None and ":" not in arch:
-        try:
+    try:
+        if arch is not None and ":" not in arch:
             get_architecture(arch)
-        except LabelflipError as e:
-            raise LabelflipError(f"{source}: [model] {e}") from None
+        elif arch is not None:
+            parse_user_arch(arch)
+    except LabelflipError as e:
+        raise LabelflipError(f"{source}: [model] {e}") from None
