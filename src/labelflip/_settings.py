@@ -250,17 +250,21 @@ def from_mapping(
         raise LabelflipError(f"{owner} '{name}': {e}") from None
 
 
+def default_of(f: dataclasses.Field, missing: Any = dataclasses.MISSING) -> Any:
+    """The field's default (a fresh one from its factory), else ``missing``."""
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return missing
+
+
 def describe(cls: type) -> list[dict[str, Any]]:
     """Each setting of ``cls``: name, type, default, constraint, doc."""
     hints = typing.get_type_hints(cls)
     out = []
     for f in dataclasses.fields(cls):
-        if f.default is not dataclasses.MISSING:
-            default = f.default
-        elif f.default_factory is not dataclasses.MISSING:
-            default = f.default_factory()
-        else:
-            default = dataclasses.MISSING
+        default = default_of(f)
         rule = rule_of(f)
         out.append(
             {
@@ -282,12 +286,7 @@ def keyword_signature(
     hints = typing.get_type_hints(cls)
     params = list(leading)
     for f in dataclasses.fields(cls):
-        if f.default is not dataclasses.MISSING:
-            default = f.default
-        elif f.default_factory is not dataclasses.MISSING:
-            default = f.default_factory()
-        else:
-            default = inspect.Parameter.empty
+        default = default_of(f, inspect.Parameter.empty)
         params.append(
             inspect.Parameter(
                 f.name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=hints[f.name]
