@@ -190,6 +190,7 @@ def _nonfinite_check(d: Path, proc) -> None:
     assert summary["white_noise"] is None and summary["run"]["white_noise_invalid"] == 20
     page = (d / "out" / "report" / "report.html").read_text()
     assert "20 records had non-finite logits and are excluded" in page
+    assert "All 20 white-noise images had non-finite logits: no prior." in page
 
 
 def _images_changed(d: Path, s: Shared) -> list:

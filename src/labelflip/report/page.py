@@ -289,11 +289,14 @@ def _summary_table(summary: RunSummary) -> str:
 
 def _white_noise(summary: RunSummary, figure: Png | None) -> str:
     noise = summary.white_noise
+    left_out = summary.run.white_noise_invalid or 0  # images with non-finite logits
     if noise is None:
-        return (
-            "<h2>White-noise prior</h2>"
-            "<p class='note'>The run recorded no white-noise predictions.</p>"
+        why = (
+            f"All {left_out} white-noise images had non-finite logits: no prior."
+            if left_out
+            else "The run recorded no white-noise predictions."
         )
+        return f"<h2>White-noise prior</h2><p class='note'>{why}</p>"
     top = noise.top_name
     share = noise.top_share
     ent = noise.entropy
@@ -301,7 +304,8 @@ def _white_noise(summary: RunSummary, figure: Png | None) -> str:
         f"<p>Most frequent class on noise: <strong>{esc(top)}</strong> "
         f"({100 * share:.1f}%); normalised entropy "
         f"{'–' if missing(ent) else f'{ent:.3f}'}. Each job reports the Spearman correlation "
-        "of its landing shares with this distribution.</p>"
+        "of its landing shares with this distribution."
+        f"{f' {left_out} images with non-finite logits are left out.' if left_out else ''}</p>"
     )
     body = img(figure, "white-noise prediction distribution") if figure else ""
     return f"<h2>White-noise prior</h2>{text}{body}"
