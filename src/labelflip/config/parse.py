@@ -14,6 +14,7 @@ import math
 import re
 import sys
 import typing
+import weakref
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
@@ -65,8 +66,13 @@ def load_config(path: str | Path | None = None) -> RunConfig:
 def validate_config(cfg: RunConfig, source: str = "config") -> RunConfig:
     """Check a config built in Python exactly as one parsed from TOML;
     returns it, or raises a one-line :class:`~labelflip.errors.LabelflipError`."""
-    parse_config(json.loads(json.dumps(cfg.to_dict())), source=source)
+    if id(cfg) not in _VALIDATED:
+        parse_config(json.loads(json.dumps(cfg.to_dict())), source=source)
     return cfg
+
+
+_VALIDATED: weakref.WeakValueDictionary[int, RunConfig] = weakref.WeakValueDictionary()
+"""Configs :func:`parse_config` made (by id; an entry goes with its config)."""
 
 
 def config_from_json(text: str, source: str) -> RunConfig:
@@ -152,6 +158,7 @@ def parse_config(data: Mapping[str, Any], source: str = "config") -> RunConfig:
     cfg = RunConfig(**kwargs)
     _validate(cfg, source)
     _validate_targets(cfg, source)
+    _VALIDATED[id(cfg)] = cfg  # this very object: validate_config need not parse it again
     return cfg
 
 
