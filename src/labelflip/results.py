@@ -36,6 +36,7 @@ from labelflip.report.gallery import gallery_figure, load_gallery
 from labelflip.report.schema import MIN_FLIPS, Attractor, JobSummary, RunSummary, Typed
 from labelflip.report.writer import png_bytes
 from labelflip.store import Job, RunStore
+from labelflip.store.schema import only_valid
 
 NEEDS_PANDAS = "records() needs pandas: pip install 'labelflip[pandas]' (or use arrays())"
 SUBSETS = ("clean", "all")  # flip-matrix subsets: clean-correct samples, every sample
@@ -273,7 +274,7 @@ class Run:
         j = self.job(job)
         with RunStore.open(self.path, read_only=True) as store:
             fig, note, _ = gallery_figure(
-                load_gallery(self.path), store, j, store.records(j.job_id),
+                load_gallery(self.path), store, j, only_valid(store.records(j.job_id))[0],
                 self.class_names, self.summary.run.bounds, max_examples,
             )  # fmt: skip
         if fig is None:
