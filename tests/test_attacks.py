@@ -58,6 +58,8 @@ VARIANTS = [
     ("ddn", {"steps": 30}),  # closed forms of ddn, alma, superdeepfool in test_minimal_l2.py
     ("alma", {"steps": 50}),
     ("superdeepfool", {}),
+    ("best-of", {"attacks": ["deepfool", "fmn"]}),  # closed forms in test_best_of.py
+    ("boundary-profile", {"top_k": 3}),  # closed forms in test_boundary_profile.py
 ]
 # The Foolbox adapter (optional extra): fixed-epsilon attacks in both norms
 # and a minimization attack.
@@ -206,7 +208,10 @@ def test_result_shapes_dtypes_bounds_and_success(digits_model, batch, name, sett
     assert torch.allclose(r.l1, d.abs().sum(1))
     assert torch.equal(r.l0, (d != 0).sum(1))
     assert (r.iterations >= 0).all() and (r.backwards <= r.forwards).all()
-    minimal = ("deepfool", "cw-l2", "labelfool", "fmn", "ddn", "alma", "superdeepfool")
+    minimal = (
+        *("deepfool", "cw-l2", "labelfool", "fmn", "ddn", "alma", "superdeepfool"),
+        *("best-of", "boundary-profile"),
+    )
     if name in minimal or settings.get("attack") == "L2DeepFoolAttack":
         assert r.success.float().mean() >= 0.7  # minimal-perturbation attacks succeed
 

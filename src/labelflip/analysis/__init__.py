@@ -4,7 +4,8 @@ Nothing here knows about models or torch: the inputs are true labels,
 (adversarial) predictions, success flags, or a flip matrix built from them
 (or, for Type I attacks, a label-stay matrix: :mod:`.label_stay`), and a
 detector's score vectors (:mod:`.detection`). :mod:`.compare` sets the flip
-matrices and landings of two runs side by side.
+matrices and landings of two runs side by side; :mod:`.boundary` reads a
+boundary profile (per-sample distances to every class's boundary).
 """
 
 from labelflip.analysis.attractors import (
@@ -12,6 +13,15 @@ from labelflip.analysis.attractors import (
     landing_shares,
     normalized_entropy,
     top_attractor,
+)
+from labelflip.analysis.boundary import (
+    boundary_distance_correlation,
+    boundary_margin,
+    class_boundary_matrix,
+    lands_at_nearest,
+    nearest_boundary,
+    nearest_landing_matrix,
+    nearest_landing_rate,
 )
 from labelflip.analysis.compare import (
     Agreement,
@@ -59,8 +69,11 @@ __all__ = [
     "adjust_pvalues",
     "attack_rate",
     "attractor_summary",
+    "boundary_distance_correlation",
+    "boundary_margin",
     "bowker_test",
     "calibrate_threshold",
+    "class_boundary_matrix",
     "class_distribution",
     "confusion_matrix",
     "detection_rate",
@@ -73,8 +86,12 @@ __all__ = [
     "landing_agreement",
     "landing_shares",
     "landing_tests",
+    "lands_at_nearest",
     "mean_flip_distance",
     "mean_squared_perturbation",
+    "nearest_boundary",
+    "nearest_landing_matrix",
+    "nearest_landing_rate",
     "normalized_entropy",
     "per_class_accuracy",
     "rank_correlation",

@@ -14,8 +14,11 @@ device of ``x`` followed. ``target=None`` means untargeted. ``success`` and
 Registered names: ``fgsm`` (norm ``linf``/``l2``), ``pgd`` (``linf``/``l2``),
 ``deepfool`` (``l2``/``linf``), ``fmn`` (minimal norm, ``l0``/``l1``/``l2``/``linf``,
 targeted or not), ``ddn``, ``alma`` and ``superdeepfool`` (minimal L2,
-targeted or not), ``cw-l2``, ``labelfool`` (targeted; LabelFool's
-sample generation, needs target classes: see :mod:`labelflip.targets`),
+targeted or not), ``best-of`` (the smallest successful adversarial of
+several untargeted minimal attacks), ``boundary-profile`` (a targeted minimal
+attack toward every class: the distance to each class's boundary), ``cw-l2``,
+``labelfool`` (targeted; LabelFool's sample generation, needs target classes:
+see :mod:`labelflip.targets`),
 ``jma`` (targeted; one-hot, ECOC and multi-label models), ``ml-cw``
 (targeted ML-C&W, per-output hinge; multi-label, ECOC and one-hot models) and
 ``foolbox``: any Foolbox 3
@@ -53,6 +56,8 @@ from labelflip.attacks._registry import (
 )
 from labelflip.attacks._result import AttackResult, finalize, finalize_type_i
 from labelflip.attacks.alma import ALMASettings, alma
+from labelflip.attacks.best_of import BestOfSettings, best_of, found_by
+from labelflip.attacks.boundary_profile import BoundaryProfileSettings, boundary_profile
 from labelflip.attacks.carlini_wagner import CarliniWagnerL2Settings, carlini_wagner_l2
 from labelflip.attacks.ddn import DDNSettings, ddn
 from labelflip.attacks.deepfool import DeepFoolSettings, deepfool
@@ -82,6 +87,8 @@ __all__ = [
     "ALMASettings",
     "AttackResult",
     "AttackSpec",
+    "BestOfSettings",
+    "BoundaryProfileSettings",
     "CarliniWagnerL2Settings",
     "DDNSettings",
     "DeepFoolSettings",
@@ -98,6 +105,8 @@ __all__ = [
     "TypeISettings",
     "alma",
     "attack_resources",
+    "best_of",
+    "boundary_profile",
     "carlini_wagner_l2",
     "check_eps",
     "ddn",
@@ -108,6 +117,7 @@ __all__ = [
     "fmn_from_starts",
     "finalize_type_i",
     "foolbox_attack",
+    "found_by",
     "get_attack",
     "jma",
     "labelfool",

@@ -68,6 +68,12 @@ class AttackResult:
       SVAE's latent classifier ``f2``); ``None`` for Type II attacks.
     - ``transition``: a Type I attack's halfway image between the start and
       the result (for the report's gallery); ``None`` otherwise.
+    - ``profile``: an attack of attacks' per-sample distances, ``(N, C)``
+      float64, ``inf`` where nothing was found: ``boundary-profile``'s
+      distance to each class's boundary (``C`` classes), ``best-of``'s norm
+      reached by each inner attack (``C`` attacks, in its ``attacks`` order);
+      ``None`` otherwise. Not a record column: the runner keeps it in the run
+      directory (``profiles/<job>.npy``, :meth:`labelflip.store.RunDir.load_profile`).
     """
 
     x_adv: torch.Tensor
@@ -85,6 +91,7 @@ class AttackResult:
     backwards: torch.Tensor
     attacker_pred: torch.Tensor | None = None
     transition: torch.Tensor | None = None
+    profile: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.y.shape[0])

@@ -1,12 +1,16 @@
 """Jobs: an ``[[attacks]]`` entry expanded into one job per combination of its
-list-valued settings (a grid), each with its target strategy resolved."""
+list-valued settings (a grid), each with its target strategy resolved. A
+setting the attack declares as a list (best-of's ``attacks``) takes a list as
+its value; a list of lists makes it a grid axis."""
 
 from __future__ import annotations
 
 import dataclasses
 import itertools
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import UnionType
 from typing import Any
 
 from labelflip._text import slug
@@ -79,7 +83,32 @@ def missing_target_distance(
     return None
 
 
+def list_settings(attack: str) -> frozenset[str]:
+    """The settings of ``attack`` declared as lists (a tuple annotation)."""
+    from labelflip.attacks import get_attack
+
+    try:
+        cls = get_attack(attack).settings_type
+    except LabelflipError:
+        return frozenset()
+    hints = typing.get_type_hints(cls)
+
+    def is_list(tp: Any) -> bool:
+        args = typing.get_args(tp) if typing.get_origin(tp) in (typing.Union, UnionType) else ()
+        return any(typing.get_origin(t) in (tuple, list) for t in (tp, *args))
+
+    return frozenset(f.name for f in dataclasses.fields(cls) if is_list(hints[f.name]))
+
+
+def _is_axis(key: str, value: Any, lists: frozenset[str]) -> bool:
+    if not isinstance(value, list):
+        return False
+    return key not in lists or all(isinstance(v, list) for v in value)
+
+
 def _fmt(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return "+".join(_fmt(v) for v in value)
     if isinstance(value, float):
         return f"{value:g}"
     if isinstance(value, Mapping):  # e.g. a target table: "nearest semantic"
@@ -96,7 +125,8 @@ def expand(entry: AttackConfig) -> list[JobSpec]:
     grid value when exactly one setting is a list of numbers.
     """
     keys = list(entry.settings)
-    grid = [k for k in keys if isinstance(entry.settings[k], list)]
+    lists = list_settings(entry.attack)
+    grid = [k for k in keys if _is_axis(k, entry.settings[k], lists)]
     axes = [entry.settings[k] for k in grid]
 
     def part(k: str, v: Any) -> str:

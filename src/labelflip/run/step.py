@@ -68,6 +68,7 @@ class BatchOutput:
     x_adv: np.ndarray
     success_rate: float
     transition: np.ndarray | None = None  # a Type I attack's halfway images
+    profile: np.ndarray | None = None  # an attack of attacks' (N, C) distances (float64)
 
 
 def attack_batch(
@@ -132,8 +133,9 @@ def attack_batch(
     transition = None
     if result.transition is not None:
         transition = result.transition.detach().cpu().numpy().astype(np.float32)
+    profile = None if result.profile is None else result.profile.detach().cpu().numpy()
     rate = float(result.success.float().mean()) if len(result) else float("nan")
-    return BatchOutput(records, x_adv, rate, transition)
+    return BatchOutput(records, x_adv, rate, transition, profile)
 
 
 PREDICT_CHUNK = 512  # Classifier.predict's: the same passes give the same decisions
@@ -202,12 +204,15 @@ def commit_batch(
 ) -> None:
     """Write one attacked batch into the run: the gallery's candidate
     adversarials first (the first ``gallery`` rows, in batch 0; a committed batch has
-    them), then the records (and, when the run keeps them, the adversarials)
-    as one store transaction. Only the process that owns the run (the
-    driver) calls this."""
+    them) and the batch's rows of a profiling attack's distances
+    (``profiles/<job>.npy``), then the records (and, when the run keeps
+    them, the adversarials) as one store transaction. Only the process that
+    owns the run (the driver) calls this."""
     if gallery and start == 0:
         t = out.transition
         run_dir.save_gallery_adversarials(
             job_id, out.x_adv[:gallery], None if t is None else t[:gallery]
         )
+    if out.profile is not None:
+        run_dir.save_profile(job_id, start, out.profile)
     store.write_batch(job_id, out.records, out.x_adv if save_adversarials else None)

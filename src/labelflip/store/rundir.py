@@ -11,6 +11,9 @@ how it comes into being atomically.
                              jobs): its adversarials, written before the batch that
                              holds them is committed
     <run>/gallery.npz        the gallery bundled at the end of the run
+    <run>/profiles/          <job>.npy: a profiling attack's (N, C) distances (boundary-profile,
+                             best-of; row = sample position, NaN until its batch is
+                             written), written before the batch holding them is committed
     <run>/report/            the report (labelflip.report)
     <run>/.lock              held (flock) by the one process running the run
 
@@ -40,6 +43,7 @@ CONFIG_JSON = "config.json"
 CONFIG_TOML = "config.toml"
 GALLERY_DIR = "gallery"
 GALLERY_NPZ = "gallery.npz"
+PROFILES_DIR = "profiles"
 REPORT_DIR = "report"
 LOCK = ".lock"
 
@@ -72,6 +76,10 @@ class RunDir:
     @property
     def report(self) -> Path:
         return self.path / REPORT_DIR
+
+    @property
+    def profiles(self) -> Path:
+        return self.path / PROFILES_DIR
 
     # ---------------------------------------------------------------- create
 
@@ -174,6 +182,38 @@ class RunDir:
         if transition is not None:
             save_npy_atomic(self.gallery / f"transition__{job_id}.npy", transition)
         save_npy_atomic(self.gallery / f"adv__{job_id}.npy", x_adv)
+
+    # ---------------------------------------------------------------- profiles
+
+    def save_profile(self, job_id: str, start: int, rows: np.ndarray) -> None:
+        """Rows ``start ..`` (sample positions) of job ``job_id``'s profile
+        (an attack's ``(N, C)`` per-sample distances, see
+        :attr:`labelflip.attacks.AttackResult.profile`), written into
+        ``profiles/<job>.npy`` (atomically) before the batch holding them is
+        committed; rows no batch has written yet are NaN."""
+        rows = np.asarray(rows, dtype=np.float64)
+        path = self.profiles / f"{job_id}.npy"
+        old = np.load(path, allow_pickle=False) if path.is_file() else None
+        if old is not None and old.shape[1:] != rows.shape[1:]:
+            old = None  # another job's (not resumable): replaced
+        n = max(start + len(rows), 0 if old is None else len(old))
+        table = np.full((n, *rows.shape[1:]), np.nan)
+        if old is not None:
+            table[: len(old)] = old
+        table[start : start + len(rows)] = rows
+        self.profiles.mkdir(exist_ok=True)
+        save_npy_atomic(path, table)
+
+    def load_profile(self, job_id: str) -> np.ndarray | None:
+        """Job ``job_id``'s profile, one row per sample position (NaN for a
+        sample whose batch is not committed), or ``None`` for a job without one."""
+        path = self.profiles / f"{job_id}.npy"
+        if not path.is_file():
+            return None
+        try:
+            return np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise LabelflipError(f"cannot read profile {path}: {e}") from None
 
     def write_gallery_npz(self, job_ids: Sequence[str]) -> Path | None:
         """Bundle ``gallery/`` into ``gallery.npz`` (positions, x, true,
