@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 import labelflip
+from labelflip.analysis import boundary_margin, class_boundary_matrix, nearest_landing_rate
 from labelflip.attacks import boundary_profile, fmn, get_attack, run_attack
 from labelflip.errors import LabelflipError
 from labelflip.models import Classifier
@@ -164,34 +165,45 @@ def test_save_profile_places_rows_by_sample_position(tmp_path):
     assert np.isnan(got[2:4]).all()  # not written yet
 
 
-def test_a_run_keeps_the_profile_of_each_sample(tmp_path, monkeypatch):
-    monkeypatch.setenv("LABELFLIP_CACHE", str(tmp_path / "cache"))
+@pytest.fixture(scope="module")
+def affine_run(tmp_path_factory, one_thread):
+    """A run of boundary-profile and deepfool on 10 points of the affine model."""
+    tmp = tmp_path_factory.mktemp("run")
     g = torch.Generator().manual_seed(0)
     x = torch.rand(10, 1, 1, 2, generator=g) * 2 - 1
     model = _model().float()
     with torch.no_grad():
         y = model(x).argmax(1)
-    run = labelflip.evaluate(
-        model,
-        (x, y),
-        [{"attack": "boundary-profile", "options": {"steps": 50}}, "deepfool"],
-        bounds=(-10, 10),
-        out=tmp_path / "run",
-        batch_size=4,  # three batches: rows 0-3, 4-7, 8-9
-        white_noise=0,
-        gallery=0,
-    )
+    y[9] = (y[9] + 1) % 3  # one sample the model gets wrong
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LABELFLIP_CACHE", str(tmp / "cache"))
+        run = labelflip.evaluate(
+            model,
+            (x, y),
+            [{"attack": "boundary-profile", "options": {"steps": 50}}, "deepfool"],
+            bounds=(-10, 10),
+            out=tmp / "run",
+            batch_size=4,  # three batches: rows 0-3, 4-7, 8-9
+            white_noise=0,
+            gallery=0,
+        )
+    return run, model, x, y
+
+
+def test_a_run_keeps_the_profile_of_each_sample(affine_run):
+    run, model, x, y = affine_run
     job, deepfool_job = run.job_ids
-    profile = RunDir(run.path).load_profile(job)
-    assert RunDir(run.path).load_profile(deepfool_job) is None
+    profile = run.profile(job)
+    np.testing.assert_array_equal(profile, RunDir(run.path).load_profile(job))
+    with pytest.raises(LabelflipError, match="has no profile"):
+        run.profile(deepfool_job)
     assert profile.shape == (10, 3) and not np.isnan(profile).any()
     rec = run.arrays(job)
     order = np.argsort(rec["sample"])
     # the record's landing is the nearest boundary of its row, at its distance
     assert (rec["adv_pred"][order] == profile.argmin(1)).all()
     np.testing.assert_allclose(rec["l2"][order], profile.min(1), rtol=1e-6)
-    # the same as the attack run directly on the batches (the run's generators
-    # are unused by fmn, which is deterministic)
+    # the same as the attack run directly on the batches (fmn is deterministic)
     direct = boundary_profile(
         Classifier(model, num_classes=3, input_shape=(1, 1, 2), bounds=(-10, 10)),
         x[:4],
@@ -199,3 +211,28 @@ def test_a_run_keeps_the_profile_of_each_sample(tmp_path, monkeypatch):
         options={"steps": 50},
     )
     np.testing.assert_allclose(profile[:4], direct.profile.numpy(), rtol=1e-6)
+
+
+def test_the_report_reads_the_class_boundaries(affine_run):
+    run, _, _, y = affine_run
+    job, deepfool_job = run.job_ids
+    profile = RunDir(run.path).load_profile(job)
+    (b,) = run.summary.boundaries
+    clean = np.arange(10) != 9  # sample 9 is misclassified: left out
+    assert b.job_id == job and b.norm == "l2" and b.n == 9
+    np.testing.assert_array_equal(
+        np.asarray(b.matrix), class_boundary_matrix(profile, y.numpy(), clean)
+    )
+    rec = run.arrays(deepfool_job)
+    order = np.argsort(rec["sample"])
+    ok = clean & rec["success"][order]
+    expected = nearest_landing_rate(
+        profile[ok], rec["adv_pred"][order][ok], np.ones(ok.sum(), bool)
+    )
+    assert set(b.landing) == {deepfool_job}
+    assert b.landing[deepfool_job] == pytest.approx(expected)
+    margin = boundary_margin(profile[clean], relative=True)
+    assert b.margin == pytest.approx(np.median(margin))
+    page = run.report().read_text()
+    assert "Class boundaries" in page and "lands at the nearest boundary" in page
+    assert (run.path / "report" / f"boundary__{job}.png").is_file()

@@ -35,7 +35,7 @@ from labelflip.report import format_table, kind_of, plots, summarize_run, write_
 from labelflip.report.gallery import gallery_figure, load_gallery
 from labelflip.report.schema import MIN_FLIPS, Attractor, JobSummary, RunSummary, Typed
 from labelflip.report.writer import png_bytes
-from labelflip.store import Job, RunStore
+from labelflip.store import Job, RunDir, RunStore
 from labelflip.store.schema import only_valid
 
 NEEDS_PANDAS = "records() needs pandas: pip install 'labelflip[pandas]' (or use arrays())"
@@ -159,6 +159,20 @@ class Run:
         frame.insert(1, "attack", [by_id[i].attack for i in ids])
         frame.insert(2, "label", [by_id[i].label for i in ids])
         return frame
+
+    def profile(self, job: str | int | None = None) -> np.ndarray:
+        """The per-sample distances of a ``boundary-profile`` job (to each
+        class's boundary) or a ``best-of`` job (each inner attack's norm),
+        one row per sample position (the records' ``sample``), ``inf`` where
+        nothing was found, NaN for a sample not yet attacked; see
+        :mod:`labelflip.analysis.boundary` for what to do with it."""
+        jid = self._job_id(job)
+        profile = RunDir(self.path).load_profile(jid)
+        if profile is None:
+            raise LabelflipError(
+                f"job '{jid}' has no profile (boundary-profile and best-of jobs have one)"
+            )
+        return profile
 
     # ---------------------------------------------------------------- numbers
 

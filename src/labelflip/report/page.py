@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
+from labelflip.report.boundary import boundary_html
 from labelflip.report.findings import findings
 from labelflip.report.gallery import Shown
 from labelflip.report.kinds import detector_label, kind_of, table_notes
@@ -369,7 +370,7 @@ def _fmt_sq(x: float) -> str:
 def _label_space(summary: RunSummary, figures: Mapping[str, Png]) -> str:
     distances = summary.distances
     jobs = [j for j in summary.jobs if j.n > 0]
-    if not distances and not any(j.label_space.strategy for j in jobs):
+    if not distances and not any(j.label_space.strategy for j in jobs) and not summary.boundaries:
         return ""
     names = [d.name for d in distances]
     parts = [
@@ -428,6 +429,7 @@ def _label_space(summary: RunSummary, figures: Mapping[str, Png]) -> str:
         parts.append(f"<p class='note'>{esc(note)}{'; ' if note and info else ''}{esc(info)}.</p>")
         if d.name in figures:
             parts.append(img(figures[d.name], f"{d.name} class distance matrix"))
+    parts.append(boundary_html(summary, figures, _table, img))
     return "".join(parts)
 
 

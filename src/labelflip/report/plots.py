@@ -171,16 +171,17 @@ def distance_heatmap(matrix: Sequence[Sequence[float]], names: Sequence[str], ti
     up to :data:`ANNOTATE_MAX` classes; darker = nearer. The colour scale
     starts at 0 (the distance of a class to itself) and ends at 1, or at the
     largest distance when that is larger: distances that all lie close
-    together (e.g. 0.97-1.00) look alike, as they are."""
+    together (e.g. 0.97-1.00) look alike, as they are. A missing or
+    infinite entry (a class-boundary matrix's) is left blank, marked –."""
     d = np.asarray(matrix, dtype=np.float64).reshape(len(names), len(names))
     k = d.shape[0]
     side = min(max(3.5, 0.36 * k + 1.8), 16.0)
     fig = _figure(side + 1.0, side)
     ax = fig.add_subplot()
-    off = _off_diagonal(d)
+    off = np.ma.masked_invalid(_off_diagonal(d))
     vmin = 0.0
     vmax = max(float(off.max()) if k > 1 and off.count() else 1.0, 1.0)
-    whole = bool(np.all(d == np.round(d)))
+    whole = bool(np.all(off.compressed() == np.round(off.compressed())))
     _draw_diagonal(ax, k)
     image = ax.imshow(off, cmap=_cmap("viridis"), vmin=vmin, vmax=vmax)
     ax.set_xlim(-0.5, k - 0.5)
@@ -194,7 +195,11 @@ def distance_heatmap(matrix: Sequence[Sequence[float]], names: Sequence[str], ti
                     ax.text(
                         j,
                         i,
-                        f"{d[i, j]:.0f}" if whole else f"{d[i, j]:.2f}",
+                        "–"
+                        if not np.isfinite(d[i, j])
+                        else f"{d[i, j]:.0f}"
+                        if whole
+                        else f"{d[i, j]:.2f}",
                         ha="center",
                         va="center",
                         fontsize=size,

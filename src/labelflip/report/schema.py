@@ -342,6 +342,33 @@ class Distance(Typed):
 
 
 @dataclass(frozen=True)
+class Boundary(Typed):
+    """A ``boundary-profile`` job read as class distances (issue 20):
+    ``matrix[i][j]`` the median distance (in the job's ``norm``) from the
+    ``n`` clean-correct samples of class ``i`` to the boundary of class ``j``
+    (:func:`labelflip.analysis.class_boundary_matrix`; NaN for the diagonal
+    and a class without samples, ``inf`` when at least half were not
+    reached, both ``null`` in JSON); ``margin`` the median relative margin
+    ``(d_2 - d_1) / d_1`` between the nearest and the second-nearest
+    boundary, ``near_ties`` the share of samples whose margin is below 5 %;
+    ``landing`` for each untargeted Type II job of the run, the share of its
+    successful clean-correct samples that land at their nearest boundary
+    (:func:`labelflip.analysis.nearest_landing_rate`); ``correlation`` the
+    Spearman correlation of the symmetrised matrix with each class distance
+    of the run (:func:`labelflip.analysis.boundary_distance_correlation`)."""
+
+    job_id: str
+    label: str
+    norm: str
+    n: int
+    matrix: tuple[tuple[float, ...], ...]
+    margin: float
+    near_ties: float
+    landing: Mapping[str, float]
+    correlation: Mapping[str, SpearmanResult]
+
+
+@dataclass(frozen=True)
 class Group(Typed):
     """A sweep: jobs of one attack entry ordered by the swept value."""
 
@@ -367,7 +394,8 @@ class Detector(Typed):
 @dataclass(frozen=True)
 class RunSummary(Typed):
     """A run's summary: the run, its white-noise prior, its class distances,
-    its jobs (run order), its sweeps and its judges."""
+    its jobs (run order), its sweeps, its judges and the class-boundary
+    distances of its boundary-profile jobs."""
 
     version: int
     run: RunInfo
@@ -378,6 +406,7 @@ class RunSummary(Typed):
     oracle: Mapping[str, Any] | None
     svae: Any
     detect: Detector | None
+    boundaries: tuple[Boundary, ...] | None = None  # boundary-profile jobs (None: none)
 
     def job(self, job_id: str) -> JobSummary:
         return next(j for j in self.jobs if j.job_id == job_id)

@@ -33,6 +33,7 @@ import numpy as np
 from labelflip import analysis
 from labelflip.errors import LabelflipError
 from labelflip.report import jobstats
+from labelflip.report.boundary import boundaries
 from labelflip.report.jobstats import RunContext
 from labelflip.report.kinds import kind_for
 from labelflip.report.schema import (
@@ -272,6 +273,9 @@ def summarize_run(
         oracle=judges.oracle,
         svae=meta.get("svae"),
         detect=judges.detect,
+        boundaries=None
+        if multilabel
+        else boundaries(store.run_dir, jobs, job_summaries, records, ctx.distances),
     )
 
 

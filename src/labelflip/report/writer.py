@@ -252,6 +252,12 @@ def write_report(
         )
         for d in summary.distances
     }
+    for b in summary.boundaries or ():  # a boundary-profile job's class-boundary matrix
+        title = f"{b.label}: median {b.norm} distance to the class boundary"
+        distances[f"boundary:{b.job_id}"] = Png(
+            f"boundary__{_slug(b.job_id)}.png",
+            png_bytes(plots.distance_heatmap(b.matrix, names, title)),
+        )
     page = render(
         summary,
         heatmaps=heatmaps,
