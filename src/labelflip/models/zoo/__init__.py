@@ -45,8 +45,29 @@ class ZooEntry:
     sidecar_sha256: str
 
 
-# Filled in from the files `labelflip train` wrote (see docs/models.md).
-ENTRIES: dict[str, ZooEntry] = {}
+# The files `labelflip train` wrote (commands in their sidecars and docs/models.md).
+ENTRIES: dict[str, ZooEntry] = {
+    "digits-cnn": ZooEntry(
+        "small CNN on scikit-learn's 8x8 digits, standard training",
+        "957639c23661c198cfad1952e1218a4e0f40f7a748674df3ba3d6911e553d557",
+        "41dd798faca94e337a3fd44e63dbb95143cb95dfd5fd3f4716228cebae824f00",
+    ),
+    "digits-cnn-pgd": ZooEntry(
+        "digits-cnn, PGD adversarial training (Madry et al. 2018), linf eps 0.1",
+        "6526ad5b0fa5ed7c3376c93fe0c26e4efdd828f1ba0101f07c92345cc2645805",
+        "62f0db41a413af2981d55bc1847326c8c46744d3b38a29d74b2f4a7c3d8a25ed",
+    ),
+    "cw-mnist": ZooEntry(
+        "Carlini & Wagner's MNIST CNN, standard training (one-cycle, 6 epochs)",
+        "9edbeaf65e67a919f822c3791389bf19faa1ff990dea97f13fca8d653ebfdbea",
+        "22f81b306854066f136f8155708cde3843f3225386ccdcf336013f5d2eec3db1",
+    ),
+    "mlp-mnist": ZooEntry(
+        "the Type I paper's MLP (128 hidden units) on MNIST, standard training",
+        "fe2c1c3b5db104a1fbb9c718e083af1b00f3edf47b7cb8a97c371a4329c01fce",
+        "59018c07b24a5a3946a6d0969301607ced749ad26c556d6451837f067adfa80d",
+    ),
+}
 
 
 @dataclass(frozen=True)
