@@ -339,9 +339,9 @@ CASES = [
     # ---- [similarity] and targets, before any work
     Case("similarity-split", "`[similarity] split = \"val\"`",
          _similarity_case(split="val"), "[similarity] split must be 'train' or 'test', got 'val'"),
-    Case("similarity-per-class", "`[similarity] per_class = 0`",
-         _similarity_case(per_class=0), "[similarity] per_class must be >= 1 and <= 100,000,000, "
-         "got 0"),
+    Case("similarity-per-class", "`[similarity] per_class = -1`",
+         _similarity_case(per_class=-1), "[similarity] per_class must be >= 0 and <= 100,000,000, "
+         "got -1"),
     Case("similarity-layer", "`[similarity] layer = \"clasifier.3\"` (misspelt)",
          _similarity_case(perceptual=True, layer="clasifier.3", hierarchy="none"),
          "[similarity] unknown layer 'clasifier.3' in model DigitsCNN; did you mean "

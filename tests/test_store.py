@@ -533,12 +533,24 @@ def test_export_csv(store: RunStore, tmp_path: Path) -> None:
     recs = store.records()
     for name in RECORD_COLUMNS[1:]:
         col = [r[name] for r in rows]
-        if name == "success":
+        if name in ("success", "valid"):
             assert col == [str(int(v)) for v in recs[name]]
-        elif recs[name].dtype == np.float64:
-            np.testing.assert_array_equal(np.array(col, dtype=np.float64), recs[name])
+        elif recs[name].dtype == np.float64:  # NaN ("none") as an empty cell
+            assert [c == "" for c in col] == np.isnan(recs[name]).tolist(), name
+            got = np.array([np.nan if c == "" else float(c) for c in col])
+            np.testing.assert_array_equal(got, recs[name])
+        elif name in NONE_MARKED:  # -1 ("no class") as an empty cell
+            assert col == ["" if v == -1 else str(v) for v in recs[name].tolist()], name
         else:
             assert [int(v) for v in col] == recs[name].tolist()
+    # the fixture holds each kind of "none": untargeted rows, no oracle, NaN l1
+    for name in ("target", "oracle_pred", "attacker_pred", "l1", "squeeze"):
+        assert "" in [r[name] for r in rows] and "-1" not in [r[name] for r in rows], name
+
+
+# The int columns whose -1 means "no class" (untargeted, no oracle, no
+# attacker's class, non-finite logits): null when exported.
+NONE_MARKED = ("adv_pred", "target", "oracle_pred", "attacker_pred")
 
 
 def test_export_parquet(store: RunStore, tmp_path: Path) -> None:
@@ -552,8 +564,17 @@ def test_export_parquet(store: RunStore, tmp_path: Path) -> None:
     assert got["sweep_value"] == [0.1] * 3 + [None] * 2
     assert got["dataset"] == ["digits"] * 5 and got["split"] == ["test"] * 5
     for name in RECORD_COLUMNS[1:]:
-        np.testing.assert_array_equal(np.array(got[name]), recs[name], err_msg=name)
+        want = recs[name].tolist()
+        if name in NONE_MARKED:
+            want = [None if v == -1 else v for v in want]
+        elif recs[name].dtype == np.float64:
+            want = [None if np.isnan(v) else v for v in want]
+        elif name in ("success", "valid"):
+            want = [bool(v) for v in want]
+        assert got[name] == want, name
+    assert None in got["target"] and None in got["oracle_pred"] and None in got["l1"]
     assert str(table.schema.field("success").type) == "bool"
+    assert str(table.schema.field("target").type) == "int64"
     assert b"labelflip.jobs" in table.schema.metadata
     # Overwriting is atomic: the old file is replaced, no temporary left.
     store.write_batch("a", expected(0, [5])[0])

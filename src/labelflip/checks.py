@@ -206,7 +206,8 @@ def resume_same_config(run_dir: Path, stored: RunConfig, given: RunConfig | None
     if given is None:
         return
     a, b = stored.to_dict(), given.to_dict()
-    diff = [k for k in a if k not in ("output", "executor") and a[k] != b.get(k)]
+    # where and on how many threads it runs may change (a thread count only warns)
+    diff = [k for k in a if k not in ("output", "executor", "threads") and a[k] != b.get(k)]
     if diff:
         raise LabelflipError(
             f"cannot resume {run_dir}: it was made with a different config (differs in: "
@@ -239,8 +240,8 @@ def resume_threads_note(was: Any, now: int) -> str | None:
         return None
     return (
         f"resuming a run started with {was} torch threads on {now}: records of the remaining "
-        "batches may differ from an uninterrupted run's in the last bits (set "
-        f"OMP_NUM_THREADS={was} to match it)"
+        f"batches may differ from an uninterrupted run's in the last bits (resume with "
+        f"--threads {was} to match it)"
     )
 
 

@@ -8,9 +8,11 @@ CPU generator gives the same draws whatever device the attack runs on.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import difflib
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -227,13 +229,60 @@ def map_chunks(
 ) -> tuple[torch.Tensor, ...]:
     """``fn(x[c], *(t[c] for t in per_sample))`` over :func:`sample_chunks`,
     its tuple of per-sample outputs concatenated."""
-    parts = [
-        fn(x[c], *(t[c] for t in per_sample))
-        for c in sample_chunks(len(x), rows_per_sample, x.device)
-    ]
+    chunks = sample_chunks(len(x), rows_per_sample, x.device)
+    parts = []
+    for i, c in enumerate(chunks):
+        with progress_part(i, len(chunks)):  # what ``fn`` reports is this chunk's share
+            parts.append(fn(x[c], *(t[c] for t in per_sample)))
     if len(parts) == 1:
         return parts[0]
     return tuple(torch.cat(p) for p in zip(*parts, strict=True))
+
+
+# ------------------------------------------------------------------- progress
+
+# Who listens to the progress of the attack running in this context (the
+# runner's progress bar), as a function of the share of the work done, in
+# [0, 1]. Attacks stay pure: they only call report_progress, which does
+# nothing without a listener, and what they compute does not depend on it.
+_PROGRESS: contextvars.ContextVar[Callable[[float], None] | None] = contextvars.ContextVar(
+    "labelflip_attack_progress", default=None
+)
+
+
+@contextlib.contextmanager
+def reporting_progress(listener: Callable[[float], None] | None) -> Iterator[None]:
+    """Inside the block, attacks report the share of their work done (a
+    float in [0, 1], non-decreasing within one attack call) to ``listener``."""
+    token = _PROGRESS.set(listener)
+    try:
+        yield
+    finally:
+        _PROGRESS.reset(token)
+
+
+def report_progress(done: float, total: float) -> None:
+    """``done`` of ``total`` units (steps, rounds x steps) of the current
+    attack call are done; a no-op unless someone listens."""
+    listener = _PROGRESS.get()
+    if listener is not None and total > 0:
+        listener(min(max(done / total, 0.0), 1.0))
+
+
+@contextlib.contextmanager
+def progress_part(index: int, parts: int) -> Iterator[None]:
+    """Inside the block, what is reported is the share of part ``index`` of
+    ``parts`` equal parts of the current work (a chunk of samples, one
+    attack of several run one after the other)."""
+    outer = _PROGRESS.get()
+    if outer is None or parts <= 1:
+        yield
+        return
+    token = _PROGRESS.set(lambda share: outer((index + share) / parts))
+    try:
+        yield
+    finally:
+        _PROGRESS.reset(token)
 
 
 # Device types on which several gradients of one batch share a forward pass

@@ -61,7 +61,14 @@ from dataclasses import dataclass
 import torch
 
 from labelflip._settings import Settings, setting
-from labelflip.attacks._common import l2_norms, map_chunks, new_counts, prepare_inputs, rows
+from labelflip.attacks._common import (
+    l2_norms,
+    map_chunks,
+    new_counts,
+    prepare_inputs,
+    report_progress,
+    rows,
+)
 from labelflip.attacks._registry import register_attack
 from labelflip.attacks._result import AttackResult, finalize
 from labelflip.attacks.ddn import already_adversarial
@@ -224,4 +231,5 @@ def _alma_chunk(
         square_avg = s.alpha * square_avg + (1 - s.alpha) * grad.square()
         momentum = s.alpha * momentum + grad / (square_avg.sqrt() + 1e-8)
         delta = clf.clip(x0 + delta - rows(lr, delta) * momentum) - x0
+        report_progress(i + 1, steps)  # of this chunk (map_chunks)
     return best

@@ -35,7 +35,12 @@ from typing import Any
 import torch
 
 from labelflip._settings import Settings, setting
-from labelflip.attacks._common import generator_or_default, new_counts, prepare_inputs
+from labelflip.attacks._common import (
+    generator_or_default,
+    new_counts,
+    prepare_inputs,
+    progress_part,
+)
 from labelflip.attacks._inner import NORMS, add_counts, found_norms, inner_attack, supports
 from labelflip.attacks._registry import AttackSpec, register_attack
 from labelflip.attacks._result import AttackResult, finalize
@@ -124,7 +129,8 @@ def best_of(
     best = x0.clone()
     best_norm = torch.full((n,), float("inf"), dtype=torch.float64, device=x0.device)
     for a, (spec, settings) in enumerate(attacks):
-        r = spec.run(clf, x0, y, settings, generator=gen)
+        with progress_part(a, len(attacks)):
+            r = spec.run(clf, x0, y, settings, generator=gen)
         found[:, a] = found_norms(r, s.norm)
         better = found[:, a] < best_norm  # strict: the earlier attack keeps a tie
         best[better] = r.x_adv[better]

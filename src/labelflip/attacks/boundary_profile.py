@@ -43,7 +43,12 @@ from typing import Any
 import torch
 
 from labelflip._settings import Settings, setting
-from labelflip.attacks._common import generator_or_default, new_counts, prepare_inputs
+from labelflip.attacks._common import (
+    generator_or_default,
+    new_counts,
+    prepare_inputs,
+    progress_part,
+)
 from labelflip.attacks._inner import NORMS, add_counts, found_norms, inner_attack
 from labelflip.attacks._registry import AttackSpec, register_attack
 from labelflip.attacks._result import AttackResult, finalize
@@ -117,7 +122,8 @@ def boundary_profile(
         nearest = torch.full((n,), inf, dtype=torch.float64, device=x0.device)
         for rank in range(ranks):
             t = others[:, rank]
-            r = spec.run(clf, x0, y, settings, target=t, generator=gen)
+            with progress_part(rank, ranks):
+                r = spec.run(clf, x0, y, settings, target=t, generator=gen)
             d = found_norms(r, s.norm)
             profile[rows, t] = d
             closer = d < nearest  # strict: the class with the larger logit keeps a tie

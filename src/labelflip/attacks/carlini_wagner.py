@@ -47,6 +47,7 @@ from labelflip.attacks._common import (
     map_chunks,
     new_counts,
     prepare_inputs,
+    report_progress,
 )
 from labelflip.attacks._registry import register_attack
 from labelflip.attacks._result import AttackResult, finalize
@@ -189,6 +190,7 @@ def tanh_l2_search(
                 progress = loss <= 0.9999 * prev_loss[active]
                 prev_loss[active] = loss
                 active = active[progress]
+            report_progress(round_ * steps + step + 1, binary_search_steps * steps)
 
         upper = torch.where(found, consts, upper)
         lower = torch.where(found, lower, consts)

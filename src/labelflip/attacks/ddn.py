@@ -53,6 +53,7 @@ from labelflip.attacks._common import (
     new_counts,
     normal,
     prepare_inputs,
+    report_progress,
     rows,
 )
 from labelflip.attacks._registry import register_attack
@@ -193,4 +194,5 @@ def _ddn_chunk(
         if s.levels is not None:
             xk = quantize(xk, clf.bounds, s.levels)
         delta = xk - x0
+        report_progress(k + 1, s.steps)  # of this chunk (map_chunks)
     return best

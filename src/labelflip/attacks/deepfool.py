@@ -46,6 +46,7 @@ from labelflip.attacks._common import (
     new_counts,
     output_vjps,
     prepare_inputs,
+    report_progress,
     rows,
     sample_chunks,
 )
@@ -154,6 +155,7 @@ def deepfool(
         still = predict_logits(clf, xa).argmax(1) == y[active]
         forwards[active] += 1
         active = active[still]
+        report_progress(len(x0) - active.numel(), len(x0))  # samples done
 
     return finalize(
         clf,

@@ -107,7 +107,7 @@ from dataclasses import dataclass
 import torch
 
 from labelflip._settings import Settings, setting
-from labelflip.attacks._common import map_chunks, new_counts, prepare_inputs
+from labelflip.attacks._common import map_chunks, new_counts, prepare_inputs, report_progress
 from labelflip.attacks._registry import register_attack
 from labelflip.attacks._result import AttackResult, finalize
 from labelflip.errors import LabelflipError
@@ -402,6 +402,7 @@ def _fmn_chunk(
     alpha_end = s.alpha_end
 
     for k in range(s.steps):
+        report_progress(k, s.steps)  # of this chunk (map_chunks)
         cosine = (1 + math.cos(math.pi * k / s.steps)) / 2
         alpha = alpha_end + (s.alpha_init - alpha_end) * cosine
         gamma = s.gamma_final + (s.gamma_init - s.gamma_final) * cosine

@@ -86,6 +86,7 @@ from labelflip.attacks._common import (
     new_counts,
     output_vjps,
     prepare_inputs,
+    report_progress,
     rows,
 )
 from labelflip.attacks._nnls import sca_nnls
@@ -296,6 +297,7 @@ def jma(
             x_cur[idx] = clf.clip(xa[moving] + rows(step_size[idx], unit) * unit)
         # a sample that neither reached the target nor goes on keeps x_adv = x0 (failure)
         active = active[moving | switch | back]
+        report_progress(n - active.numel(), n)  # samples done
     if active.numel():  # out of iterations: return the last point reached
         x_adv[active] = x_cur[active]
     return finalize(

@@ -44,7 +44,13 @@ from dataclasses import dataclass
 import torch
 
 from labelflip._settings import Settings, setting
-from labelflip.attacks._common import map_chunks, new_counts, prepare_inputs, rows
+from labelflip.attacks._common import (
+    map_chunks,
+    new_counts,
+    prepare_inputs,
+    report_progress,
+    rows,
+)
 from labelflip.attacks._registry import register_attack
 from labelflip.attacks._result import AttackResult, finalize
 from labelflip.attacks.deepfool import predict_logits
@@ -147,6 +153,7 @@ def labelfool(
         still = predict_logits(clf, xa).argmax(1) != ta
         forwards[active] += 1
         active = active[still]
+        report_progress(len(x0) - active.numel(), len(x0))  # samples done
 
     return finalize(
         clf,

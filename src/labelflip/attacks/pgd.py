@@ -30,6 +30,7 @@ from labelflip.attacks._common import (
     project_linf,
     random_start_l2,
     random_start_linf,
+    report_progress,
     steepest_direction,
 )
 from labelflip.attacks._registry import register_attack
@@ -110,9 +111,10 @@ def pgd(
             x_adv = clf.clip(start(x0, eps_, gen))
 
         def iterate(xa: torch.Tensor, xc: torch.Tensor, lc: torch.Tensor) -> tuple[torch.Tensor]:
-            for _ in range(n_steps):
+            for k in range(n_steps):
                 direction = steepest_direction(ce_gradient(clf, xa, lc), s.norm)
                 xa = clf.clip(project(xa + step * direction, xc, eps_))
+                report_progress(k + 1, n_steps)  # of this chunk (map_chunks)
             return (xa,)
 
         # samples are independent: on a CPU all steps run per cache-sized chunk

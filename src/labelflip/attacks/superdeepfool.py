@@ -77,6 +77,7 @@ from labelflip.attacks._common import (
     normalize_l2,
     output_vjps,
     prepare_inputs,
+    report_progress,
     rows,
 )
 from labelflip.attacks._registry import register_attack
@@ -194,6 +195,7 @@ def superdeepfool(
         current[active] = x_proj
         current_logits[active] = proj_logits
         active = active[~proj_adv]
+        report_progress(n - active.numel(), n)  # samples done
 
     # bisection on the segment from x0 to the best adversarial found
     use_fallback = ~done & torch.isfinite(fallback_norm)

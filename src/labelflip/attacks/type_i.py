@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from labelflip._settings import Settings, setting
-from labelflip.attacks._common import generator_or_default, prepare_inputs
+from labelflip.attacks._common import generator_or_default, prepare_inputs, report_progress
 from labelflip.attacks._registry import register_attack
 from labelflip.attacks._result import AttackResult, finalize_type_i
 from labelflip.errors import LabelflipError
@@ -258,6 +258,7 @@ def type_i(
             ok = keeps(logits1) & changed(logits2.argmax(1))
             best[ok] = z[ok]
             best_it[ok] = t
+        report_progress(t, steps)
     with torch.no_grad():
         never = best_it == 0
         best[never] = z.detach()[never]
@@ -378,7 +379,7 @@ def latent_attack(
     noise = torch.randn(z0.shape, generator=gen, device=gen.device, dtype=z0.dtype)
     zp = (z0 + init_scale * noise.to(z0.device)).requires_grad_(True)
     opt = torch.optim.Adam([zp], lr=lr)
-    for _ in range(steps):
+    for i in range(steps):
         x_t = generator_fn(zp).clamp(*clf.bounds)
         loss = k * F.cross_entropy(clf(x_t), y, reduction="none")
         loss = loss + (eps - (zp - z0).pow(2).sum(1)).clamp_min(0)
@@ -386,6 +387,7 @@ def latent_attack(
             loss = loss + F.cross_entropy(aux(zp), target, reduction="none")
         (zp.grad,) = torch.autograd.grad(loss.sum(), [zp])
         opt.step()
+        report_progress(i + 1, steps)
     with torch.no_grad():
         z_adv = zp.detach()
         x_adv = generator_fn(z_adv).clamp(*clf.bounds)

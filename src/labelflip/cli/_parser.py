@@ -277,6 +277,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", metavar="RUNDIR", help="run directory (default: OUTPUT/NAME-DATE-TIME)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--threads",
+        type=_thread_count,
+        metavar="N",
+        help="torch CPU threads for the run, overriding the config's 'threads' (default: "
+        "OMP_NUM_THREADS if set, else 1 on a CPU; more only pays on an otherwise idle CPU; "
+        "records are reproducible for a given count)",
+    )
     p.add_argument("--no-report", action="store_true", help="skip the HTML report at the end")
     p.add_argument(
         "--print-default", action="store_true", help="print the built-in default config and exit"
@@ -330,6 +338,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_compare)
     return parser
+
+
+def _thread_count(text: str) -> int:
+    """``--threads``: an integer in [1, 1024] (argparse's one-line usage error otherwise)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+    if not 1 <= value <= 1024:
+        raise argparse.ArgumentTypeError(f"must be >= 1 and <= 1,024, got {value}")
+    return value
 
 
 def add_executor_options(p: argparse.ArgumentParser) -> None:

@@ -141,12 +141,18 @@ def cmd_run(args: argparse.Namespace) -> int:
         given = load_config(args.config) if args.config else None  # must be the run's own config
         with executor_from_args(args, stored_config(Path(args.resume)).executor) as executor:
             outcome = run(
-                given, resume=Path(args.resume), progress=not args.no_progress, executor=executor
+                given,
+                resume=Path(args.resume),
+                progress=not args.no_progress,
+                executor=executor,
+                threads=args.threads,
             )
     else:
         cfg = load_config(args.config)
         if args.data_dir:  # --data-dir overrides [data] data_dir
             cfg = replace(cfg, data=replace(cfg.data, data_dir=args.data_dir))
+        if args.threads is not None:  # recorded in config.json: --resume keeps it
+            cfg = replace(cfg, threads=args.threads)
         text = Path(args.config).read_text() if args.config else default_config_text()
         run_dir = Path(args.out) if args.out else new_run_dir(cfg, None)
         with executor_from_args(args, cfg.executor) as executor:
@@ -156,6 +162,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 run_dir=run_dir,
                 progress=not args.no_progress,
                 executor=executor,
+                threads=args.threads,
             )
     report = print_summary(outcome.run_dir, write=not args.no_report)
     print(f"run directory: {outcome.run_dir} ({outcome.seconds:.0f} s)")

@@ -131,6 +131,7 @@ def parse_config(data: Mapping[str, Any], source: str = "config") -> RunConfig:
         "white_noise": int,
         "gallery": int,
         "executor": str,
+        "threads": int | None,  # null in a config.json: not set
     }
     for key, kind in scalar.items():
         if key in data:
@@ -251,8 +252,9 @@ SIZE_LIMITS = {  # every size, bounded before any work (a typo must not allocate
     "batch_size": (1, 1_000_000),
     "white_noise": (0, 1_000_000),
     "gallery": (0, 1_000),
+    "threads": (1, 1_024),
     "[data] samples": (1, 100_000_000),
-    "[similarity] per_class": (1, 100_000_000),
+    "[similarity] per_class": (0, 100_000_000),  # 0: every image
 }
 
 
@@ -262,6 +264,7 @@ def _check_sizes(cfg: RunConfig, source: str) -> None:
         "batch_size": cfg.batch_size,
         "white_noise": cfg.white_noise,
         "gallery": cfg.gallery,
+        "threads": cfg.threads,
         "[data] samples": cfg.data.samples,
         "[similarity] per_class": cfg.similarity.per_class,
     }

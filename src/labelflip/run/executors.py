@@ -44,13 +44,20 @@ class Shard:
     errors: list[str] = field(default_factory=list)
 
 
+def _no_progress(shard: Shard, share: float) -> None:
+    pass
+
+
 @dataclass
 class Hooks:
     """What an executor reports while computing: ``start(shard)`` when a
-    shard begins (or is submitted), ``log(line)`` for a message."""
+    shard begins (or is submitted), ``log(line)`` for a message and, where it
+    can, ``progress(shard, share)``: the share of the shard's attack done
+    (the attack's own steps, :func:`labelflip.attacks.primitives.report_progress`)."""
 
     start: Callable[[Shard], None]
     log: Callable[[str], None]
+    progress: Callable[[Shard, float], None] = _no_progress
 
 
 class ShardsFailed(Exception):
@@ -106,7 +113,7 @@ class LocalExecutor:
             out = attack_batch(
                 plan.jobs[s.job], plan.clf, plan.x[s.start : s.stop], plan.y[s.start : s.stop],
                 plan.indices[s.start : s.stop], s.start, bs, plan.seeds, plan.device,
-                distances, needs, judges,
+                distances, needs, judges, progress=lambda share, s=s: hooks.progress(s, share),
             )  # fmt: skip
             yield s, out
 
@@ -157,9 +164,11 @@ def run_shards(
     if progress:
         from tqdm.auto import tqdm
 
+        # images of all jobs, advanced within a batch as the attack reports its
+        # steps; the ETA from the run's mean rate so far (smoothing=0)
         bar = tqdm(
             total=len(jobs) * n, initial=done_total, desc="attacks", unit="img",
-            dynamic_ncols=True, leave=True,
+            dynamic_ncols=True, leave=True, smoothing=0,
         )  # fmt: skip
     elif line is not None:
         _log(line)
@@ -182,9 +191,21 @@ def run_shards(
         else:
             _log(f"{desc}: {todo_samples[shard.job]} samples to attack")
 
+    shown: dict[tuple[int, int], int] = {}  # images of an unfinished shard already on the bar
+
+    def progress(shard: Shard, share: float) -> None:
+        if bar is None:
+            return
+        key = (shard.job, shard.start)
+        now = int(share * (shard.stop - shard.start))
+        if now > shown.get(key, 0):
+            bar.update(now - shown.get(key, 0))
+            shown[key] = now
+
     committed = total - len(shards)
     try:
-        for shard, out in executor.compute(plan, shards, distances, Hooks(start, say)):
+        hooks = Hooks(start, say, progress)
+        for shard, out in executor.compute(plan, shards, distances, hooks):
             job_id = jobs[shard.job].job_id
             commit_batch(
                 store, run_dir, job_id, shard.start, out,
@@ -196,7 +217,7 @@ def run_shards(
                 del remaining[shard.job]
                 store.mark_done(job_id)
             if bar is not None:
-                bar.update(shard.stop - shard.start)
+                bar.update(shard.stop - shard.start - shown.pop((shard.job, shard.start), 0))
                 bar.set_postfix(success=f"{out.success_rate:.3f}")
             after_commit()  # Ctrl-C: stop here, after a committed batch
     except ShardsFailed as e:

@@ -43,6 +43,7 @@ from labelflip.errors import LabelflipWarning, RunInterrupted
 from labelflip.run.executors import Executor, LocalExecutor, run_shards
 from labelflip.run.plan import Inputs, RunPlan, prepare, stored_config
 from labelflip.run.setup import compute_setup, samples_digest, save_setup, stored_distances
+from labelflip.run.threads import checked_threads, resolve_threads, using_threads
 from labelflip.store import Job, RunDir, RunStore, new_run_path
 
 MANY_JOBS = 10_000  # a grid this large says what it is doing before the first attack
@@ -72,13 +73,16 @@ def run(
     progress: bool = True,
     executor: Executor | None = None,
     inputs: Inputs | None = None,
+    threads: int | None = None,
 ) -> RunOutcome:
     """Run a config into a new run directory ``run_dir``, or resume
     ``resume`` (then ``cfg``, if given, must be the config the run was made
     with). ``executor``: where the attacks run (the local executor when
     ``None``); either way only this process writes the run's store, and the
     records are the same. ``inputs``: a model and samples given in Python
-    (:func:`labelflip.evaluate`; see :class:`~labelflip.run.plan.Inputs`)."""
+    (:func:`labelflip.evaluate`; see :class:`~labelflip.run.plan.Inputs`).
+    ``threads``: torch's CPU threads for this run, overriding the config's
+    (``--threads``; see :mod:`labelflip.run.threads`)."""
     t_start = time.perf_counter()
     executor = executor if executor is not None else LocalExecutor()
     with contextlib.ExitStack() as held:
@@ -92,10 +96,14 @@ def run(
                 raise TypeError("run() needs a config and a run directory, or resume=")
             validate_config(cfg)
         device = executor.driver_device(cfg.device)
+        chosen = resolve_threads(cfg.threads, device, checked_threads(threads))
+        held.enter_context(using_threads(chosen.count))
+        _log(f"{cfg.name}: device {device}, {chosen.describe()}")
         plan = prepare(cfg, progress, device, inputs)  # every check first
+        _log(f"{len(plan.jobs)} jobs x {plan.n} samples = {len(plan.jobs) * plan.n} attacks")
         if resume is None:
             assert run_dir is not None
-            setup = compute_setup(plan)  # its mistakes, too, before the directory exists
+            setup = compute_setup(plan, progress)  # its mistakes, too, before the directory
             checks.target_distances_available([j.spec for j in plan.jobs], setup.distances)
             rd = RunDir.create(run_dir, cfg.to_dict(), config_text)
             held.enter_context(rd.lock())
@@ -109,7 +117,7 @@ def run(
             if started:
                 distances = stored_distances(store)
             else:
-                distances = save_setup(store, rd, plan, setup or compute_setup(plan))
+                distances = save_setup(store, rd, plan, setup or compute_setup(plan, progress))
             if len(plan.jobs) >= MANY_JOBS:
                 _log(f"registering {len(plan.jobs)} jobs (one transaction)")
             _register_jobs(store, plan, fresh=resume is None)
@@ -131,7 +139,7 @@ def _register_jobs(store: RunStore, plan: RunPlan, *, fresh: bool) -> None:
     versions recorded when each job was first added)."""
     from labelflip.models.checkpoint import library_versions
 
-    versions = library_versions()
+    versions = {**library_versions(), "torch_threads": torch.get_num_threads()}
     old = {} if fresh else {job.job_id: job.versions for job in store.jobs()}
     store.add_jobs(  # one transaction, however many jobs
         [

@@ -41,12 +41,13 @@ class Setup:
     noise_nonfinite: int
 
 
-def compute_setup(plan: RunPlan) -> Setup:
-    """The run's class distances and white-noise prior (the setup's work)."""
+def compute_setup(plan: RunPlan, progress: bool = False) -> Setup:
+    """The run's class distances and white-noise prior (the setup's work;
+    ``progress``: bars for the perceptual distance)."""
     cfg, clf, device = plan.cfg, plan.clf, plan.device
     distances = class_distances(
         cfg.similarity, cfg.data.dataset, cfg.data.data_dir, plan.seeds, clf,
-        plan.class_names, plan.y, plan.clean_pred, device,
+        plan.class_names, plan.y, plan.clean_pred, device, progress,
     )  # fmt: skip
     noise_pred, nonfinite = white_noise(clf, cfg.white_noise, plan.seeds, device)
     return Setup(distances, noise_pred, nonfinite)
@@ -167,9 +168,11 @@ def class_distances(
     y: torch.Tensor,
     clean_pred: torch.Tensor,
     device: torch.device,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """The class-distance matrices the ``[similarity]`` table asks for
-    (name -> :class:`~labelflip.similarity.ClassDistance`)."""
+    (name -> :class:`~labelflip.similarity.ClassDistance`); ``progress``: a
+    bar for each stage of the perceptual distance."""
     from labelflip import similarity
     from labelflip.data import load_dataset
 
@@ -184,21 +187,25 @@ def class_distances(
 
             feature_model, _ = load_checkpoint(Path(sim.checkpoint).expanduser(), device=device)
         train = load_dataset(dataset, sim.split, data_dir)
+        per_class = sim.per_class or None  # 0 or None: every image
+        cap = f"at most {per_class} per class" if per_class else "all of them"
         _log(
             f"perceptual class distance: {dataset} {sim.split} split "
-            f"({len(train)} images, per class cap {sim.per_class})"
+            f"({len(train)} images, {cap}; [similarity] per_class)"
         )
-        out["perceptual"] = similarity.perceptual_distance(
-            feature_model,
-            train.x,
-            train.y,
-            class_names=names,
-            layer=sim.layer,
-            per_class=sim.per_class,
-            generator=seeds.perceptual(),
-            device=device,
-            split=sim.split,
-        )
+        with _StageBars(progress) as bars:
+            out["perceptual"] = similarity.perceptual_distance(
+                feature_model,
+                train.x,
+                train.y,
+                class_names=names,
+                layer=sim.layer,
+                per_class=per_class,
+                generator=seeds.perceptual(),
+                device=device,
+                split=sim.split,
+                progress=bars.update if progress else None,
+            )
         info = out["perceptual"].info
         _log(
             f"perceptual class distance: {info.get('seconds_features', 0):.1f} s features, "
@@ -212,6 +219,38 @@ def class_distances(
     if sim.confusion:
         out["confusion"] = similarity.confusion_distance(y.numpy(), clean_pred.numpy(), names)
     return out
+
+
+class _StageBars:
+    """One progress bar per stage of a computation reporting
+    ``(stage, done, total)``; nothing when not ``enabled``."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.bar: Any = None
+        self.stage = ""
+
+    def __enter__(self) -> _StageBars:
+        return self
+
+    def update(self, stage: str, done: int, total: int) -> None:
+        if stage != self.stage:
+            from tqdm.auto import tqdm
+
+            self.close()
+            self.stage = stage
+            self.bar = tqdm(
+                total=total, desc=f"perceptual distance: {stage}", unit="img", leave=False
+            )
+        self.bar.update(done - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def stored_distances(store: RunStore) -> dict[str, Any]:

@@ -17,6 +17,7 @@ leaves it out; likewise for an oracle's logits (``oracle_pred`` -1)."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +25,7 @@ import numpy as np
 import torch
 
 from labelflip.attacks import AttackSpec, get_attack
+from labelflip.attacks.primitives import reporting_progress
 from labelflip.config import DetectConfig, JobSpec
 from labelflip.run.seeds import SeedTree
 from labelflip.store import RunDir, RunStore, record_columns
@@ -84,10 +86,14 @@ def attack_batch(
     distances: dict[str, Any],
     needs: dict[str, Any] | None = None,
     judges: Judges | None = None,
+    progress: Callable[[float], None] | None = None,
 ) -> BatchOutput:
     """Attack the batch of ``job`` that starts at sample position ``start``
     (``x``, ``y``, ``indices``: its samples) on ``device``; ``needs``: the
-    run resources the attack takes (``svae``); ``judges``: see :class:`Judges`."""
+    run resources the attack takes (``svae``); ``judges``: see :class:`Judges`;
+    ``progress``: told the share of the attack's work done as it goes (see
+    :func:`labelflip.attacks.primitives.report_progress`; it changes nothing
+    the attack computes)."""
     spec = job.spec
     x = x.to(device)
     y = y.to(device)
@@ -107,9 +113,10 @@ def attack_batch(
             class_names=None if clf.multilabel else clf.class_names,
             encoding=clf.encoding,
         )
-    result = job.attack.run(
-        clf, x, y, job.settings, target=target, generator=gen, resources=needs
-    )
+    with reporting_progress(progress):
+        result = job.attack.run(
+            clf, x, y, job.settings, target=target, generator=gen, resources=needs
+        )
     seconds = time.perf_counter() - t
     cols = result.to_numpy()
     m = len(indices)

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import difflib
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -98,6 +98,7 @@ def extract_features(
     layer: str | None = None,
     batch_size: int = 512,
     device: torch.device | str | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> torch.Tensor:
     """Per-image feature vectors ``(n, d)``, float32 on the CPU.
 
@@ -110,7 +111,8 @@ def extract_features(
     ``batch_size`` on ``device`` (default: the model's parameters' device;
     an explicit ``device`` moves the model there); a plain module is put in
     eval mode for the duration. If the layer runs several times in one
-    forward pass, its last call counts.
+    forward pass, its last call counts. ``progress(done, n)`` is called after
+    each batch (images done).
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise LabelflipError(f"batch_size must be a positive integer, got {batch_size!r}")
@@ -156,6 +158,8 @@ def extract_features(
                     f"layer '{layer}' does not output a tensor (got {type(feats).__name__})"
                 )
             out.append(feats.detach().reshape(len(batch), -1).float().cpu())
+            if progress is not None:
+                progress(start + len(batch), len(x))
         return torch.cat(out)
     finally:
         handle.remove()
@@ -214,6 +218,7 @@ def hausdorff_class_distances(
     block_rows: int = 2048,
     block_cols: int = 8192,
     device: torch.device | str | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> np.ndarray:
     """Symmetric Hausdorff distances between classes under ``d = 1 - cos`` (LabelFool §III-A).
 
@@ -230,6 +235,7 @@ def hausdorff_class_distances(
     range (chunks of ``block_cols``) one matrix product gives cosines whose
     row maximum is that image's closest image of the class. Cost
     ``O(n^2 d)``; memory ``O(block_rows * block_cols + n * k)``.
+    ``progress(done, n)`` is called after each block of rows (images done).
     """
     k = _num_classes(num_classes)
     for name, value in (("block_rows", block_rows), ("block_cols", block_cols)):
@@ -257,6 +263,8 @@ def hausdorff_class_distances(
                 m = (rows @ f[c0:c1].T).amax(dim=1)
                 best = m if best is None else torch.maximum(best, m)
             max_cos[r0 : r0 + block_rows, j] = best
+        if progress is not None:
+            progress(min(r0 + block_rows, n), n)
 
     # h[i, j] = max over images a of class i of (1 - max_cos[a, j])
     min_dist = 1.0 - max_cos
@@ -331,6 +339,7 @@ def perceptual_distance(
     batch_size: int = 512,
     device: torch.device | str | None = None,
     split: str = "",
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> ClassDistance:
     """LabelFool's perceptual class distance (§III-A) as a :class:`ClassDistance`.
 
@@ -341,7 +350,8 @@ def perceptual_distance(
     ``O(n^2 d)``. ``info`` records the layer (``layer``, and ``layer_io``:
     whether its input or output was used), ``split``, ``images``,
     ``per_class``, ``images_per_class``, ``feature_dim`` and the seconds each
-    stage took.
+    stage took. ``progress(stage, done, total)`` follows the two stages
+    (``"features"``, ``"Hausdorff"``; images done of the images kept).
     """
     names = tuple(str(c) for c in class_names)
     k = len(names)
@@ -363,11 +373,17 @@ def perceptual_distance(
 
     root = _unwrap(clf)
     resolved = penultimate_layer(root) if layer is None else layer
+
+    def stage(name: str) -> Callable[[int, int], None] | None:
+        return None if progress is None else lambda done, total: progress(name, done, total)
+
     t0 = time.perf_counter()
-    feats = extract_features(clf, xs, layer=layer, batch_size=batch_size, device=device)
+    feats = extract_features(
+        clf, xs, layer=layer, batch_size=batch_size, device=device, progress=stage("features")
+    )
     t1 = time.perf_counter()
     dev = device if device is not None else _default_device(root, xs)
-    matrix = hausdorff_class_distances(feats, ys, k, device=dev)
+    matrix = hausdorff_class_distances(feats, ys, k, device=dev, progress=stage("Hausdorff"))
     t2 = time.perf_counter()
     info: dict[str, Any] = {
         "method": "LabelFool III-A: Hausdorff distance under 1 - cos of features",

@@ -22,13 +22,16 @@ SCHEMA_VERSION = 3
 class Column:
     """One record column: ``kind`` is ``str``, ``int``, ``bool`` or
     ``float``; an ``optional`` column may be left out of a batch and then
-    takes ``default``."""
+    takes ``default``. ``missing``: the stored value that means "no value"
+    (-1 for "no class", NaN for a float); the exports write it as null in
+    Parquet and as an empty cell in CSV."""
 
     name: str
     kind: str
     doc: str
     optional: bool = False
     default: float = -1
+    missing: float | None = None
 
     @property
     def dtype(self) -> type:
@@ -40,43 +43,65 @@ COLUMNS: tuple[Column, ...] = (
     Column("sample", "int", "position in the run's sample list"),
     Column("index", "int", "index in the dataset split"),
     Column("true", "int", "true label (a bitmask of labels for a multi-label model)"),
-    Column("clean_pred", "int", "the model's class for the clean sample"),
+    Column(
+        "clean_pred",
+        "int",
+        "the model's class for the clean sample (a bitmask of labels for a multi-label model)",
+    ),
     Column(
         "adv_pred",
         "int",
-        "the model's class for the adversarial example; -1 when its logits are not finite",
+        "the model's class for the adversarial example; none (-1 in the store) when its "
+        "logits are not finite",
+        missing=-1,
     ),
-    Column("target", "int", "the target class; -1 when untargeted"),
+    Column(
+        "target",
+        "int",
+        "the target class (a bitmask of labels for a multi-label model); none (-1 in the "
+        "store) when untargeted",
+        missing=-1,
+    ),
     Column("success", "bool", "the attack succeeded (judged by the model on x_adv)"),
     Column("l0", "int", "L0 norm of the perturbation (changed input values)"),
-    Column("l1", "float", "L1 norm of the perturbation"),
-    Column("l2", "float", "L2 norm of the perturbation"),
-    Column("linf", "float", "L-infinity norm of the perturbation"),
+    Column("l1", "float", "L1 norm of the perturbation", missing=math.nan),
+    Column("l2", "float", "L2 norm of the perturbation", missing=math.nan),
+    Column("linf", "float", "L-infinity norm of the perturbation", missing=math.nan),
     Column("iterations", "int", "iterations the attack spent on the sample"),
     Column("forwards", "int", "forward passes spent on the sample"),
     Column("backwards", "int", "backward passes spent on the sample"),
-    Column("seconds", "float", "the batch's wall time divided by its size"),
+    Column(
+        "seconds",
+        "float",
+        "the batch's attack time (target choice included, judging not) over its size",
+        missing=math.nan,
+    ),
     Column(
         "oracle_pred",
         "int",
-        "an independent oracle's class for x_adv; -1 without one",
+        "an independent oracle's class for x_adv; none (-1 in the store) without an oracle "
+        "or when the oracle's logits are not finite",
         optional=True,
         default=-1,
+        missing=-1,
     ),
     Column(
         "attacker_pred",
         "int",
         "the class the attack's own stand-in for the oracle gives x_adv (a Type I "
-        "attack's SVAE classifier f2); -1 otherwise",
+        "attack's SVAE classifier f2); none (-1 in the store) otherwise",
         optional=True,
         default=-1,
+        missing=-1,
     ),
     Column(
         "squeeze",
         "float",
-        "feature-squeezing score of x_adv; NaN when the run does not compute it",
+        "feature-squeezing score of x_adv; none (NaN in the store) when the run does not "
+        "compute it",
         optional=True,
         default=math.nan,
+        missing=math.nan,
     ),
     Column(
         "valid",
