@@ -150,6 +150,11 @@ def test_examples_are_valid(path):
         assert cfg.oracle is not None and cfg.oracle.arch != cfg.model.arch
         assert cfg.svae is not None and cfg.detect.feature_squeezing
         return
+    if path.name.startswith("label-space-"):  # the boundary profile and the minimal attacks
+        attacks = [j.attack for j in cfg.jobs()]
+        assert attacks.count("boundary-profile") == 1 and "best-of" in attacks
+        assert {"deepfool", "superdeepfool", "cw-l2", "fmn", "ddn", "alma"} <= set(attacks)
+        return
     eps = [j.sweep_value for j in cfg.jobs() if j.group == "pgd-linf"]
     assert eps == [0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0]
     assert {"deepfool", "cw-l2"} <= {j.attack for j in cfg.jobs()}
