@@ -104,6 +104,19 @@ def test_fgsm_rs_is_wong_et_al_algorithm_3():
     assert AdversarialSettings("fgsm-rs", eps=eps).resolved().step_size == pytest.approx(alpha)
 
 
+def test_eps_ramp_scales_the_budget_and_the_step():
+    s = AdversarialSettings("fgsm-rs", eps=0.3, eps_ramp=2).resolved()
+    quarter = s.at(0.25)
+    assert quarter.eps == pytest.approx(0.075) and quarter.step_size == pytest.approx(0.09375)
+    assert s.at(1.5) == s
+    clf = _toy_classifier()
+    x, y = _toy_batch()
+    x_adv = perturb(clf, x, y, quarter, torch.Generator().manual_seed(0))
+    assert float((x_adv - x).abs().max()) <= 0.075 + 1e-6
+    with pytest.raises(LabelflipError, match="eps ramp"):
+        AdversarialSettings("pgd", eps=0.3, eps_ramp=-1).validate()
+
+
 def test_trades_inner_step_increases_the_kl_divergence():
     clf = _toy_classifier()
     x, _ = _toy_batch()
@@ -280,6 +293,7 @@ class _null:
     "extra,message",
     [
         (["--adv-eps", "0.3"], "--adv-eps only goes with --adversarial"),
+        (["--adv-eps-ramp", "2"], "--adv-eps-ramp only goes with --adversarial"),
         (["--adversarial", "fgsm"], "did you mean 'fgsm-rs'"),
         (["--adversarial", "pgd"], "needs --adv-eps"),
         (["--adversarial", "pgd", "--adv-eps", "-1"], "eps must be a positive number"),

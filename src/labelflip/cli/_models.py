@@ -82,6 +82,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         step_size=args.adv_step_size,
         beta=args.trades_beta,
         val_samples=args.adv_val_samples,
+        eps_ramp=args.adv_eps_ramp,
     )
     is_adv = adversarial is not None
     recipe = recipe_name(args.arch, args.recipe, adversarial=is_adv)
@@ -177,7 +178,8 @@ def adversarial_phrase(adv) -> str:
     beta = f", beta {adv.beta:g}" if adv.beta is not None else ""
     return (
         f", adversarial {adv.method} ({adv.norm} eps {adv.eps:g}, {adv.steps} step(s) of "
-        f"{adv.step_size:g}{beta})"
+        f"{adv.step_size:g}{beta}"
+        f"{f', eps ramped up over {adv.eps_ramp:g} epochs' if adv.eps_ramp else ''})"
     )
 
 

@@ -166,6 +166,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="held-out training images for the robust validation of each epoch (1000)",
     )
     g.add_argument(
+        "--adv-eps-ramp",
+        type=float,
+        metavar="EPOCHS",
+        help="grow the training eps (and step) linearly from 0 over the first EPOCHS epochs "
+        "(default 0: the full eps from the start)",
+    )
+    g.add_argument(
         "--robust-eps",
         type=float,
         metavar="EPS",

@@ -73,7 +73,12 @@ class AdversarialSettings:
     ``2.5 ε / steps``. ``beta`` weighs TRADES's KL term. Every epoch the
     robust accuracy on ``val_samples`` held-out training images under PGD
     with ``val_steps`` steps (random start, step ``2.5 ε / val_steps``)
-    chooses the epoch that is kept (watching for catastrophic overfitting)."""
+    chooses the epoch that is kept (watching for catastrophic overfitting).
+
+    ``eps_ramp``: over the first ``eps_ramp`` epochs the training budget (and
+    the step) grows linearly from 0 to ``eps`` (:meth:`at`), the warm-up of
+    Gowal et al. 2018 (IBP) and of MNIST adversarial training generally;
+    0 (default) trains at ``eps`` from the first step, as Wong et al."""
 
     method: str
     eps: float
@@ -83,6 +88,7 @@ class AdversarialSettings:
     beta: float | None = None
     val_samples: int = 1000
     val_steps: int = 10
+    eps_ramp: float = 0.0
 
     def resolved(self) -> AdversarialSettings:
         """A copy with the per-method defaults filled in (after :meth:`validate`)."""
@@ -117,8 +123,18 @@ class AdversarialSettings:
             _positive("TRADES beta", self.beta)
         if self.val_samples < 0:
             raise LabelflipError(f"robust validation samples must be >= 0, got {self.val_samples}")
+        if not (isinstance(self.eps_ramp, (int, float)) and 0 <= self.eps_ramp < math.inf):
+            raise LabelflipError(f"eps ramp must be a number of epochs >= 0, got {self.eps_ramp}")
         if self.val_steps < 1:
             raise LabelflipError(f"robust validation steps must be >= 1, got {self.val_steps}")
+
+    def at(self, fraction: float) -> AdversarialSettings:
+        """The settings at ``fraction`` (0 to 1) of the ε ramp: ``eps`` and
+        ``step_size`` scaled by it."""
+        if fraction >= 1.0:
+            return self
+        assert self.step_size is not None
+        return replace(self, eps=self.eps * fraction, step_size=self.step_size * fraction)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -383,6 +399,7 @@ def adversarial_from_options(
     step_size: float | None = None,
     beta: float | None = None,
     val_samples: int | None = None,
+    eps_ramp: float | None = None,
 ) -> AdversarialSettings | None:
     """The validated settings the ``labelflip train`` options give (``None``
     without ``--adversarial``); one-line errors for options without it and
@@ -394,6 +411,7 @@ def adversarial_from_options(
         "--adv-step-size": step_size,
         "--trades-beta": beta,
         "--adv-val-samples": val_samples,
+        "--adv-eps-ramp": eps_ramp,
     }
     if method is None:
         orphans = [k for k, v in given.items() if v is not None]
@@ -416,5 +434,6 @@ def adversarial_from_options(
         step_size,
         beta,
         1000 if val_samples is None else val_samples,
+        eps_ramp=0.0 if eps_ramp is None else eps_ramp,
     )
     return s.resolved()

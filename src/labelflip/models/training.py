@@ -421,7 +421,9 @@ def train(
                     group["lr"] = lr
                 if adv is not None:
                     model.eval()
-                    x_adv = perturb(clf, xb, yb, adv, gen)
+                    ramp = adv.eps_ramp * steps_per_epoch
+                    now = adv.at((prog.step + 1) / ramp) if ramp else adv
+                    x_adv = perturb(clf, xb, yb, now, gen)
                     model.train()
                     loss, logits = adversarial_loss(adv, net, xb, x_adv, yb)
                 else:
