@@ -49,8 +49,8 @@ from labelflip.store import Job, RunDir, RunStore, new_run_path
 MANY_JOBS = 10_000  # a grid this large says what it is doing before the first attack
 
 
-def _log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+def _log(*lines: str) -> None:
+    print(*lines, sep="\n", file=sys.stderr, flush=True)
 
 
 @dataclass
@@ -98,22 +98,25 @@ def run(
         device = executor.driver_device(cfg.device)
         chosen = resolve_threads(cfg.threads, device, checked_threads(threads))
         held.enter_context(using_threads(chosen.count))
-        _log(f"{cfg.name}: device {device}, {chosen.describe()}")
         plan = prepare(cfg, progress, device, inputs)  # every check first
-        _log(f"{len(plan.jobs)} jobs x {plan.n} samples = {len(plan.jobs) * plan.n} attacks")
+        # the header waits until every check has passed: bad input is one line
+        header = (
+            f"{cfg.name}: device {device}, {chosen.describe()}",
+            f"{len(plan.jobs)} jobs x {plan.n} samples = {len(plan.jobs) * plan.n} attacks",
+        )
         if resume is None:
             assert run_dir is not None
             setup = compute_setup(plan, progress)  # its mistakes, too, before the directory
             checks.target_distances_available([j.spec for j in plan.jobs], setup.distances)
             rd = RunDir.create(run_dir, cfg.to_dict(), config_text)
             held.enter_context(rd.lock())
-            _log(f"run directory: {rd.path}")
+            _log(*header, f"run directory: {rd.path}")
         with rd.store() as store, _stop_on_sigint(rd.path) as stop:
             started = store.meta("started") is not None
             if resume is not None:
                 if started:
                     _check_unchanged(store, rd.path, plan, isinstance(executor, LocalExecutor))
-                _log(f"resuming {rd.path}")
+                _log(*header, f"resuming {rd.path}")
             if started:
                 distances = stored_distances(store)
             else:
