@@ -429,3 +429,25 @@ def test_a_config_names_a_zoo_model(tmp_path, name):
     loaded = obtain_model(cfg.model, DataRef("mnist", None), 0, torch.device("cpu"), False)
     assert loaded.checkpoint == ZOO.path(name)
     assert loaded.meta.architecture == ZOO.meta(name).architecture
+
+
+def test_no_eps_ramp_keeps_the_fingerprint_of_states_saved_before_ramps():
+    """A state saved before ``eps_ramp`` existed continues under no ramp (0);
+    a ramp is part of what the training is."""
+    from labelflip.models.encoding import OutputEncoding
+    from labelflip.models.training import TrainSettings, _fingerprint
+
+    class _Set:
+        name = "toy"
+
+        def __len__(self) -> int:
+            return 7
+
+    plain = AdversarialSettings("fgsm-rs", eps=0.3).resolved()
+    ramped = AdversarialSettings("fgsm-rs", eps=0.3, eps_ramp=2).resolved()
+    enc = OutputEncoding.onehot(10)
+    fp = _fingerprint("cw-mnist", _Set(), TrainSettings(1, 8, 0.1), plain, enc)
+    assert "eps_ramp" not in fp["adversarial"] and fp["adversarial"]["eps"] == 0.3
+    assert _fingerprint("cw-mnist", _Set(), TrainSettings(1, 8, 0.1), ramped, enc)["adversarial"][
+        "eps_ramp"
+    ] == 2

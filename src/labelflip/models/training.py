@@ -209,13 +209,18 @@ def _fingerprint(
     adversarial: AdversarialSettings | None,
     enc: OutputEncoding,
 ) -> dict[str, Any]:
-    """What makes a training this training (a saved state continues only the same)."""
+    """What makes a training this training (a saved state continues only the
+    same). No eps ramp (0) is left out: it is the training of a state saved
+    before ramps existed, which therefore continues."""
+    adv = adversarial.to_dict() if adversarial is not None else None
+    if adv is not None and not adv.get("eps_ramp"):
+        adv.pop("eps_ramp", None)
     return {
         "architecture": arch,
         "dataset": train_set.name,
         "images": len(train_set),
         "settings": asdict(settings),
-        "adversarial": adversarial.to_dict() if adversarial is not None else None,
+        "adversarial": adv,
         "encoding": enc.to_dict(),
     }
 
@@ -380,6 +385,13 @@ def train(
         prog = None
         if path is not None:
             prog = _restore_progress(path, fingerprint, model, opt, gen, device)
+            if prog is not None:
+                print(
+                    f"continuing the saved training at epoch {prog.epoch} of {settings.epochs}, "
+                    f"batch {prog.batch} ({state_files_text(path)}; --restart discards it)",
+                    file=sys.stderr,
+                    flush=True,
+                )
         if prog is None:
             prog = _Progress()
             prog.new_epoch_sums()
