@@ -44,9 +44,16 @@ def os_error(action: str, exc: OSError) -> LabelflipError:
     return LabelflipError(f"{action}: {reason}")
 
 
-def unknown_name(kind: str, name: str, known: Iterable[str]) -> LabelflipError:
-    """Build the error for an unknown registry name, with a "did you mean"."""
+def unknown_name(
+    kind: str, name: str, known: Iterable[str], *, ignore_case: bool = False
+) -> LabelflipError:
+    """Build the error for an unknown registry name, with a "did you mean"
+    (found regardless of case with ``ignore_case``)."""
     known = sorted(known)
-    close = difflib.get_close_matches(name, known, n=1)
+    if ignore_case:
+        lower = {k.lower(): k for k in known}
+        close = [lower[c] for c in difflib.get_close_matches(str(name).lower(), list(lower), n=1)]
+    else:
+        close = difflib.get_close_matches(name, known, n=1)
     hint = f"; did you mean '{close[0]}'?" if close else ""
     return LabelflipError(f"unknown {kind} '{name}'{hint} (known: {', '.join(known)})")

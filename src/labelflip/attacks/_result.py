@@ -211,6 +211,29 @@ def finalize(
     )
 
 
+def finalize_counts(
+    clf: Classifier,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    x_adv: torch.Tensor,
+    target: torch.Tensor | None,
+    counts: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+) -> AttackResult:
+    """:func:`finalize` with the ``(iterations, forwards, backwards)`` counters
+    as one triple (as :func:`~labelflip.attacks._common.new_counts` makes them)."""
+    iterations, forwards, backwards = counts
+    return finalize(
+        clf,
+        x,
+        y,
+        x_adv,
+        target=target,
+        iterations=iterations,
+        forwards=forwards,
+        backwards=backwards,
+    )
+
+
 def finalize_type_i(
     clf: Classifier,
     x: torch.Tensor,
@@ -231,16 +254,7 @@ def finalize_type_i(
     while the attacker's own classifier moves (``attacker_pred == target``,
     or ``!= y`` untargeted). An independent oracle's verdict is the
     runner's to add."""
-    r = finalize(
-        clf,
-        x,
-        y,
-        x_adv,
-        target=target,
-        iterations=iterations,
-        forwards=forwards,
-        backwards=backwards,
-    )
+    r = finalize_counts(clf, x, y, x_adv, target, (iterations, forwards, backwards))
     a = attacker_pred.detach().to(device=r.y.device, dtype=torch.long).clone()
     changed = a == r.target if r.target is not None else a != r.y
     keeps = r.adv_pred == r.y

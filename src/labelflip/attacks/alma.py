@@ -63,15 +63,13 @@ import torch
 from labelflip._settings import Settings, setting
 from labelflip.attacks._common import (
     l2_norms,
-    map_chunks,
-    new_counts,
     prepare_inputs,
     report_progress,
     rows,
 )
 from labelflip.attacks._registry import register_attack
-from labelflip.attacks._result import AttackResult, finalize
-from labelflip.attacks.ddn import already_adversarial
+from labelflip.attacks._result import AttackResult, finalize_counts
+from labelflip.attacks.ddn import attack_unfinished
 from labelflip.errors import LabelflipError
 from labelflip.models.classifier import Classifier
 
@@ -155,29 +153,10 @@ def alma(
         )
     targeted = target is not None
     labels = target if targeted else y
-    iterations, forwards, backwards = new_counts(len(x0), x0.device)
-    best = x0.clone()
-    if len(x0):
-        forwards += 1
-        todo = torch.nonzero(~already_adversarial(clf, x0, labels, targeted)).squeeze(1)
-        if todo.numel():
-            (best_todo,) = map_chunks(
-                lambda xc, lc: (_alma_chunk(clf, xc, lc, s, targeted),), 1, x0[todo], labels[todo]
-            )
-            best[todo] = best_todo
-            iterations[todo] += s.steps
-            forwards[todo] += s.steps
-            backwards[todo] += s.steps
-    return finalize(
-        clf,
-        x0,
-        y,
-        best,
-        target=target,
-        iterations=iterations,
-        forwards=forwards,
-        backwards=backwards,
+    best, counts = attack_unfinished(
+        clf, x0, labels, targeted, s.steps, lambda xc, lc: _alma_chunk(clf, xc, lc, s, targeted)
     )
+    return finalize_counts(clf, x0, y, best, target, counts)
 
 
 def _alma_chunk(

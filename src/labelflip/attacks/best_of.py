@@ -43,7 +43,7 @@ from labelflip.attacks._common import (
 )
 from labelflip.attacks._inner import NORMS, add_counts, found_norms, inner_attack, supports
 from labelflip.attacks._registry import AttackSpec, register_attack
-from labelflip.attacks._result import AttackResult, finalize
+from labelflip.attacks._result import AttackResult, finalize_counts
 from labelflip.errors import LabelflipError
 from labelflip.models.classifier import Classifier
 
@@ -136,17 +136,7 @@ def best_of(
         best[better] = r.x_adv[better]
         best_norm = torch.minimum(best_norm, found[:, a])
         add_counts(counts, r)
-    iterations, forwards, backwards = counts
-    result = finalize(
-        clf,
-        x0,
-        y,
-        best,
-        target=None,
-        iterations=iterations,
-        forwards=forwards,
-        backwards=backwards,
-    )
+    result = finalize_counts(clf, x0, y, best, None, counts)
     return replace(result, profile=found)
 
 

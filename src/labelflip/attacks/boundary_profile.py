@@ -51,7 +51,7 @@ from labelflip.attacks._common import (
 )
 from labelflip.attacks._inner import NORMS, add_counts, found_norms, inner_attack
 from labelflip.attacks._registry import AttackSpec, register_attack
-from labelflip.attacks._result import AttackResult, finalize
+from labelflip.attacks._result import AttackResult, finalize_counts
 from labelflip.attacks.deepfool import predict_logits
 from labelflip.errors import LabelflipError
 from labelflip.models.classifier import Classifier
@@ -130,15 +130,5 @@ def boundary_profile(
             best[closer] = r.x_adv[closer]
             nearest = torch.minimum(nearest, d)
             add_counts(counts, r)
-    iterations, forwards, backwards = counts
-    result = finalize(
-        clf,
-        x0,
-        y,
-        best,
-        target=None,
-        iterations=iterations,
-        forwards=forwards,
-        backwards=backwards,
-    )
+    result = finalize_counts(clf, x0, y, best, None, counts)
     return replace(result, profile=profile)

@@ -40,6 +40,7 @@ gradient); ``iterations`` is the number of iterations.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -57,7 +58,7 @@ from labelflip.attacks._common import (
     rows,
 )
 from labelflip.attacks._registry import register_attack
-from labelflip.attacks._result import AttackResult, finalize
+from labelflip.attacks._result import AttackResult, finalize_counts
 from labelflip.attacks.deepfool import predict_logits
 from labelflip.models.classifier import Classifier
 
@@ -97,6 +98,35 @@ def already_adversarial(
     return is_adversarial(predict_logits(clf, x0).argmax(1), labels, targeted)
 
 
+def attack_unfinished(
+    clf: Classifier,
+    x0: torch.Tensor,
+    labels: torch.Tensor,
+    targeted: bool,
+    steps: int,
+    attack_chunk: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """The bookkeeping of a minimal attack that runs all its ``steps`` (DDN,
+    ALMA): the samples not already adversarial (one forward pass each) are
+    attacked per chunk by ``attack_chunk(x, labels) -> best`` and charged
+    ``steps`` iterations, forwards and backwards; the others stay ``x0``.
+    Returns the best points and the (iterations, forwards, backwards) counts."""
+    iterations, forwards, backwards = new_counts(len(x0), x0.device)
+    best = x0.clone()
+    if len(x0):
+        forwards += 1
+        todo = torch.nonzero(~already_adversarial(clf, x0, labels, targeted)).squeeze(1)
+        if todo.numel():
+            (best_todo,) = map_chunks(
+                lambda xc, lc: (attack_chunk(xc, lc),), 1, x0[todo], labels[todo]
+            )
+            best[todo] = best_todo
+            iterations[todo] += steps
+            forwards[todo] += steps
+            backwards[todo] += steps
+    return best, (iterations, forwards, backwards)
+
+
 @register_attack(
     "ddn",
     DDNSettings,
@@ -117,33 +147,11 @@ def ddn(
     x0, y, target = prepare_inputs(clf, x, y, target, generator)
     targeted = target is not None
     labels = target if targeted else y
-    iterations, forwards, backwards = new_counts(len(x0), x0.device)
-    best = x0.clone()
-    if len(x0):
-        gen = generator_or_default(generator)
-        forwards += 1
-        todo = torch.nonzero(~already_adversarial(clf, x0, labels, targeted)).squeeze(1)
-        if todo.numel():
-            (best_todo,) = map_chunks(
-                lambda xc, lc: (_ddn_chunk(clf, xc, lc, s, targeted, gen),),
-                1,
-                x0[todo],
-                labels[todo],
-            )
-            best[todo] = best_todo
-            iterations[todo] += s.steps
-            forwards[todo] += s.steps
-            backwards[todo] += s.steps
-    return finalize(
-        clf,
-        x0,
-        y,
-        best,
-        target=target,
-        iterations=iterations,
-        forwards=forwards,
-        backwards=backwards,
+    gen = generator_or_default(generator)
+    best, counts = attack_unfinished(
+        clf, x0, labels, targeted, s.steps, lambda xc, lc: _ddn_chunk(clf, xc, lc, s, targeted, gen)
     )
+    return finalize_counts(clf, x0, y, best, target, counts)
 
 
 def _ddn_chunk(

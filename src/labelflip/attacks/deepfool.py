@@ -37,6 +37,7 @@ iteration, where the final evaluation decides).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -51,7 +52,7 @@ from labelflip.attacks._common import (
     sample_chunks,
 )
 from labelflip.attacks._registry import register_attack
-from labelflip.attacks._result import AttackResult, finalize
+from labelflip.attacks._result import AttackResult, finalize_counts
 from labelflip.errors import LabelflipError
 from labelflip.models.classifier import Classifier
 
@@ -92,6 +93,49 @@ def candidate_gradients(
     return diffs, grads
 
 
+def linearised_steps(
+    clf: Classifier,
+    x0: torch.Tensor,
+    active: torch.Tensor,
+    counts: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    *,
+    steps: int,
+    overshoot: float,
+    step: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    stays: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+) -> torch.Tensor:
+    """The loop DeepFool (Algorithm 2) and LabelFool (Algorithm 1) share: each
+    sample at the positions ``active`` adds its linearised step
+    ``step(x_active, active)`` to the sum of its steps, moves to
+    ``clip(x0 + (1 + overshoot) * sum)`` and stays active while
+    ``stays(prediction, active)``; at most ``steps`` steps (the point after the
+    last one is not checked). A step costs the sample one iteration, one
+    forward and one backward pass, a check one forward pass (added into
+    ``counts``, the (iterations, forwards, backwards) counters). Returns the
+    points reached (``x0`` for a sample never active)."""
+    iterations, forwards, backwards = counts
+    x_adv = x0.clone()
+    scale = 1.0 + overshoot
+    p_total = torch.zeros_like(x0)
+    for k in range(steps):
+        if active.numel() == 0:
+            break
+        p_new = p_total[active] + step(x_adv[active], active)
+        p_total[active] = p_new
+        xa = clf.clip(x0[active] + scale * p_new)
+        x_adv[active] = xa
+        iterations[active] += 1
+        forwards[active] += 1
+        backwards[active] += 1
+        if k + 1 == steps:
+            break
+        still = stays(predict_logits(clf, xa).argmax(1), active)
+        forwards[active] += 1
+        active = active[still]
+        report_progress(len(x0) - active.numel(), len(x0))  # samples done
+    return x_adv
+
+
 @register_attack(
     "deepfool",
     DeepFoolSettings,
@@ -114,24 +158,19 @@ def deepfool(
     if target is not None:
         raise LabelflipError("deepfool is an untargeted attack; it takes no target classes")
     x0, y, _ = prepare_inputs(clf, x, y, None, generator)
-    iterations, forwards, backwards = new_counts(len(x0), x0.device)
-    x_adv = x0.clone()
+    counts = new_counts(len(x0), x0.device)
     k = clf.num_classes if s.candidates is None else min(s.candidates, clf.num_classes)
     if k < 2:
         raise LabelflipError(f"deepfool needs a model with at least 2 classes, got {k}")
-    scale = 1.0 + s.overshoot
     linf = s.norm == "linf"
 
     logits = predict_logits(clf, x0)
-    forwards += 1
+    counts[1].add_(1)  # the clean forward pass
     classes = logits.argsort(dim=1, descending=True)[:, :k]
     active = torch.nonzero(logits.argmax(1) == y).squeeze(1)
-    p_total = torch.zeros_like(x0)
 
-    for step in range(s.steps):
-        if active.numel() == 0:
-            break
-        xa = x_adv[active]
+    def step(xa: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
+        """The step onto the nearest linearised boundary (eqs. 8–9; §3.2 for L∞)."""
         diffs, grads = candidate_gradients(clf, xa, classes[active])
         flat = grads.flatten(2)
         gnorm = flat.abs().sum(2) if linf else flat.norm(dim=2)  # (A, k-1)
@@ -140,30 +179,11 @@ def deepfool(
         d = dist.gather(1, best).squeeze(1) + 1e-4
         g = grads[torch.arange(len(active), device=x0.device), best.squeeze(1)]
         if linf:
-            r = rows(d, g) * g.sign()
-        else:
-            r = rows(d / (gnorm.gather(1, best).squeeze(1) + 1e-8), g) * g
-        p_new = p_total[active] + r
-        p_total[active] = p_new
-        xa = clf.clip(x0[active] + scale * p_new)
-        x_adv[active] = xa
-        iterations[active] += 1
-        forwards[active] += 1
-        backwards[active] += 1
-        if step + 1 == s.steps:
-            break
-        still = predict_logits(clf, xa).argmax(1) == y[active]
-        forwards[active] += 1
-        active = active[still]
-        report_progress(len(x0) - active.numel(), len(x0))  # samples done
+            return rows(d, g) * g.sign()
+        return rows(d / (gnorm.gather(1, best).squeeze(1) + 1e-8), g) * g
 
-    return finalize(
-        clf,
-        x0,
-        y,
-        x_adv,
-        target=None,
-        iterations=iterations,
-        forwards=forwards,
-        backwards=backwards,
-    )
+    x_adv = linearised_steps(
+        clf, x0, active, counts, steps=s.steps, overshoot=s.overshoot, step=step,
+        stays=lambda pred, active: pred == y[active],
+    )  # fmt: skip
+    return finalize_counts(clf, x0, y, x_adv, None, counts)

@@ -23,7 +23,7 @@ from labelflip.attacks._common import (
     steepest_direction,
 )
 from labelflip.attacks._registry import register_attack
-from labelflip.attacks._result import AttackResult, finalize
+from labelflip.attacks._result import AttackResult, finalize_counts
 from labelflip.models.classifier import Classifier
 
 DEFAULT_EPS = {"linf": 8 / 255, "l2": 0.5}
@@ -73,13 +73,4 @@ def fgsm(
         iterations += 1
         forwards += 1
         backwards += 1
-    return finalize(
-        clf,
-        x0,
-        y,
-        x_adv,
-        target=target,
-        iterations=iterations,
-        forwards=forwards,
-        backwards=backwards,
-    )
+    return finalize_counts(clf, x0, y, x_adv, target, (iterations, forwards, backwards))

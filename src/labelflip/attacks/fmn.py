@@ -109,7 +109,7 @@ import torch
 from labelflip._settings import Settings, setting
 from labelflip.attacks._common import map_chunks, new_counts, prepare_inputs, report_progress
 from labelflip.attacks._registry import register_attack
-from labelflip.attacks._result import AttackResult, finalize
+from labelflip.attacks._result import AttackResult, finalize_counts
 from labelflip.errors import LabelflipError
 from labelflip.models.classifier import Classifier
 
@@ -317,16 +317,7 @@ def _attack(
         iterations += its
         forwards += its
         backwards += grads
-    return finalize(
-        clf,
-        x0,
-        y,
-        x_adv,
-        target=target,
-        iterations=iterations,
-        forwards=forwards,
-        backwards=backwards,
-    )
+    return finalize_counts(clf, x0, y, x_adv, target, (iterations, forwards, backwards))
 
 
 def _warm_start(

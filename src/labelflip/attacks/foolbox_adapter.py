@@ -52,8 +52,8 @@ from labelflip.attacks._common import (
     prepare_inputs,
 )
 from labelflip.attacks._registry import register_attack
-from labelflip.attacks._result import AttackResult, finalize
-from labelflip.errors import LabelflipError
+from labelflip.attacks._result import AttackResult, finalize_counts
+from labelflip.errors import LabelflipError, unknown_name
 from labelflip.models.classifier import Classifier
 
 INSTALL_HINT = "the Foolbox adapter needs Foolbox 3: pip install 'labelflip[foolbox]'"
@@ -105,10 +105,7 @@ def attack_class(name: str) -> type:
     fb = import_foolbox()
     names = foolbox_attack_names()
     if not isinstance(name, str) or name not in names:
-        lower = {n.lower(): n for n in names}
-        close = difflib.get_close_matches(str(name).lower(), list(lower), n=1)
-        hint = f"; did you mean '{lower[close[0]]}'?" if close else ""
-        raise LabelflipError(f"unknown Foolbox attack {name!r}{hint} (known: {', '.join(names)})")
+        raise unknown_name("Foolbox attack", name, names, ignore_case=True)
     return getattr(fb.attacks, name)
 
 
@@ -275,6 +272,13 @@ class _CountingModel(nn.Module):
         return self.clf(x)
 
 
+def _library_seed(generator: torch.Generator | None) -> int:
+    """The seed of a library's global RNGs for one attack call: one draw of
+    the attack's generator (:func:`generator_or_default`)."""
+    gen = generator_or_default(generator)
+    return int(torch.randint(2**62, (1,), generator=gen, device=gen.device))
+
+
 @contextlib.contextmanager
 def _seeded_global_rngs(seed: int, device: torch.device) -> Iterator[None]:
     """Seed torch's global RNG (CPU, and ``device`` if it is a GPU) and
@@ -348,8 +352,7 @@ def foolbox_attack(
     iterations, forwards, backwards = new_counts(n, x0.device)
     x_adv = x0
     if n:
-        gen = generator_or_default(generator)
-        seed = int(torch.randint(2**62, (1,), generator=gen, device=gen.device))
+        seed = _library_seed(generator)
         counter = _CountingModel(clf, forwards, backwards).eval()
         fmodel = fb.PyTorchModel(counter, bounds=clf.bounds, device=x0.device)
         # Foolbox asserts that its inputs lie in the bounds (ours allow 1e-6 slack)
@@ -366,16 +369,7 @@ def foolbox_attack(
                     f"Foolbox {s.attack} does not support a target ({exc})"
                 ) from exc
             raise LabelflipError(f"Foolbox {s.attack} failed: {type(exc).__name__}: {exc}") from exc
-    return finalize(
-        clf,
-        x0,
-        y,
-        x_adv,
-        target=target,
-        iterations=iterations,
-        forwards=forwards,
-        backwards=backwards,
-    )
+    return finalize_counts(clf, x0, y, x_adv, target, (iterations, forwards, backwards))
 
 
 def _criterion(fb: Any, labels: torch.Tensor, targeted: bool) -> Any:

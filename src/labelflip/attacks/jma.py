@@ -91,7 +91,7 @@ from labelflip.attacks._common import (
 )
 from labelflip.attacks._nnls import sca_nnls
 from labelflip.attacks._registry import register_attack
-from labelflip.attacks._result import AttackResult, finalize
+from labelflip.attacks._result import AttackResult, finalize_counts
 from labelflip.errors import LabelflipError
 from labelflip.models.classifier import Classifier
 from labelflip.models.encoding import OutputEncoding
@@ -225,7 +225,10 @@ def jma(
     draws no random numbers). See the module docstring for the method."""
     eps, max_iterations, binary_steps = s.eps, s.max_iterations, s.binary_steps
     margin, sca_rtol, sca_max_sweeps, ecoc_region = (
-        s.margin, s.sca_rtol, s.sca_max_sweeps, s.ecoc_region
+        s.margin,
+        s.sca_rtol,
+        s.sca_max_sweeps,
+        s.ecoc_region,
     )
     x0, y, t = prepare_inputs(clf, x, y, target, generator, multilabel=True)
     if t is None:
@@ -300,16 +303,7 @@ def jma(
         report_progress(n - active.numel(), n)  # samples done
     if active.numel():  # out of iterations: return the last point reached
         x_adv[active] = x_cur[active]
-    return finalize(
-        clf,
-        x0,
-        y,
-        x_adv,
-        target=t,
-        iterations=iterations,
-        forwards=forwards,
-        backwards=backwards,
-    )
+    return finalize_counts(clf, x0, y, x_adv, t, (iterations, forwards, backwards))
 
 
 def _binary_search(

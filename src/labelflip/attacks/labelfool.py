@@ -48,12 +48,11 @@ from labelflip.attacks._common import (
     map_chunks,
     new_counts,
     prepare_inputs,
-    report_progress,
     rows,
 )
 from labelflip.attacks._registry import register_attack
-from labelflip.attacks._result import AttackResult, finalize
-from labelflip.attacks.deepfool import predict_logits
+from labelflip.attacks._result import AttackResult, finalize_counts
+from labelflip.attacks.deepfool import linearised_steps, predict_logits
 from labelflip.errors import LabelflipError
 from labelflip.models.classifier import Classifier
 
@@ -125,43 +124,19 @@ def labelfool(
         )
     x0, y, t = prepare_inputs(clf, x, y, target, generator)
     assert t is not None
-    iterations, forwards, backwards = new_counts(len(x0), x0.device)
-    x_adv = x0.clone()
-    scale = 1.0 + s.overshoot
-
+    counts = new_counts(len(x0), x0.device)
     logits = predict_logits(clf, x0)
-    forwards += 1
+    counts[1].add_(1)  # the clean forward pass
     active = torch.nonzero(logits.argmax(1) != t).squeeze(1)
-    p_total = torch.zeros_like(x0)
 
-    for step in range(s.steps):
-        if active.numel() == 0:
-            break
-        ta = t[active]
-        k, w = target_gradients(clf, x_adv[active], ta)
+    def step(xa: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
+        """The linearised step onto the boundary of the target class (eqs. 7–9)."""
+        k, w = target_gradients(clf, xa, t[active])
         wnorm2 = w.flatten(1).pow(2).sum(1)
-        r = rows((k.abs() + 1e-4) / (wnorm2 + 1e-8), w) * w
-        p_new = p_total[active] + r
-        p_total[active] = p_new
-        xa = clf.clip(x0[active] + scale * p_new)
-        x_adv[active] = xa
-        iterations[active] += 1
-        forwards[active] += 1
-        backwards[active] += 1
-        if step + 1 == s.steps:
-            break
-        still = predict_logits(clf, xa).argmax(1) != ta
-        forwards[active] += 1
-        active = active[still]
-        report_progress(len(x0) - active.numel(), len(x0))  # samples done
+        return rows((k.abs() + 1e-4) / (wnorm2 + 1e-8), w) * w
 
-    return finalize(
-        clf,
-        x0,
-        y,
-        x_adv,
-        target=t,
-        iterations=iterations,
-        forwards=forwards,
-        backwards=backwards,
-    )
+    x_adv = linearised_steps(
+        clf, x0, active, counts, steps=s.steps, overshoot=s.overshoot, step=step,
+        stays=lambda pred, active: pred != t[active],
+    )  # fmt: skip
+    return finalize_counts(clf, x0, y, x_adv, t, counts)

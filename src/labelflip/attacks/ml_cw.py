@@ -61,7 +61,7 @@ import torch
 
 from labelflip.attacks._common import prepare_inputs
 from labelflip.attacks._registry import register_attack
-from labelflip.attacks._result import AttackResult, finalize
+from labelflip.attacks._result import AttackResult, finalize_counts
 from labelflip.attacks.carlini_wagner import CarliniWagnerL2Settings, tanh_l2_search
 from labelflip.errors import LabelflipError
 from labelflip.models.classifier import Classifier
@@ -127,13 +127,4 @@ def ml_carlini_wagner(
         return term, adv
 
     best_adv, iterations, forwards, backwards = tanh_l2_search(clf, x0, objective, s)
-    return finalize(
-        clf,
-        x0,
-        y,
-        best_adv,
-        target=t,
-        iterations=iterations,
-        forwards=forwards,
-        backwards=backwards,
-    )
+    return finalize_counts(clf, x0, y, best_adv, t, (iterations, forwards, backwards))

@@ -34,7 +34,7 @@ from labelflip.attacks._common import (
     steepest_direction,
 )
 from labelflip.attacks._registry import register_attack
-from labelflip.attacks._result import AttackResult, finalize
+from labelflip.attacks._result import AttackResult, finalize_counts
 from labelflip.models.classifier import Classifier
 
 # Norm-dependent defaults (Foolbox 3.3: LinfPGD and L2PGD).
@@ -122,13 +122,4 @@ def pgd(
         iterations += n_steps
         forwards += n_steps
         backwards += n_steps
-    return finalize(
-        clf,
-        x0,
-        y,
-        x_adv,
-        target=target,
-        iterations=iterations,
-        forwards=forwards,
-        backwards=backwards,
-    )
+    return finalize_counts(clf, x0, y, x_adv, target, (iterations, forwards, backwards))

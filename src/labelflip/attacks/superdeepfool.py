@@ -81,7 +81,7 @@ from labelflip.attacks._common import (
     rows,
 )
 from labelflip.attacks._registry import register_attack
-from labelflip.attacks._result import AttackResult, finalize
+from labelflip.attacks._result import AttackResult, finalize_counts
 from labelflip.attacks.ddn import is_adversarial
 from labelflip.attacks.deepfool import candidate_gradients, predict_logits
 from labelflip.errors import LabelflipError
@@ -215,16 +215,7 @@ def superdeepfool(
         moved = hi < 1
         best[found[moved]] = (base + rows(hi, direction) * direction)[moved]
 
-    return finalize(
-        clf,
-        x0,
-        y,
-        best,
-        target=target,
-        iterations=iterations,
-        forwards=forwards,
-        backwards=backwards,
-    )
+    return finalize_counts(clf, x0, y, best, target, (iterations, forwards, backwards))
 
 
 def _deepfool_stage(

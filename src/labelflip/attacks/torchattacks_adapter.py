@@ -47,14 +47,13 @@ from torch import nn
 from labelflip._settings import Settings, setting
 from labelflip.attacks._common import (
     check_eps,
-    generator_or_default,
     new_counts,
     prepare_inputs,
 )
 from labelflip.attacks._registry import register_attack
-from labelflip.attacks._result import AttackResult, finalize
-from labelflip.attacks.foolbox_adapter import _seeded_global_rngs
-from labelflip.errors import LabelflipError
+from labelflip.attacks._result import AttackResult, finalize_counts
+from labelflip.attacks.foolbox_adapter import _library_seed, _seeded_global_rngs
+from labelflip.errors import LabelflipError, unknown_name
 from labelflip.models.classifier import Classifier
 
 INSTALL_HINT = (
@@ -106,12 +105,7 @@ def attack_class(name: str) -> type:
     ta = import_torchattacks()
     names = torchattacks_attack_names()
     if not isinstance(name, str) or name not in names:
-        lower = {n.lower(): n for n in names}
-        close = difflib.get_close_matches(str(name).lower(), list(lower), n=1)
-        hint = f"; did you mean '{lower[close[0]]}'?" if close else ""
-        raise LabelflipError(
-            f"unknown torchattacks attack {name!r}{hint} (known: {', '.join(names)})"
-        )
+        raise unknown_name("torchattacks attack", name, names, ignore_case=True)
     return getattr(ta, name)
 
 
@@ -295,8 +289,7 @@ def torchattacks_attack(
     iterations, forwards, backwards = new_counts(n, x0.device)
     x_adv = x0
     if n:
-        gen = generator_or_default(generator)
-        seed = int(torch.randint(2**62, (1,), generator=gen, device=gen.device))
+        seed = _library_seed(generator)
         if "seed" in params:
             options["seed"] = seed
         counter = _CountingModel(clf, x0, forwards, backwards).eval()
@@ -315,16 +308,7 @@ def torchattacks_attack(
                     x_adv[rows] = out.detach().to(x0)
         except (AssertionError, TypeError, ValueError, NotImplementedError, IndexError) as exc:
             raise LabelflipError(f"{name} failed: {type(exc).__name__}: {exc}") from exc
-    return finalize(
-        clf,
-        x0,
-        y,
-        x_adv,
-        target=target,
-        iterations=iterations,
-        forwards=forwards,
-        backwards=backwards,
-    )
+    return finalize_counts(clf, x0, y, x_adv, target, (iterations, forwards, backwards))
 
 
 def _set_target(name: str, atk: Any, target: torch.Tensor) -> None:
