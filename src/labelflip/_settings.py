@@ -22,7 +22,8 @@ Everything else derives from that declaration:
   for an unknown key;
 - :func:`describe` lists the settings with types, defaults and constraints
   (``labelflip attacks``);
-- :func:`keyword_signature` gives an attack function's keyword parameters.
+- :func:`keyword_signature` gives an attack function's keyword parameters,
+  :func:`keyword_function` the public keyword function itself.
 
 Messages are one line, ``<owner>: <field> must be ..., got <value>``, where
 the owner is the class's :attr:`Settings.owner` (e.g. the attack's name).
@@ -32,11 +33,12 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import inspect
 import math
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -293,3 +295,34 @@ def keyword_signature(
             )
         )
     return inspect.Signature([*params, *trailing])
+
+
+def keyword_function(
+    impl: Callable[..., Any],
+    cls: type,
+    call: Callable[..., Any],
+    *,
+    leading: list[inspect.Parameter],
+    trailing: list[inspect.Parameter],
+) -> Callable[..., Any]:
+    """The public function of a registered ``impl`` (its name and docstring),
+    with the signature :func:`keyword_signature` gives: on every call the
+    setting keywords are built into one validated ``cls`` and
+    ``call(settings, **the other arguments given)`` runs. A keyword that is
+    neither a setting nor a parameter is a ``TypeError`` naming ``impl``."""
+    signature = keyword_signature(cls, leading=leading, trailing=trailing)
+    names = frozenset(field_names(cls))
+
+    def public(*args: Any, **kwargs: Any) -> Any:
+        for key in kwargs:
+            if key not in signature.parameters:
+                raise TypeError(f"{impl.__name__}() got an unexpected keyword argument {key!r}")
+        given = signature.bind_partial(*args, **kwargs).arguments
+        settings = cls(**{k: v for k, v in given.items() if k in names})
+        return call(settings, **{k: v for k, v in given.items() if k not in names})
+
+    functools.update_wrapper(public, impl)
+    del public.__wrapped__  # inspect.signature must show the keyword settings, not impl's
+    public.__signature__ = signature  # type: ignore[attr-defined]
+    public.__annotations__ = {}
+    return public

@@ -81,7 +81,12 @@ def check_eps(attack: str, eps: float, norm: str, clf: Classifier, x: torch.Tens
 # ----------------------------------------------------------------------------- inputs
 
 
-def _labels(name: str, v: object, n: int, num_classes: int, device: torch.device) -> torch.Tensor:
+def check_labels(
+    name: str, v: object, n: int, num_classes: int, device: torch.device, *, match: str = "x"
+) -> torch.Tensor:
+    """``v`` as ``n`` integer class labels in ``[0, num_classes)``, a long
+    tensor on ``device`` (one-line errors naming ``name``; ``match`` names
+    what the length must match)."""
     if not isinstance(v, torch.Tensor):
         try:
             v = torch.as_tensor(v)
@@ -90,7 +95,9 @@ def _labels(name: str, v: object, n: int, num_classes: int, device: torch.device
     if v.dtype == torch.bool or v.dtype.is_floating_point or v.dtype.is_complex:
         raise LabelflipError(f"{name} must be integer class labels, got dtype {v.dtype}")
     if tuple(v.shape) != (n,):
-        raise LabelflipError(f"{name} must have shape ({n},) to match x, got {tuple(v.shape)}")
+        raise LabelflipError(
+            f"{name} must have shape ({n},) to match {match}, got {tuple(v.shape)}"
+        )
     if n and (int(v.min()) < 0 or int(v.max()) >= num_classes):
         raise LabelflipError(
             f"{name} must lie in [0, {num_classes - 1}], got values in "
@@ -132,8 +139,8 @@ def prepare_inputs(
             f"input shape {clf.input_shape}"
         )
     n = x.shape[0]
-    y_t = _labels("y", y, n, clf.num_classes, x.device)
-    t_t = None if target is None else _labels("target", target, n, clf.num_classes, x.device)
+    y_t = check_labels("y", y, n, clf.num_classes, x.device)
+    t_t = None if target is None else check_labels("target", target, n, clf.num_classes, x.device)
     if n:
         clf.check_inputs(x)
     return x.detach(), y_t, t_t

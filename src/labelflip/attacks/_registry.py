@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from labelflip._settings import describe, field_names, from_mapping, keyword_signature
+from labelflip._settings import describe, from_mapping, keyword_function
 from labelflip.attacks._result import AttackResult
 from labelflip.errors import LabelflipError, unknown_name
 from labelflip.models.classifier import Classifier
@@ -92,7 +92,12 @@ class AttackSpec:
     ) -> AttackResult:
         """Run with an already validated settings object."""
         return self.impl(
-            clf, x, y, settings, target=target, generator=generator,
+            clf,
+            x,
+            y,
+            settings,
+            target=target,
+            generator=generator,
             **attack_resources(self, resources),
         )
 
@@ -101,32 +106,22 @@ def _keyword_function(spec: AttackSpec) -> Callable[..., AttackResult]:
     """The public function of ``spec``: keyword settings as the settings
     type's fields (built and validated on every call), plus ``target``,
     ``generator`` and the resources the attack needs."""
-    names = frozenset(field_names(spec.settings_type))
-    needs = spec.needs
 
-    def attack(clf, x, y, *, target=None, generator=None, **kwargs):  # type: ignore[no-untyped-def]
-        for key in kwargs:
-            if key not in names and key not in needs:
-                name = spec.impl.__name__
-                raise TypeError(f"{name}() got an unexpected keyword argument {key!r}")
-        s = spec.settings_type(**{k: v for k, v in kwargs.items() if k in names})
-        res = {r: kwargs[r] for r in needs if r in kwargs}
-        return spec.run(clf, x, y, s, target=target, generator=generator, resources=res)
+    def call(s, clf, x, y, *, target=None, generator=None, **resources):  # type: ignore[no-untyped-def]
+        return spec.run(clf, x, y, s, target=target, generator=generator, resources=resources)
 
-    functools.update_wrapper(attack, spec.impl)
-    del attack.__wrapped__  # inspect.signature must show the keyword settings, not impl's
     p = inspect.Parameter
-    attack.__signature__ = keyword_signature(  # type: ignore[attr-defined]
+    return keyword_function(
+        spec.impl,
         spec.settings_type,
+        call,
         leading=[p(n, p.POSITIONAL_OR_KEYWORD) for n in ("clf", "x", "y")],
         trailing=[
             p("target", p.KEYWORD_ONLY, default=None),
             p("generator", p.KEYWORD_ONLY, default=None),
-            *(p(r, p.KEYWORD_ONLY) for r in needs),
+            *(p(r, p.KEYWORD_ONLY) for r in spec.needs),
         ],
     )
-    attack.__annotations__ = {}
-    return attack
 
 
 ATTACKS: dict[str, AttackSpec] = {}
@@ -155,8 +150,15 @@ def register_attack(
         if "owner" not in vars(settings):
             settings.owner = name  # type: ignore[attr-defined]
         spec = AttackSpec(
-            name, impl, settings, description, accepts_target, default_target,
-            tuple(encodings), kind, tuple(needs),
+            name,
+            impl,
+            settings,
+            description,
+            accepts_target,
+            default_target,
+            tuple(encodings),
+            kind,
+            tuple(needs),
         )
         ATTACKS[name] = spec
         return spec.fn
@@ -205,7 +207,9 @@ def _shorthand(prefix: str, attack: str) -> AttackSpec:
         namespace={"__module__": base.settings_type.__module__},
     )
     return dataclasses.replace(
-        base, name=prefix + attack, settings_type=settings_type,
+        base,
+        name=prefix + attack,
+        settings_type=settings_type,
         description=f"{library} {attack}",
     )
 

@@ -1,7 +1,8 @@
 """The public building blocks of labelflip's gradient attacks, for code
 outside the attack modules that composes its own inner maximisation
 (adversarial training, e.g. TRADES) or draws like the attacks do (target
-strategies): explicit-generator random draws, steepest-ascent directions and
+strategies): explicit-generator random draws, the check of class labels,
+steepest-ascent directions and
 the projections onto the L∞ and L2 balls; and the progress reports of long
 attacks (``report_progress`` in an attack's loop, ``progress_part`` around
 the inner attacks of a composite one, ``reporting_progress`` for a listener,
@@ -10,6 +11,7 @@ such as the runner's progress bar). Their definitions live with the attacks
 
 from labelflip.attacks._common import (
     ce_gradient,
+    check_labels,
     generator_or_default,
     normal,
     progress_part,
@@ -25,6 +27,7 @@ from labelflip.attacks._common import (
 
 __all__ = [
     "ce_gradient",
+    "check_labels",
     "generator_or_default",
     "normal",
     "progress_part",

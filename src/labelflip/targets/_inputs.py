@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 
+from labelflip.attacks.primitives import check_labels
 from labelflip.errors import LabelflipError
 from labelflip.models.encoding import OutputEncoding
 
@@ -41,23 +42,7 @@ def _check_logits(logits: object, encoding: OutputEncoding | None = None) -> tor
 def _check_labels(labels: object, n: int, k: int, device: torch.device) -> torch.Tensor | None:
     if labels is None:
         return None
-    if not isinstance(labels, torch.Tensor):
-        try:
-            labels = torch.as_tensor(labels)
-        except (TypeError, ValueError, RuntimeError) as exc:
-            raise LabelflipError(f"labels must be integer class labels ({exc})") from None
-    if labels.dtype == torch.bool or labels.dtype.is_floating_point or labels.dtype.is_complex:
-        raise LabelflipError(f"labels must be integer class labels, got dtype {labels.dtype}")
-    if tuple(labels.shape) != (n,):
-        raise LabelflipError(
-            f"labels must have shape ({n},) to match the logits, got {tuple(labels.shape)}"
-        )
-    if n and (int(labels.min()) < 0 or int(labels.max()) >= k):
-        raise LabelflipError(
-            f"labels must lie in [0, {k - 1}], got values in "
-            f"[{int(labels.min())}, {int(labels.max())}]"
-        )
-    return labels.detach().to(device=device, dtype=torch.long)
+    return check_labels("labels", labels, n, k, device, match="the logits")
 
 
 def check_distances(strategy: str, distances: object, k: int, device: torch.device) -> torch.Tensor:

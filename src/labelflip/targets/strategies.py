@@ -32,7 +32,6 @@ Output encodings: see :mod:`labelflip.targets`.
 
 from __future__ import annotations
 
-import functools
 import inspect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -40,7 +39,7 @@ from typing import Any
 
 import torch
 
-from labelflip._settings import field_names, from_mapping, keyword_signature
+from labelflip._settings import from_mapping, keyword_function
 from labelflip.attacks.primitives import generator_or_default
 from labelflip.errors import LabelflipError, unknown_name
 from labelflip.models.encoding import OutputEncoding, bits_to_index, index_to_bits
@@ -113,30 +112,19 @@ _INPUTS = ("labels", "distances", "generator", "class_names", "encoding")
 
 
 def _keyword_function(spec: TargetStrategy) -> Callable[..., torch.Tensor]:
-    names = frozenset(field_names(spec.settings_type))
-
-    def strategy(logits, **kwargs):  # type: ignore[no-untyped-def]
-        for key in kwargs:
-            if key not in names and key not in _INPUTS:
-                name = spec.impl.__name__
-                raise TypeError(f"{name}() got an unexpected keyword argument {key!r}")
-        s = spec.settings_type(**{k: v for k, v in kwargs.items() if k in names})
-        x = Inputs(logits, **{k: v for k, v in kwargs.items() if k in _INPUTS})
-        return spec.choose(x, s)
-
-    functools.update_wrapper(strategy, spec.impl)
-    del strategy.__wrapped__  # inspect.signature shows the keyword settings
+    """The public function of ``spec``: ``logits``, the optional inputs and
+    the keyword settings (built and validated on every call)."""
     p = inspect.Parameter
-    strategy.__signature__ = keyword_signature(  # type: ignore[attr-defined]
+    return keyword_function(
+        spec.impl,
         spec.settings_type,
+        lambda s, logits, **inputs: spec.choose(Inputs(logits, **inputs), s),
         leading=[
             p("logits", p.POSITIONAL_OR_KEYWORD),
             *(p(n, p.KEYWORD_ONLY, default=None) for n in _INPUTS),
         ],
         trailing=[],
     )
-    strategy.__annotations__ = {}
-    return strategy
 
 
 TARGET_STRATEGIES: dict[str, TargetStrategy] = {}
