@@ -165,7 +165,7 @@ def parse_config(data: Mapping[str, Any], source: str = "config") -> RunConfig:
 
 def _detect_section(where: str, raw: Any) -> DetectConfig:
     """``[detect]``: scalars as :func:`_section`, plus the two lists."""
-    from labelflip.detect import DISTANCES, get_squeezer
+    from labelflip.detect import DISTANCES, parse_squeezer
 
     if not isinstance(raw, Mapping):
         raise LabelflipError(f"{where} must be a table, got {raw!r}")
@@ -186,9 +186,9 @@ def _detect_section(where: str, raw: Any) -> DetectConfig:
         raise LabelflipError(f"{where}: fpr must be in (0, 1), got {cfg.fpr}")
     if any(t < 0 for t in cfg.thresholds):
         raise LabelflipError(f"{where}: thresholds must be >= 0")
-    for name in cfg.squeezers:
+    for name in cfg.squeezers:  # through the squeezer registry and its settings
         try:
-            get_squeezer(name)
+            parse_squeezer(name)
         except LabelflipError as e:
             raise LabelflipError(f"{where}: {e}") from None
     return cfg

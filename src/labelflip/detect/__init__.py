@@ -13,21 +13,33 @@ to show that Type I examples pass defences built for Type II attacks
 from labelflip.detect.squeeze import (
     DEFAULT_SQUEEZERS,
     DISTANCES,
+    SQUEEZERS,
+    BitDepthSettings,
+    MedianSettings,
+    SqueezerSpec,
     bit_depth,
     calibrate_threshold,
     detection_rate,
     get_squeezer,
     median_filter,
+    parse_squeezer,
+    register_squeezer,
     squeeze_scores,
 )
 
 __all__ = [
     "DEFAULT_SQUEEZERS",
     "DISTANCES",
+    "SQUEEZERS",
+    "BitDepthSettings",
+    "MedianSettings",
+    "SqueezerSpec",
     "bit_depth",
     "calibrate_threshold",
     "detection_rate",
     "get_squeezer",
     "median_filter",
+    "parse_squeezer",
+    "register_squeezer",
     "squeeze_scores",
 ]

@@ -16,15 +16,18 @@ each applied to ``x`` on its own. Tang et al. use Xu et al.'s best MNIST
 setting, 1-bit depth reduction jointly with 2×2 median smoothing; Xu et al.
 measure the L1 distance, Tang et al. the Euclidean one (both are here).
 
-Squeezers (names for :func:`squeeze_scores`):
+Squeezers (names for :func:`squeeze_scores`), registered in :data:`SQUEEZERS`
+next to their definitions, each with its settings declared once (a
+:class:`~labelflip._settings.Settings` dataclass): a name is the squeezer's
+name followed by its settings in field order, ``_<a>`` then ``x<b>``:
 
-- ``bit_depth_<b>``, :func:`bit_depth`: reduce to ``2**b`` levels over the
+- ``bit_depth_<bits>`` (``b`` bits), :func:`bit_depth`: reduce to ``2**b`` levels over the
   classifier's bounds, Xu et al.'s color-depth squeezer, ``rint(u (2^b - 1)) / (2^b - 1)``
   with ``u`` the input rescaled to ``[0, 1]`` (ties to even, as ``np.rint``
   in Xu et al.'s code).
-- ``median_<h>x<w>``, :func:`median_filter`: median smoothing over an
-  ``h × w`` window per channel, Xu et al.'s spatial smoothing. Even windows follow Xu et
-  al.'s reference code (EvadeML-Zoo, which imitates
+- ``median_<height>x<width>``, :func:`median_filter`: median smoothing over a
+  ``height × width`` window per channel, Xu et al.'s spatial smoothing. Even windows follow
+  Xu et al.'s reference code (EvadeML-Zoo, which imitates
   ``scipy.ndimage.median_filter(mode="reflect")``): see :func:`median_filter`.
 
 The threshold ζ is chosen, as in Xu et al., so that a given share of
@@ -35,14 +38,19 @@ et al.'s Tables I and II.
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import math
 import numbers
 import re
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 from numpy.typing import ArrayLike
 
+from labelflip._settings import Settings, setting
 from labelflip.analysis import detection
 from labelflip.errors import LabelflipError
 from labelflip.models.classifier import Classifier, check_logits
@@ -77,6 +85,16 @@ def _check_bounds(bounds: tuple[float, float]) -> tuple[float, float]:
     return lo, hi
 
 
+def _check_bits(bits: object) -> None:
+    if isinstance(bits, bool) or not isinstance(bits, numbers.Integral) or bits < 1:
+        raise LabelflipError(f"bits must be an integer >= 1, got {bits!r}")
+
+
+def _check_window(kh: int, kw: int) -> None:
+    if kh < 1 or kw < 1:
+        raise LabelflipError(f"median window must be at least 1x1, got {kh}x{kw}")
+
+
 def bit_depth(
     x: torch.Tensor, bits: int = 1, bounds: tuple[float, float] = (0.0, 1.0)
 ) -> torch.Tensor:
@@ -90,8 +108,7 @@ def bit_depth(
     classifier's input box); a new tensor of the same shape, dtype and
     device comes back.
     """
-    if isinstance(bits, bool) or not isinstance(bits, numbers.Integral) or bits < 1:
-        raise LabelflipError(f"bits must be an integer >= 1, got {bits!r}")
+    _check_bits(bits)
     x = _check_tensor(x)
     lo, hi = _check_bounds(bounds)
     if x.numel() and (float(x.min()) < lo - 1e-6 or float(x.max()) > hi + 1e-6):
@@ -147,8 +164,7 @@ def median_filter(x: torch.Tensor, size: int | tuple[int, int] = 2) -> torch.Ten
         kh, kw = int(size[0]), int(size[1])
     else:
         raise LabelflipError(f"size must be an integer or a pair of integers, got {size!r}")
-    if kh < 1 or kw < 1:
-        raise LabelflipError(f"median window must be at least 1x1, got {kh}x{kw}")
+    _check_window(kh, kw)
     x = _check_tensor(x, min_dim=2)
     if x.numel() == 0 or (kh == 1 and kw == 1):
         return x.clone()
@@ -160,28 +176,132 @@ def median_filter(x: torch.Tensor, size: int | tuple[int, int] = 2) -> torch.Ten
     return flat.kthvalue(kh * kw // 2 + 1, dim=-1).values.contiguous()
 
 
-_BIT_DEPTH = re.compile(r"bit_depth_(\d+)")
-_MEDIAN = re.compile(r"median_(\d+)x(\d+)")
+# ------------------------------------------------------------------ the registry
+
+
+@dataclass(frozen=True)
+class BitDepthSettings(Settings):
+    """Settings of the ``bit_depth_<bits>`` squeezer (:func:`bit_depth`)."""
+
+    owner: ClassVar[str] = "bit_depth"
+    bits: int = setting(1, doc="2**bits levels over the classifier's bounds (>= 1)")
+
+    def check(self) -> None:
+        _check_bits(self.bits)
+
+
+@dataclass(frozen=True)
+class MedianSettings(Settings):
+    """Settings of the ``median_<height>x<width>`` squeezer (:func:`median_filter`)."""
+
+    owner: ClassVar[str] = "median"
+    height: int = setting(2, doc="rows of the window (>= 1)")
+    width: int = setting(2, doc="columns of the window (>= 1)")
+
+    def check(self) -> None:
+        _check_window(self.height, self.width)
+
+
+@dataclass(frozen=True)
+class SqueezerSpec:
+    """A registered squeezer: ``make(settings, bounds)`` builds the function
+    of a batch. Its names and their parsing derive from the settings' fields
+    (integers, in field order)."""
+
+    name: str
+    settings_type: type[Settings]
+    make: Callable[[Any, tuple[float, float]], Squeezer]
+    description: str
+
+    @property
+    def _fields(self) -> list[str]:
+        return [f.name for f in dataclasses.fields(self.settings_type)]
+
+    @property
+    def form(self) -> str:
+        """The form of the names, e.g. ``median_<height>x<width>``."""
+        return f"{self.name}_" + "x".join(f"<{f}>" for f in self._fields)
+
+    @property
+    def example(self) -> str:
+        """The name of the default settings, e.g. ``median_2x2``."""
+        defaults = self.settings_type()
+        return f"{self.name}_" + "x".join(str(getattr(defaults, f)) for f in self._fields)
+
+    def parse(self, name: str) -> Settings | None:
+        """The validated settings a name of this squeezer gives; ``None`` for
+        a name of another form."""
+        pattern = re.escape(self.name) + "_" + "x".join([r"(\d+)"] * len(self._fields))
+        m = re.fullmatch(pattern, name)
+        if m is None:
+            return None
+        values = dict(zip(self._fields, map(int, m.groups()), strict=True))
+        try:
+            return self.settings_type(**values)
+        except LabelflipError as e:
+            raise LabelflipError(f"{e} in '{name}'") from None
+
+
+SQUEEZERS: dict[str, SqueezerSpec] = {}
+"""Every registered squeezer by name (filled by :func:`register_squeezer`)."""
+
+
+def register_squeezer(
+    name: str, settings: type[Settings], description: str
+) -> Callable[[Callable[[Any, tuple[float, float]], Squeezer]], Any]:
+    """Register the decorated ``make(settings, bounds) -> squeezer`` as ``name``."""
+
+    def register(make: Callable[[Any, tuple[float, float]], Squeezer]) -> Any:
+        if name in SQUEEZERS:
+            raise ValueError(f"squeezer {name!r} registered twice")
+        SQUEEZERS[name] = SqueezerSpec(name, settings, make, description)
+        return make
+
+    return register
+
+
+@register_squeezer("bit_depth", BitDepthSettings, "colour-depth reduction (Xu et al.)")
+def _bit_depth_squeezer(s: BitDepthSettings, bounds: tuple[float, float]) -> Squeezer:
+    return lambda x: bit_depth(x, s.bits, bounds)
+
+
+@register_squeezer("median", MedianSettings, "median smoothing (Xu et al.)")
+def _median_squeezer(s: MedianSettings, bounds: tuple[float, float]) -> Squeezer:
+    return lambda x: median_filter(x, (s.height, s.width))
+
+
+def parse_squeezer(name: str) -> tuple[SqueezerSpec, Settings]:
+    """The registered squeezer a name calls and its validated settings;
+    one-line errors (with a did-you-mean for an unknown name) otherwise."""
+    if not isinstance(name, str):
+        raise LabelflipError(f"a squeezer is a name or a function, got {name!r}")
+    for spec in SQUEEZERS.values():
+        settings = spec.parse(name)
+        if settings is not None:
+            return spec, settings
+    head = name.rstrip("0123456789x_")
+    close = difflib.get_close_matches(head, list(SQUEEZERS), n=1)
+    hint = f"; did you mean '{_guess(SQUEEZERS[close[0]], name[len(head) :])}'?" if close else ""
+    known = "; ".join(f"{s.form}, e.g. {s.example}" for s in SQUEEZERS.values())
+    raise LabelflipError(f"unknown squeezer '{name}'{hint} (known: {known})")
+
+
+def _guess(spec: SqueezerSpec, tail: str) -> str:
+    """``spec``'s name with the settings part ``tail`` of a mistyped name
+    where that makes a valid name, else ``spec``'s example."""
+    try:
+        if spec.parse(spec.name + tail) is not None:
+            return spec.name + tail
+    except LabelflipError:
+        pass
+    return spec.example
 
 
 def get_squeezer(name: str, bounds: tuple[float, float] = (0.0, 1.0)) -> Squeezer:
-    """The squeezer called ``name``: ``bit_depth_<bits>`` (over ``bounds``)
-    or ``median_<h>x<w>``."""
-    if not isinstance(name, str):
-        raise LabelflipError(f"a squeezer is a name or a function, got {name!r}")
-    if m := _BIT_DEPTH.fullmatch(name):
-        bits = int(m.group(1))
-        if bits < 1:
-            raise LabelflipError(f"bits must be an integer >= 1, got {bits} in '{name}'")
-        return lambda x: bit_depth(x, bits, bounds)
-    if m := _MEDIAN.fullmatch(name):
-        h, w = int(m.group(1)), int(m.group(2))
-        median_filter(torch.zeros(1, 1), (h, w))  # size check, once
-        return lambda x: median_filter(x, (h, w))
-    raise LabelflipError(
-        f"unknown squeezer '{name}' (known: bit_depth_<bits>, e.g. bit_depth_1; "
-        "median_<h>x<w>, e.g. median_2x2)"
-    )
+    """The squeezer called ``name`` (see :data:`SQUEEZERS`): ``bit_depth_<bits>``
+    (over ``bounds``) or ``median_<height>x<width>``."""
+    spec, settings = parse_squeezer(name)
+    return spec.make(settings, bounds)
 
 
 def _distance(p: torch.Tensor, q: torch.Tensor, distance: str) -> torch.Tensor:
