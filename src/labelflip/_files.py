@@ -2,7 +2,8 @@
 checkpoints, class-distance files): write to a hidden temporary file beside
 the target, fsync, rename onto it, fsync the directory. A reader never sees a
 half-written file, and a failure (a full or read-only disk) is one line and
-leaves no temporary file behind."""
+leaves no temporary file behind. Also the one reader of a user's text file
+(:func:`read_user_text`), whose failures are one line too."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from labelflip.errors import os_error
+from labelflip.errors import LabelflipError, os_error
 
 
 def fsync_dir(path: Path) -> None:
@@ -66,3 +67,14 @@ def save_npy_atomic(path: str | os.PathLike, array: np.ndarray) -> Path:
             np.save(f, array, allow_pickle=False)
 
     return write_atomic(path, write)
+
+
+def read_user_text(path: Path, what: str) -> str:
+    """The UTF-8 text of the user's ``what`` (e.g. ``"hierarchy file"``) at
+    ``path``; a missing or unreadable file is a one-line error."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise LabelflipError(f"{what} '{path}' does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise LabelflipError(f"cannot read {what} '{path}': {exc}") from None

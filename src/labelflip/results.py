@@ -34,7 +34,7 @@ from labelflip.errors import LabelflipError, unknown_name
 from labelflip.report import format_table, kind_of, plots, summarize_run, write_report
 from labelflip.report.gallery import gallery_figure, load_gallery
 from labelflip.report.schema import MIN_FLIPS, Attractor, JobSummary, RunSummary, Typed
-from labelflip.report.writer import png_bytes
+from labelflip.report.writer import png_bytes, sweep_figure
 from labelflip.store import Job, RunDir, RunStore
 from labelflip.store.schema import only_valid
 
@@ -253,19 +253,8 @@ class Run:
             raise unknown_name("sweep group", str(group), groups)
         g = groups[group]
         swept = [j for j in (self.summary.job(i) for i in g.job_ids) if j.sweep_value is not None]
-        return plots.sweep_lines(
-            [j.sweep_value for j in swept],
-            [j.symmetry for j in swept],
-            [j.symmetry_ci[0] for j in swept],
-            [j.symmetry_ci[1] for j in swept],
-            [j.top_attractor.share for j in swept],
-            [j.top_attractor.name for j in swept],
-            g.group,
-            level=swept[0].symmetry_level if swept else 0.95,
-            xlabel=g.setting or "sweep value",
-            few=[j.few_flips for j in swept],
-            few_label=f"fewer than {MIN_FLIPS} flips",
-        )
+        level = swept[0].symmetry_level if swept else 0.95
+        return sweep_figure(swept, g.group, level=level, xlabel=g.setting or "sweep value")
 
     def plot_white_noise(self) -> Figure:
         """The model's class distribution on uniform-noise images."""

@@ -109,14 +109,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     from labelflip.models.fit import train_and_save
 
     def banner(train_set, test_set) -> None:
-        print(
-            f"training {args.arch} on {args.dataset}: {len(train_set)} train images "
+        _training_banner(
+            f"{args.arch} on {args.dataset}: {len(train_set)} train images "
             f"({settings.val_fraction:.0%} held out for validation), {len(test_set)} test, "
             f"{encoding or 'onehot'} outputs, recipe {recipe}: "
             f"{settings.epochs} epochs, {settings.optimizer} lr {settings.lr} "
-            f"({settings.schedule}), batch {settings.batch_size}, seed {settings.seed}, {device}"
-            f"{adversarial_phrase(adversarial)}",
-            file=sys.stderr,
+            f"({settings.schedule}), batch {settings.batch_size}",
+            settings.seed,
+            device,
+            adversarial_phrase(adversarial),
         )
 
     def log_epoch(st) -> None:
@@ -171,6 +172,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _training_banner(what: str, seed: int, device: object, tail: str = "") -> None:
+    """The line ``labelflip train`` prints (on stderr) before the first epoch."""
+    print(f"training {what}, seed {seed}, {device}{tail}", file=sys.stderr)
+
+
 def adversarial_phrase(adv) -> str:
     """``, adversarial ...`` for the training banner (empty for standard training)."""
     if adv is None:
@@ -218,13 +224,12 @@ def _train_svae(args: argparse.Namespace, device) -> int:
     )
 
     def banner(train_set, test_set) -> None:
-        print(
-            f"training svae ({settings.arch}) on {args.dataset}: {len(train_set)} train images, "
-            f"{len(test_set)} test, "
-            f"{settings.epochs}+{settings.dis_epochs} epochs, adam lr {settings.lr}, "
-            f"batch {settings.batch_size}, latent {settings.latent_dim}, "
-            f"seed {settings.seed}, {device}",
-            file=sys.stderr,
+        _training_banner(
+            f"svae ({settings.arch}) on {args.dataset}: {len(train_set)} train images, "
+            f"{len(test_set)} test, {settings.epochs}+{settings.dis_epochs} epochs, "
+            f"adam lr {settings.lr}, batch {settings.batch_size}, latent {settings.latent_dim}",
+            settings.seed,
+            device,
         )
 
     def log_epoch(st) -> None:

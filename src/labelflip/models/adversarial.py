@@ -366,26 +366,14 @@ def robust_predictions(
     return torch.cat(clean), torch.cat(adv)
 
 
-def robust_accuracy(
-    clf: Classifier,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    *,
-    eps: float,
-    norm: str = "linf",
-    steps: int = ROBUST_STEPS,
-    step_size: float | None = None,
-    batch_size: int = 500,
-    seed: int = 0,
-) -> float:
+def robust_accuracy(clf: Classifier, x: torch.Tensor, y: torch.Tensor, **pgd: Any) -> float:
     """Robust accuracy: the share of ``x`` classified right both as given and
-    after labelflip's PGD (see :func:`robust_predictions`)."""
+    after labelflip's PGD, run by :func:`robust_predictions` with the keywords
+    ``pgd`` (``eps`` required; ``norm``, ``steps``, ``step_size``,
+    ``batch_size``, ``seed`` as there)."""
     if len(x) == 0:
         return float("nan")
-    clean, adv = robust_predictions(
-        clf, x, y, eps=eps, norm=norm, steps=steps, step_size=step_size,
-        batch_size=batch_size, seed=seed,
-    )  # fmt: skip
+    clean, adv = robust_predictions(clf, x, y, **pgd)
     y = y.cpu()
     return float(((clean == y) & (adv == y)).double().mean())
 

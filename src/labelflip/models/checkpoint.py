@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 
+from labelflip._files import fsync_dir
 from labelflip.errors import LabelflipError, os_error
 from labelflip.models.classifier import Classifier
 from labelflip.models.encoding import OutputEncoding
@@ -118,20 +119,6 @@ def _write_durably(folder: Path, name: str, data: bytes) -> Path:
     return tmp
 
 
-def _fsync_dir(folder: Path) -> None:
-    """Make the renames in ``folder`` durable (where directories can be opened)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def check_writable(path: str | os.PathLike[str]) -> None:
     """Fail now, with the error a save would give, if the checkpoint ``path``
     cannot be written (its folder cannot be made or written into): called
@@ -174,7 +161,7 @@ def write_weights(
         written.append(_write_durably(sidecar.parent, sidecar.name, text.encode("utf-8")))
         os.replace(written[0], weights)
         os.replace(written[1], sidecar)
-        _fsync_dir(weights.parent)
+        fsync_dir(weights.parent)
     except OSError as e:
         raise os_error(f"cannot write checkpoint {weights}", e) from None
     finally:

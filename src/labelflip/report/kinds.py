@@ -96,31 +96,36 @@ class Examples:
 
 class JobKind:
     """One kind of job. Subclasses set :attr:`name` and :attr:`title` and
-    implement :meth:`summarize`; the rest has defaults for a flip matrix."""
+    implement :meth:`summarize`; the rest has defaults for a flip matrix
+    (another matrix: set :attr:`matrix_axes` and :attr:`matrix_caption`, or
+    override :meth:`axes` and :meth:`caption` where they depend on the job)."""
 
     name: ClassVar[str]
     title: ClassVar[str]  # e.g. in the detector table
     gallery_caption: ClassVar[str] = (
         "Original, adversarial and perturbation (rescaled to [0, 1], grey = unchanged)."
     )
+    # the matrix of a kind whose matrix reads the same for every job
+    matrix_axes: ClassVar[Axes] = Axes(
+        "adversarial prediction",
+        "true class",
+        "flips (diagonal: failed)",
+        "true \\ adversarial",
+        "flip matrix",
+    )
+    matrix_caption: ClassVar[str] = (
+        "Flip matrix of the clean-correct samples: row = true class, column = "
+        "adversarial prediction; grey hatched diagonal = attack failed."
+    )
 
     def summarize(self, ctx: RunContext, job: Job, status: str, rec: Records) -> JobSummary:
         raise NotImplementedError
 
     def axes(self, job: JobSummary) -> Axes:
-        return Axes(
-            "adversarial prediction",
-            "true class",
-            "flips (diagonal: failed)",
-            "true \\ adversarial",
-            "flip matrix",
-        )
+        return self.matrix_axes
 
     def caption(self, job: JobSummary) -> str:
-        return (
-            "Flip matrix of the clean-correct samples: row = true class, column = "
-            "adversarial prediction; grey hatched diagonal = attack failed."
-        )
+        return self.matrix_caption
 
     def table_rows(self, job: JobSummary, names: Sequence[str]) -> list[tuple[str, str]]:
         rows = [*_head_rows(job), _records_row(job), _entropy_row(job), _noise_row(job)]
@@ -446,6 +451,17 @@ class MultiLabel(JobKind):
 
     name = "multilabel"
     title = "multi-label"
+    matrix_axes = Axes(
+        "label switched on",
+        "label switched off",
+        "label swaps",
+        "switched off \\ switched on",
+        "label-swap matrix",
+    )
+    matrix_caption = (
+        "Label swaps of the clean-correct samples: row = label switched off, column = "
+        "label switched on (by the same example)."
+    )
 
     def summarize(self, ctx: RunContext, job: Job, status: str, rec: Records) -> JobSummary:
         """The flip matrix is the label-swap matrix (label ``i`` switched off
@@ -514,21 +530,6 @@ class MultiLabel(JobKind):
                 mean_target_bits=mean_bits,
                 success_rate_whole_vector=jobstats.rate(success[correct]),
             ),
-        )
-
-    def axes(self, job: JobSummary) -> Axes:
-        return Axes(
-            "label switched on",
-            "label switched off",
-            "label swaps",
-            "switched off \\ switched on",
-            "label-swap matrix",
-        )
-
-    def caption(self, job: JobSummary) -> str:
-        return (
-            "Label swaps of the clean-correct samples: row = label switched off, column = "
-            "label switched on (by the same example)."
         )
 
     def table_rows(self, job: JobSummary, names: Sequence[str]) -> list[tuple[str, str]]:

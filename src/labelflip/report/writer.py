@@ -153,22 +153,31 @@ def _group_figures(
             multiples = Png(f"sweep_matrices__{slug}.png", png_bytes(fig))
         swept = [j for j in members if j.sweep_value is not None]
         if len(swept) >= 2:
-            fig = plots.sweep_lines(
-                [j.sweep_value for j in swept],
-                [j.symmetry for j in swept],
-                [j.symmetry_ci[0] for j in swept],
-                [j.symmetry_ci[1] for j in swept],
-                [j.top_attractor.share for j in swept],
-                [j.top_attractor.name for j in swept],
-                g.group,
-                level=swept[0].symmetry_level,
-                xlabel=setting_label(g.setting),
-                few=[j.few_flips for j in swept],
-                few_label=f"fewer than {MIN_FLIPS} flips",
+            fig = sweep_figure(
+                swept, g.group, level=swept[0].symmetry_level, xlabel=setting_label(g.setting)
             )
             lines = Png(f"sweep_lines__{slug}.png", png_bytes(fig))
         out[g.group] = (multiples, lines)
     return out
+
+
+def sweep_figure(swept: Sequence[JobSummary], title: str, *, level: float, xlabel: str) -> Figure:
+    """The sweep lines (:func:`labelflip.report.plots.sweep_lines`) of the
+    jobs ``swept``, in order: symmetry with its interval and the top
+    attractor's share against each job's sweep value."""
+    return plots.sweep_lines(
+        [j.sweep_value for j in swept],
+        [j.symmetry for j in swept],
+        [j.symmetry_ci[0] for j in swept],
+        [j.symmetry_ci[1] for j in swept],
+        [j.top_attractor.share for j in swept],
+        [j.top_attractor.name for j in swept],
+        title,
+        level=level,
+        xlabel=xlabel,
+        few=[j.few_flips for j in swept],
+        few_label=f"fewer than {MIN_FLIPS} flips",
+    )
 
 
 def _title(job: JobSummary) -> str:

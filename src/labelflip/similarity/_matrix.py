@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from labelflip._files import read_user_text
 from labelflip.errors import LabelflipError
 
 SYMMETRY_TOL = 1e-9
@@ -168,12 +169,7 @@ class ClassDistance:
     def load(cls, path: str | os.PathLike[str]) -> ClassDistance:
         """Read a file written by :meth:`save`; a malformed file raises LabelflipError."""
         path = Path(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise LabelflipError(f"class distance file '{path}' does not exist") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise LabelflipError(f"cannot read class distance file '{path}': {exc}") from None
+        text = read_user_text(path, "class distance file")
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:

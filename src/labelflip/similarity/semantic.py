@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from labelflip._files import read_user_text
 from labelflip.errors import LabelflipError
 from labelflip.similarity._matrix import ClassDistance
 
@@ -206,12 +207,7 @@ def load_hierarchy(source: str | Path) -> Hierarchy:
             f"unknown hierarchy '{source}'{hint} (built-in: {', '.join(builtins)}; "
             "or give the path of a JSON file)"
         )
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise LabelflipError(f"hierarchy file '{path}' does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise LabelflipError(f"cannot read hierarchy file '{path}': {exc}") from None
+    text = read_user_text(path, "hierarchy file")
     paths = _parse(text, f"file '{path}'")
     return Hierarchy(path.stem, str(path), MappingProxyType(paths))
 
