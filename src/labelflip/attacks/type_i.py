@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -154,17 +155,11 @@ def type_i(
     *,
     target: torch.Tensor | int | None = None,
     generator: torch.Generator | None = None,
-    steps: int = 500,
-    lr: float = 0.005,
-    alpha: float = 0.01,
-    gamma: float = 1e-4,
-    beta: float = 1e-3,
-    eta: float = 1e-3,
-    j1_target: float = 0.01,
-    k_max: float = 0.005,
-    min_confidence: float = 0.0,
+    **settings: Any,
 ) -> TypeIResult:
     """Algorithm 2 of Tang et al.: a Type I adversarial example per sample.
+    ``settings`` are the keywords of :class:`TypeISettings` (declared and
+    validated there).
 
     ``z₀ = μ(f_enc(x))``, ``k₀ = 0``; for ``t = 1..steps`` one Adam step
     (learning rate ``lr``, §IV: 0.005) on ``z`` minimising eq. 8,
@@ -216,10 +211,7 @@ def type_i(
         )
     if tgt is not None and bool((tgt == y).any()):
         raise LabelflipError("type-i: a target equals the true class; a Type I target must differ")
-    TypeISettings(
-        steps=steps, lr=lr, alpha=alpha, gamma=gamma, beta=beta, eta=eta,
-        j1_target=j1_target, k_max=k_max, min_confidence=min_confidence,
-    )  # validates; fmt: skip
+    s = TypeISettings(**settings)  # the keyword settings, declared there once
     generator_or_default(generator)
     svae = svae.eval()
 
@@ -228,24 +220,24 @@ def type_i(
 
     def keeps(logits1: torch.Tensor) -> torch.Tensor:
         ok = clf.decode(logits1) == y
-        if min_confidence > 0:
+        if s.min_confidence > 0:
             p_y = torch.softmax(logits1.double(), 1).gather(1, y[:, None])[:, 0]
-            ok &= p_y >= min_confidence
+            ok &= p_y >= s.min_confidence
         return ok
 
     with torch.no_grad():
         z0 = svae.encode(x)[0]
     z = z0.clone().requires_grad_(True)
-    opt = torch.optim.Adam([z], lr=lr)
+    opt = torch.optim.Adam([z], lr=s.lr)
     k = torch.zeros(n, device=x.device, dtype=z.dtype)
     best = z0.clone()
     best_it = torch.zeros(n, dtype=torch.long, device=x.device)
-    for t in range(1, steps + 1):
+    for t in range(1, s.steps + 1):
         j2 = _f2_loss(svae.classify(z), y, tgt)
         dis = torch.sigmoid(svae.discriminate(z))
         x_t = svae.decode(z).clamp(*clf.bounds)
         j1 = F.cross_entropy(clf(x_t), y, reduction="none")
-        j_sa = j2 + alpha * (1.0 - dis) + gamma * z.norm(dim=1) + k * j1
+        j_sa = j2 + s.alpha * (1.0 - dis) + s.gamma * z.norm(dim=1) + k * j1
         (z.grad,) = torch.autograd.grad(j_sa.sum(), [z])  # no grads into clf/svae
         opt.step()
         with torch.no_grad():
@@ -254,15 +246,16 @@ def type_i(
             logits2 = svae.classify(z)
             j1 = F.cross_entropy(logits1, y, reduction="none")
             j2 = _f2_loss(logits2, y, tgt)
-            k = (k + eta * (beta * j1 - j2 + (j1 - j1_target).clamp_min(0))).clamp(0.0, k_max)
+            dk = s.eta * (s.beta * j1 - j2 + (j1 - s.j1_target).clamp_min(0))
+            k = (k + dk).clamp(0.0, s.k_max)  # eq. 10
             ok = keeps(logits1) & changed(logits2.argmax(1))
             best[ok] = z[ok]
             best_it[ok] = t
-        report_progress(t, steps)
+        report_progress(t, s.steps)
     with torch.no_grad():
         never = best_it == 0
         best[never] = z.detach()[never]
-        best_it[never] = steps
+        best_it[never] = s.steps
         x_adv = svae.decode(best).clamp(*clf.bounds)
         logits1 = clf(x_adv)
         f1p = clf.decode(logits1)
@@ -341,17 +334,14 @@ def latent_attack(
     z: torch.Tensor,
     y: torch.Tensor,
     *,
-    k: float = 1e-2,
-    eps: float = 0.1,
-    steps: int = 200,
-    lr: float = 0.01,
-    init_scale: float = 1e-3,
     generator: torch.Generator | None = None,
     aux: Callable[[torch.Tensor], torch.Tensor] | None = None,
     target: torch.Tensor | None = None,
+    **settings: Any,
 ) -> LatentAttackResult:
-    """Type I attack on a latent space, eq. 13 of Tang et al. (§III-D):
-    minimise over ``z'`` with Adam (learning rate ``lr``, §IV-E: 0.01)
+    """Type I attack on a latent space, eq. 13 of Tang et al. (§III-D);
+    ``settings`` are the keywords of :class:`LatentTypeISettings`. It
+    minimises over ``z'`` with Adam (learning rate ``lr``, §IV-E: 0.01)
 
         ``L(z') = k J1(G(z'), y) + max(ε − ‖z' − z‖², 0)``
 
@@ -368,7 +358,7 @@ def latent_attack(
         raise LabelflipError(f"generator must be a torch.Generator, got {type(generator).__name__}")
     if (aux is None) != (target is None):
         raise LabelflipError("latent-attack: a target needs an auxiliary classifier and vice versa")
-    LatentTypeISettings(k=k, eps=eps, steps=steps, lr=lr, init_scale=init_scale)  # validates
+    s = LatentTypeISettings(**settings)  # the keyword settings, declared there once
     if not isinstance(y, torch.Tensor) or y.shape != (z.shape[0],):
         raise LabelflipError(f"latent-attack: y must be a tensor of shape ({z.shape[0]},)")
     y = y.detach().to(device=z.device, dtype=torch.long)
@@ -377,23 +367,23 @@ def latent_attack(
     gen = generator_or_default(generator)
     z0 = z.detach().clone()
     noise = torch.randn(z0.shape, generator=gen, device=gen.device, dtype=z0.dtype)
-    zp = (z0 + init_scale * noise.to(z0.device)).requires_grad_(True)
-    opt = torch.optim.Adam([zp], lr=lr)
-    for i in range(steps):
+    zp = (z0 + s.init_scale * noise.to(z0.device)).requires_grad_(True)
+    opt = torch.optim.Adam([zp], lr=s.lr)
+    for i in range(s.steps):
         x_t = generator_fn(zp).clamp(*clf.bounds)
-        loss = k * F.cross_entropy(clf(x_t), y, reduction="none")
-        loss = loss + (eps - (zp - z0).pow(2).sum(1)).clamp_min(0)
+        loss = s.k * F.cross_entropy(clf(x_t), y, reduction="none")
+        loss = loss + (s.eps - (zp - z0).pow(2).sum(1)).clamp_min(0)
         if aux is not None and target is not None:
             loss = loss + F.cross_entropy(aux(zp), target, reduction="none")
         (zp.grad,) = torch.autograd.grad(loss.sum(), [zp])
         opt.step()
-        report_progress(i + 1, steps)
+        report_progress(i + 1, s.steps)
     with torch.no_grad():
         z_adv = zp.detach()
         x_adv = generator_fn(z_adv).clamp(*clf.bounds)
         f1p = clf.decode(clf(x_adv))
         dist = (z_adv - z0).pow(2).sum(1)
-        keeps, far = f1p == y, dist >= eps
+        keeps, far = f1p == y, dist >= s.eps
     return LatentAttackResult(z_adv, x_adv, f1p, keeps, dist, far, keeps & far)
 
 
