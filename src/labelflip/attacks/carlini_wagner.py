@@ -50,7 +50,7 @@ from labelflip.attacks._common import (
     report_progress,
 )
 from labelflip.attacks._registry import register_attack
-from labelflip.attacks._result import AttackResult, finalize
+from labelflip.attacks._result import AttackResult, finalize_counts
 from labelflip.models.classifier import Classifier
 
 
@@ -225,14 +225,6 @@ def carlini_wagner_l2(
         margin = _margin(clf(xb), labels[idx], targeted)
         return (margin + kappa).clamp(min=0), _is_adv(margin.detach(), kappa)
 
-    best_adv, iterations, forwards, backwards = tanh_l2_search(clf, x0, objective, s)
-    return finalize(
-        clf,
-        x0,
-        y,
-        best_adv,
-        target=target,
-        iterations=iterations,
-        forwards=forwards,
-        backwards=backwards,
-    )
+    best_adv, *counts = tanh_l2_search(clf, x0, objective, s)
+    iterations, forwards, backwards = counts
+    return finalize_counts(clf, x0, y, best_adv, target, (iterations, forwards, backwards))

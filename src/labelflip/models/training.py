@@ -69,16 +69,10 @@ from labelflip.models.registry import build_model
 
 
 @dataclass(frozen=True)
-class TrainSettings:
-    epochs: int
-    batch_size: int
-    lr: float
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    nesterov: bool = False
-    optimizer: str = "sgd"
-    schedule: str = "constant"
-    augment: bool = False  # random 4-pixel translation + horizontal flip (CIFAR practice)
+class TrainSettings(Recipe):
+    """A recipe (:class:`~labelflip.models.architectures.Recipe`: its fields
+    first, in its order) plus the held-out share and the seed."""
+
     val_fraction: float = 0.1
     seed: int = 0
 
@@ -386,12 +380,9 @@ def train(
         if path is not None:
             prog = _restore_progress(path, fingerprint, model, opt, gen, device)
             if prog is not None:
-                print(
-                    f"continuing the saved training at epoch {prog.epoch} of {settings.epochs}, "
-                    f"batch {prog.batch} ({state_files_text(path)}; --restart discards it)",
-                    file=sys.stderr,
-                    flush=True,
-                )
+                print(f"continuing the saved training at epoch {prog.epoch} of {settings.epochs}, "
+                      f"batch {prog.batch} ({state_files_text(path)}; --restart discards it)",
+                      file=sys.stderr, flush=True)  # fmt: skip
         if prog is None:
             prog = _Progress()
             prog.new_epoch_sums()
