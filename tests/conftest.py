@@ -12,6 +12,13 @@ import torch
 # (the download tests serve files from a local HTTP server and lift this).
 os.environ.setdefault("LABELFLIP_OFFLINE", "1")
 
+# Under pytest-xdist (`-n auto`: one worker process per CPU) every worker, and
+# every run it starts in a subprocess, uses one torch thread: workers with a
+# thread per CPU each would oversubscribe the machine several times over.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
 # The repository's sibling ../shared/datasets (see its README), used when
 # LABELFLIP_DATA is not set.
 SHARED_DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
