@@ -156,5 +156,11 @@ def test_examples_are_valid(path):
         assert {"deepfool", "superdeepfool", "cw-l2", "fmn", "ddn", "alma"} <= set(attacks)
         return
     eps = [j.sweep_value for j in cfg.jobs() if j.group == "pgd-linf"]
+    if path.name.startswith("robust-vs-standard-"):  # a pair: the same attacks on two models
+        twin = load_config(path.parent / "robust-vs-standard-mnist.toml")
+        assert [j.job_id for j in cfg.jobs()] == [j.job_id for j in twin.jobs()]
+        assert cfg.data == twin.data and 0.3 in eps  # the robust model's training eps
+        assert {cfg.model.zoo, twin.model.zoo} == {"cw-mnist", "cw-mnist-fgsm-rs"} or cfg == twin
+        return
     assert eps == [0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0]
     assert {"deepfool", "cw-l2"} <= {j.attack for j in cfg.jobs()}

@@ -62,6 +62,11 @@ ENTRIES: dict[str, ZooEntry] = {
         "9edbeaf65e67a919f822c3791389bf19faa1ff990dea97f13fca8d653ebfdbea",
         "22f81b306854066f136f8155708cde3843f3225386ccdcf336013f5d2eec3db1",
     ),
+    "cw-mnist-fgsm-rs": ZooEntry(
+        "cw-mnist, FGSM-RS adversarial training (Wong et al. 2020), linf eps 0.3",
+        "b612fca7ca1faee0cc0692ddcdaf82c0e2f95c1be519c334d08a01e5143a20b2",
+        "8e153a2b6bacb86ac3667fd12a531b212c403d4eec07574b7bd3d29661c7b019",
+    ),
     "mlp-mnist": ZooEntry(
         "the Type I paper's MLP (128 hidden units) on MNIST, standard training",
         "fe2c1c3b5db104a1fbb9c718e083af1b00f3edf47b7cb8a97c371a4329c01fce",
