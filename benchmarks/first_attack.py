@@ -3,7 +3,8 @@
 run is killed at that line. Issue 19 asks that `examples/mnist.toml`, whose
 model comes from the zoo, start attacking within 30 s of a fresh install.
 
-    LABELFLIP_DATA=../shared/datasets python benchmarks/first_attack.py examples/mnist.toml --repeat 3
+    LABELFLIP_DATA=../shared/datasets \\
+        python benchmarks/first_attack.py examples/mnist.toml --repeat 3
 """
 
 from __future__ import annotations

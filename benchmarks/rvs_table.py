@@ -39,8 +39,10 @@ def main() -> None:
     p.add_argument("runs", nargs="+", type=Path)
     args = p.parse_args()
     sums = [summary(r) for r in args.runs]
-    print("| job | run | success (clean) | flips | median L2 | s [95 % CI] | top attractor | entropy | ρ(flips, perceptual) |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    columns = ["job", "run", "success (clean)", "flips", "median L2", "s [95 % CI]",
+               "top attractor", "entropy", "ρ(flips, perceptual)"]  # fmt: skip
+    print("| " + " | ".join(columns) + " |")
+    print("|" + " --- |" * len(columns))
     for job in sums[0]["jobs"]:
         for run, sm in zip(args.runs, sums, strict=True):
             match = [j for j in sm["jobs"] if j["job_id"] == job["job_id"]]

@@ -374,8 +374,8 @@ def _perturbation(x: np.ndarray, x_adv: np.ndarray) -> np.ndarray:
     return 0.5 + d / (2 * scale) if scale > 0 else np.full_like(d, 0.5)
 
 
-def _rgb(img: np.ndarray, cmap: str | None) -> np.ndarray:
-    """An image in ``[0, 1]`` as ``(H, W, 3)`` RGB (``cmap`` "gray" or ``None``)."""
+def _rgb(img: np.ndarray) -> np.ndarray:
+    """An image in ``[0, 1]`` as ``(H, W, 3)`` RGB (a 2-D one is grey)."""
     img = np.asarray(img, dtype=np.float64)
     return np.repeat(img[..., None], 3, axis=2) if img.ndim == 2 else img
 
@@ -383,7 +383,7 @@ def _rgb(img: np.ndarray, cmap: str | None) -> np.ndarray:
 def _strip(tiles: Sequence[tuple[np.ndarray, str | None]], slots: int) -> tuple[np.ndarray, int]:
     """``tiles`` side by side in one RGB image of ``slots`` equal slots (empty
     slots and the gaps between slots white), and the width of a slot."""
-    images = [_rgb(img, cmap) for img, cmap in tiles]
+    images = [_rgb(img) for img, _ in tiles]
     h = max(im.shape[0] for im in images)
     w = max(im.shape[1] for im in images)
     gap = max(1, round(0.08 * w))
@@ -434,8 +434,9 @@ def _image_grid(
                 continue
             for k, i in enumerate(members):
                 bad = i < len(failed) and failed[i]
+                colour = FAILED_COLOR if bad else "black"
                 ax.text(k * slot + (slot - 1) / 2 - 0.5, -0.5, _plain(titles[i]), ha="center",
-                        va="bottom", fontsize=7.5, color=FAILED_COLOR if bad else "black")  # fmt: skip
+                        va="bottom", fontsize=7.5, color=colour)  # fmt: skip
     return fig
 
 
