@@ -313,6 +313,15 @@ def l2_rows(args) -> list[tuple[str, str, str, Callable[..., Outcome]]]:
             return run_native(clf, x, y, "l2", lambda c, xx, yy: attack(c, xx, yy, **settings))
 
         out.append((family, "labelflip", "l2", native))
+        if family == "alma" and args.alma_decay_steps:
+            fast = {**settings, "decay_steps": args.alma_decay_steps}
+
+            def native_fast(clf, x, y, settings=fast):
+                attack = get_attack("alma").fn
+                return run_native(clf, x, y, "l2", lambda c, xx, yy: attack(c, xx, yy, **settings))
+
+            library = f"labelflip, decay_steps {args.alma_decay_steps}"
+            out.append((family, library, "l2", native_fast))
         for library, factory in l2_peers(family, args.l2_steps):
 
             def peer(clf, x, y, factory=factory):
@@ -447,6 +456,13 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         default=1000,
         help="steps of ddn and alma, and C&W's total (5 rounds) in the l2 group",
+    )
+    p.add_argument(
+        "--alma-decay-steps",
+        type=int,
+        default=None,
+        help="also a labelflip alma row with this per-sample decay_steps (the same --l2-steps "
+        "budget)",
     )
     p.add_argument(
         "--repeats",

@@ -261,3 +261,46 @@ def test_alma_needs_three_classes():
     x, y, _ = _inputs(clf, lin, 2, separated=1.0)
     with pytest.raises(LabelflipError, match="at least 3 classes"):
         run_attack("alma", clf, x, y)
+
+
+# ------------------------------------------------ alma: per-sample horizon
+
+
+def test_alma_decay_steps_stops_each_sample_at_its_horizon():
+    clf, lin = _affine(6, scale=5.0)
+    x, y, d = _inputs(clf, lin, 16)
+    full = _attack("alma")(clf, x, y)
+    fast = _attack("alma")(clf, x, y, decay_steps=150)
+    # every sample stops 150 iterations after its first adversarial iterate,
+    # long before the budget of 1000, and is charged exactly what it ran
+    assert (fast.iterations > 150).all() and (fast.iterations < 1000).all()
+    assert torch.equal(fast.forwards, 1 + fast.iterations)
+    assert torch.equal(fast.backwards, fast.iterations)
+    assert (full.iterations == 1000).all()
+    # and still reaches the nearest boundary: the median within 1e-3, as the
+    # reference schedule does (the shorter decay leaves one of the 16 samples
+    # about 7 % out, where the reference leaves every one within 5 %)
+    rel = _relative_excess(fast, d)
+    assert rel.median() < 1e-3
+    assert (rel < 0.1).all()
+
+
+def test_alma_decay_steps_beyond_the_budget_is_the_reference_schedule():
+    clf, lin = _affine(6, scale=5.0)
+    x, y, _ = _inputs(clf, lin, 6)
+    ref = _attack("alma")(clf, x, y, steps=60)
+    capped = _attack("alma")(clf, x, y, steps=60, decay_steps=60)
+    assert torch.equal(ref.x_adv, capped.x_adv)
+    assert torch.equal(ref.iterations, capped.iterations)
+
+
+def test_alma_decay_steps_a_sample_is_independent_of_its_batch():
+    # stopped samples leave the batch: the others' results must not change
+    clf, lin = _affine(6, scale=5.0)
+    x, y, _ = _inputs(clf, lin, 6)
+    whole = _attack("alma")(clf, x, y, steps=200, decay_steps=20)
+    assert len(set(whole.iterations.tolist())) > 1  # samples did stop at different times
+    for i in range(len(x)):
+        one = _attack("alma")(clf, x[i : i + 1], y[i : i + 1], steps=200, decay_steps=20)
+        assert one.iterations[0] == whole.iterations[i]
+        assert torch.allclose(one.x_adv[0], whole.x_adv[i], atol=1e-9)

@@ -43,11 +43,22 @@ The DLR normalisation needs a third logit: the attack requires at least 3
 classes (a 3-class targeted attack uses the third logit for both ``π3`` and
 ``π4``).
 
+Per-sample horizon (``decay_steps``, labelflip's addition, off by default):
+the reference decays every sample's learning rate from its first success
+``i*`` until the last step ``K``, so a sample found early spends most of the
+budget on a slow decay and none stops before ``K``. With ``decay_steps = H``
+the decay runs over ``H`` iterations instead, ``η_i = lr_init ·
+lr_reduction^((i - i*) / H)``, and the sample stops at ``i* + H`` (never
+after ``K``): the budget ``K`` is a cap, and each sample gets the same
+schedule whenever it first succeeds. ``benchmarks/minimal_norm.py`` measures
+what it costs in norm (docs/benchmarks.md).
+
 Batched execution: a sample already adversarial at ``x`` is returned
-unchanged after one forward pass; the others run all ``steps`` iterations,
-each sample with its own ``μ``, ``ρ`` and learning rate, so on a CPU every
+unchanged after one forward pass; the others iterate until their horizon,
+each with its own ``μ``, ``ρ`` and learning rate, so on a CPU every
 iteration of a cache-sized chunk of samples runs before the next chunk
-(:func:`~labelflip.attacks._common.map_chunks`).
+(:func:`~labelflip.attacks._common.map_chunks`); a stopped sample leaves the
+batch the model sees.
 
 Pass counting, per sample: 1 forward for the initial check, then 1 forward +
 1 backward per iteration; ``iterations`` is the number of iterations.
@@ -78,7 +89,9 @@ from labelflip.models.classifier import Classifier
 class ALMASettings(Settings):
     """Settings of :func:`alma` (the reference implementation's L2 defaults)."""
 
-    steps: int = setting(1000, gt=0, doc="iterations K (all run; the best adversarial is kept)")
+    steps: int = setting(
+        1000, gt=0, doc="iterations K, the budget (the best adversarial iterate is kept)"
+    )
     lr_init: float = setting(0.1, gt=0.0, doc="initial learning rate")
     lr_reduction: float = setting(
         0.01, gt=0.0, le=1.0, doc="final learning rate / initial (decay after the first success)"
@@ -93,6 +106,12 @@ class ALMASettings(Settings):
     )
     logit_tolerance: float = setting(
         1e-4, ge=0.0, doc="logit margin past the boundary that counts as adversarial"
+    )
+    decay_steps: int | None = setting(
+        None,
+        gt=0,
+        doc="per sample: iterations after its first adversarial over which the learning "
+        "rate decays, then the sample stops (none: decay until `steps`, as the reference)",
     )
 
 
@@ -154,33 +173,41 @@ def alma(
     targeted = target is not None
     labels = target if targeted else y
     best, counts = attack_unfinished(
-        clf, x0, labels, targeted, s.steps, lambda xc, lc: _alma_chunk(clf, xc, lc, s, targeted)
+        clf, x0, labels, targeted, lambda xc, lc: _alma_chunk(clf, xc, lc, s, targeted)
     )
     return finalize_counts(clf, x0, y, best, target, counts)
 
 
 def _alma_chunk(
     clf: Classifier, x0: torch.Tensor, labels: torch.Tensor, s: ALMASettings, targeted: bool
-) -> torch.Tensor:
-    """All ALMA iterations for one chunk of samples; the best adversarial of each."""
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """All ALMA iterations for one chunk of samples: the best adversarial of
+    each and the iterations it ran. A sample stops at its horizon (``steps``,
+    or ``decay_steps`` after its first adversarial iterate); the state of the
+    samples still running is kept compact, so the model only sees those."""
     n, dev, dt = len(x0), x0.device, x0.dtype
     steps = s.steps
+    best = x0.clone()
+    best_norm = torch.full((n,), math.inf, dtype=dt, device=dev)
+    iterations = torch.full((n,), steps, dtype=torch.long, device=dev)
+    # the running samples: their chunk positions and state
+    pos = torch.arange(n, device=dev)
+    xr, lab = x0, labels
     delta = torch.zeros_like(x0)
     square_avg = torch.ones_like(x0)
     momentum = torch.zeros_like(x0)
     mu = torch.full((n,), float(s.mu_init), dtype=dt, device=dev)
     rho = torch.full((n,), float(s.rho_init), dtype=dt, device=dev)
-    best = x0.clone()
-    best_norm = torch.full((n,), math.inf, dtype=dt, device=dev)
-    found = torch.zeros(n, dtype=torch.bool, device=dev)
     found_at = torch.full((n,), steps + 1, dtype=dt, device=dev)
+    end = torch.full((n,), steps, dtype=dt, device=dev)  # the iteration a sample stops at
     prev_g = torch.zeros(n, dtype=dt, device=dev)
 
     for i in range(steps):
         with torch.enable_grad():
             d = delta.requires_grad_(True)
-            g = dlr_constraint(clf(x0 + d), labels, targeted, s.logit_tolerance)
+            g = dlr_constraint(clf(xr + d), lab, targeted, s.logit_tolerance)
             gd = g.detach()
+            found = found_at <= i
             if i == 0:
                 prev_g = gd
             elif (i + 1) % s.check_steps == 0:
@@ -198,17 +225,32 @@ def _alma_chunk(
         # bookkeeping: the smallest adversarial iterate so far
         adv = gd < 0
         norm = l2_norms(delta)
-        better = adv & (norm < best_norm)
-        best_norm = torch.where(better, norm, best_norm)
-        best[better] = (x0 + delta)[better]
-        found_at = torch.where(~found & adv, float(i), found_at)
-        found |= adv
+        better = adv & (norm < best_norm[pos])
+        best_norm[pos[better]] = norm[better]
+        best[pos[better]] = (xr + delta)[better]
+        first = ~found & adv
+        found_at = torch.where(first, float(i), found_at)
+        if s.decay_steps is not None:
+            end = torch.where(first, (found_at + s.decay_steps).clamp(max=steps), end)
 
         # RMSProp with momentum; the learning rate decays after the first success
-        since = (i - found_at).clamp(min=0) / (steps - found_at)
+        since = (i - found_at).clamp(min=0) / (end - found_at)
         lr = s.lr_init * s.lr_reduction**since
         square_avg = s.alpha * square_avg + (1 - s.alpha) * grad.square()
         momentum = s.alpha * momentum + grad / (square_avg.sqrt() + 1e-8)
-        delta = clf.clip(x0 + delta - rows(lr, delta) * momentum) - x0
+        delta = clf.clip(xr + delta - rows(lr, delta) * momentum) - xr
         report_progress(i + 1, steps)  # of this chunk (map_chunks)
-    return best
+
+        # samples at their horizon stop; the others' state is kept compact
+        done = end <= i + 1
+        if done.any() and i + 1 < steps:
+            iterations[pos[done]] = i + 1
+            keep = ~done
+            if not keep.any():
+                break
+            pos, xr, lab, delta, square_avg, momentum = (
+                t[keep] for t in (pos, xr, lab, delta, square_avg, momentum)
+            )
+            mu, rho, found_at, end, prev_g = (t[keep] for t in (mu, rho, found_at, end, prev_g))
+    report_progress(steps, steps)
+    return best, iterations

@@ -103,13 +103,13 @@ def attack_unfinished(
     x0: torch.Tensor,
     labels: torch.Tensor,
     targeted: bool,
-    steps: int,
-    attack_chunk: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    attack_chunk: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
 ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """The bookkeeping of a minimal attack that runs all its ``steps`` (DDN,
+    """The bookkeeping of a minimal attack with a budget of iterations (DDN,
     ALMA): the samples not already adversarial (one forward pass each) are
-    attacked per chunk by ``attack_chunk(x, labels) -> best`` and charged
-    ``steps`` iterations, forwards and backwards; the others stay ``x0``.
+    attacked per chunk by ``attack_chunk(x, labels) -> (best, iterations)``,
+    the best point and the iterations each sample ran (at most ``steps``),
+    each charged one forward and one backward. The others stay ``x0``.
     Returns the best points and the (iterations, forwards, backwards) counts."""
     iterations, forwards, backwards = new_counts(len(x0), x0.device)
     best = x0.clone()
@@ -117,13 +117,11 @@ def attack_unfinished(
         forwards += 1
         todo = torch.nonzero(~already_adversarial(clf, x0, labels, targeted)).squeeze(1)
         if todo.numel():
-            (best_todo,) = map_chunks(
-                lambda xc, lc: (attack_chunk(xc, lc),), 1, x0[todo], labels[todo]
-            )
+            best_todo, iters = map_chunks(attack_chunk, 1, x0[todo], labels[todo])
             best[todo] = best_todo
-            iterations[todo] += steps
-            forwards[todo] += steps
-            backwards[todo] += steps
+            iterations[todo] += iters
+            forwards[todo] += iters
+            backwards[todo] += iters
     return best, (iterations, forwards, backwards)
 
 
@@ -149,7 +147,7 @@ def ddn(
     labels = target if targeted else y
     gen = generator_or_default(generator)
     best, counts = attack_unfinished(
-        clf, x0, labels, targeted, s.steps, lambda xc, lc: _ddn_chunk(clf, xc, lc, s, targeted, gen)
+        clf, x0, labels, targeted, lambda xc, lc: _ddn_chunk(clf, xc, lc, s, targeted, gen)
     )
     return finalize_counts(clf, x0, y, best, target, counts)
 
@@ -161,8 +159,9 @@ def _ddn_chunk(
     s: DDNSettings,
     targeted: bool,
     gen: torch.Generator,
-) -> torch.Tensor:
-    """All DDN iterations for one chunk of samples; the best adversarial of each."""
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """All DDN iterations for one chunk of samples: the best adversarial of
+    each, and the iterations (all ``steps``)."""
     n = len(x0)
     lo, hi = clf.bounds
     sign = -1.0 if targeted else 1.0
@@ -203,4 +202,4 @@ def _ddn_chunk(
             xk = quantize(xk, clf.bounds, s.levels)
         delta = xk - x0
         report_progress(k + 1, s.steps)  # of this chunk (map_chunks)
-    return best
+    return best, torch.full((n,), s.steps, dtype=torch.long, device=x0.device)
