@@ -43,6 +43,10 @@ Usage (the figures in docs/benchmarks.md)::
     OMP_NUM_THREADS=1 python benchmarks/minimal_norm.py \\
         --checkpoint ckpts/cw-mnist-e2.safetensors --data-dir ../shared/datasets \\
         -n 200 --rows l2,fmn --norms l2 --fmn-steps 1000 --l2-steps 1000 --threads 1
+    OMP_NUM_THREADS=1 python benchmarks/minimal_norm.py \\
+        --checkpoint src/labelflip/models/zoo/cw-mnist.safetensors --data-dir ../shared/datasets \\
+        -n 100 --rows l2,fmn --norms l2 --attacks deepfool,superdeepfool,ddn,alma \\
+        --fmn-steps 1000 --l2-steps 1000 --alma-decay-steps 200 --threads 1 --chunk 50
 
 Peers: ``pip install foolbox==3.3.4`` and ``pip install --no-deps
 adv-lib==0.2.8 torchattacks==3.5.1``. adv_lib's package imports torchvision (LPIPS) and visdom
