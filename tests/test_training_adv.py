@@ -388,8 +388,10 @@ def test_zoo_refuses_a_tampered_file_in_one_line(tmp_path, suffix):
 def test_shipped_zoo_models_load_and_record_how_they_were_made(name):
     clf, meta = ZOO.load(name)
     assert meta.training["command"].startswith("labelflip train ")
-    assert meta.clean_test_accuracy is not None and meta.clean_test_accuracy > 0.9
-    assert (ZOO.directory / f"{name}.safetensors").stat().st_size < 4 * 2**20
+    # CIFAR-10 (issue 23): at least 78 % on the JPEG test set; the digit models above 90 %
+    floor = 0.78 if "cifar" in meta.dataset else 0.9
+    assert meta.clean_test_accuracy is not None and meta.clean_test_accuracy >= floor
+    assert (ZOO.directory / f"{name}.safetensors").stat().st_size < 5 * 2**20
     if meta.training.get("adversarial"):
         assert meta.training["robust_test"]["eps"] == meta.training["adversarial"]["eps"]
 

@@ -67,6 +67,11 @@ ENTRIES: dict[str, ZooEntry] = {
         "b612fca7ca1faee0cc0692ddcdaf82c0e2f95c1be519c334d08a01e5143a20b2",
         "8e153a2b6bacb86ac3667fd12a531b212c403d4eec07574b7bd3d29661c7b019",
     ),
+    "cw-cifar": ZooEntry(
+        "Carlini & Wagner's CIFAR CNN on the whole JPEG CIFAR-10, crop+flip, one-cycle, 30 epochs",
+        "1adac895ef5a8a4ad6d402c92f7a20214ae82c74183436614faeec5ac0a718b6",
+        "0b8d6cae3489456070f362e123710ae47ed45c574e1abe55ab94f0d50b53b551",
+    ),
     "mlp-mnist": ZooEntry(
         "the Type I paper's MLP (128 hidden units) on MNIST, standard training",
         "fe2c1c3b5db104a1fbb9c718e083af1b00f3edf47b7cb8a97c371a4329c01fce",
