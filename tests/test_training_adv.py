@@ -396,6 +396,17 @@ def test_shipped_zoo_models_load_and_record_how_they_were_made(name):
         assert meta.training["robust_test"]["eps"] == meta.training["adversarial"]["eps"]
 
 
+def test_cli_evaluate_of_a_zoo_model_writes_its_csv_here_not_into_the_package(
+    tmp_path, monkeypatch, capsys
+):
+    monkeypatch.chdir(tmp_path)
+    before = set(ZOO.directory.iterdir())
+    assert main(["evaluate", "zoo:digits-cnn", "--dataset", "digits", "--no-progress"]) == 0
+    assert "accuracy 0.9916" in capsys.readouterr().out
+    assert set(ZOO.directory.iterdir()) == before
+    assert (tmp_path / "digits-cnn.confusion-digits-test.csv").is_file()
+
+
 def test_cli_models_lists_the_zoo(capsys):
     assert main(["models"]) == 0
     out = capsys.readouterr().out

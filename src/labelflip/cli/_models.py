@@ -301,10 +301,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise LabelflipError(f"batch size must be >= 1, got {args.batch_size}")
     device = resolve_device(args.device)
-    if args.checkpoint.startswith("zoo:"):
+    zoo_name = args.checkpoint[4:] if args.checkpoint.startswith("zoo:") else None
+    if zoo_name is not None:
         from labelflip.models.zoo import zoo_path
 
-        args.checkpoint = str(zoo_path(args.checkpoint[4:]))
+        args.checkpoint = str(zoo_path(zoo_name))
     clf, meta = load_checkpoint(args.checkpoint, device=device, trust_code=args.arch)
     name = args.dataset or meta.dataset
     ds = load_dataset(name, args.split, args.data_dir)
@@ -337,13 +338,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     )
     from labelflip.models.checkpoint import checkpoint_paths
 
-    csv_path = (
-        Path(args.csv)
-        if args.csv
-        else checkpoint_paths(args.checkpoint)[0].with_suffix(
-            f".confusion-{slug(name)}-{args.split}.csv"
-        )
-    )
+    suffix = f".confusion-{slug(name)}-{args.split}.csv"
+    if args.csv:
+        csv_path = Path(args.csv)
+    elif zoo_name is not None:  # here, never into the installed package
+        csv_path = Path.cwd() / f"{zoo_name}{suffix}"
+    else:
+        csv_path = checkpoint_paths(args.checkpoint)[0].with_suffix(suffix)
     write_confusion_csv(csv_path, conf, ds.class_names)
     print(f"\nconfusion matrix saved to {csv_path}")
     return 0
