@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from labelflip import analysis
 from labelflip.config import load_config, parse_config
 from labelflip.errors import LabelflipError
 from labelflip.models import load_checkpoint
@@ -169,6 +170,25 @@ def test_summary_and_report_label_space(finished):
     assert 0.0 < lf["mean_sq_perturbation"] < 1.0
     html = write_report(run_dir, summary=summary).read_text()
     assert "<h2>Label space</h2>" in html and "rho vs perceptual" in html
+    assert "Do flips stay within their group?" in html
+
+
+def test_summary_counts_flips_within_the_hierarchys_groups(finished):
+    # the user's even/odd hierarchy: the report's within-group figures equal the
+    # analysis function on the job's flip matrix with each digit's parity
+    _, run_dir = finished
+    summary = summarize(run_dir, n_boot=50)
+    semantic = [d for d in summary["distances"] if d["name"] == "semantic"][0]
+    assert semantic["info"]["groups"] == ["even", "odd"] * 5
+    for job in summary["jobs"]:
+        got = job["label_space"]["within_group"]
+        want = analysis.within_group_flips(job["flip_matrix"], ["even", "odd"] * 5)
+        assert got["n_flips"] == want.n_flips and got["n_within"] == want.n_within
+        assert got["expected_uniform"] == pytest.approx(want.expected_uniform)
+    nearest = {j["job_id"]: j for j in summary["jobs"]}["labelfool-to-nearest-semantic"]
+    g = nearest["label_space"]["within_group"]
+    # targets chosen nearest in the hierarchy are of the same parity: every flip stays
+    assert g["n_flips"] > 0 and g["share"] == 1.0 and g["expected_uniform"] == pytest.approx(4 / 9)
     assert (run_dir / "report" / "distance__perceptual.png").is_file()
 
 

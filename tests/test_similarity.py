@@ -266,7 +266,12 @@ def test_cifar10_builtin():
     assert cd.matrix[auto, CIFAR10_CLASSES.index("truck")] == 2
     assert cd.matrix[auto, CIFAR10_CLASSES.index("ship")] == 4
     assert cd.name == "semantic"
-    assert cd.info == {"hierarchy": "cifar10", "source": "builtin:cifar10", "depth": 4}
+    assert cd.info == {
+        "hierarchy": "cifar10",
+        "source": "builtin:cifar10",
+        "depth": 4,
+        "groups": ["vehicle", "vehicle"] + ["animal"] * 6 + ["vehicle", "vehicle"],
+    }
 
 
 def test_fashion_mnist_builtin():

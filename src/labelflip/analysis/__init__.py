@@ -44,6 +44,7 @@ from labelflip.analysis.correlation import (
 from labelflip.analysis.counts import confusion_matrix, per_class_accuracy
 from labelflip.analysis.detection import calibrate_threshold, detection_rate
 from labelflip.analysis.flips import flip_matrix, row_rates, top_flips
+from labelflip.analysis.groups import GroupShare, quasi_independence, within_group_flips
 from labelflip.analysis.label_stay import (
     TypeIRates,
     label_stay_matrix,
@@ -61,6 +62,7 @@ from labelflip.analysis.symmetry import BowkerResult, bowker_test, symmetry_ci, 
 __all__ = [
     "Agreement",
     "BowkerResult",
+    "GroupShare",
     "HomogeneityResult",
     "LandingTests",
     "RateCorrelation",
@@ -94,6 +96,7 @@ __all__ = [
     "nearest_landing_rate",
     "normalized_entropy",
     "per_class_accuracy",
+    "quasi_independence",
     "rank_correlation",
     "row_rates",
     "shared_samples",
@@ -103,4 +106,5 @@ __all__ = [
     "top_flips",
     "type_i_rates",
     "type_i_success",
+    "within_group_flips",
 ]

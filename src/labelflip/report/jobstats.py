@@ -54,6 +54,7 @@ class RunContext:
     distances: Mapping[str, np.ndarray]  # class-distance matrices by name
     image_size: tuple[int, int] | None
     judges: Judges
+    groups: tuple[str, ...] | None = None  # each class's top-level group (hierarchy)
     n_boot: int = 1000
     level: float = 0.95
     seed: int = 0
@@ -146,7 +147,9 @@ def label_space(
     rate (clean-correct samples whose label flipped), mean class distance of
     the flips under each distance, LabelFool's ``‖Δ‖`` over those flips, and,
     for untargeted jobs, the Spearman correlation of flip rates with each
-    distance (negative: the model sends examples to near classes)."""
+    distance (negative: the model sends examples to near classes); with
+    class groups, the off-diagonal flips of ``A`` that stay within their
+    true class's group (:func:`labelflip.analysis.within_group_flips`)."""
     true, clean, adv = rec["true"], rec["clean_pred"], rec["adv_pred"]
     correct = clean == true
     flipped = correct & (adv != true)
@@ -170,6 +173,11 @@ def label_space(
             else math.nan
         ),
         flip_correlation=correlation,
+        within_group=(
+            analysis.within_group_flips(A, ctx.groups)
+            if ctx.groups is not None and A.shape == (len(ctx.groups),) * 2
+            else None
+        ),
     )
 
 

@@ -22,6 +22,7 @@ from urllib.parse import quote
 from labelflip.report.boundary import boundary_html
 from labelflip.report.findings import findings
 from labelflip.report.gallery import Shown
+from labelflip.report.groups import within_group_html
 from labelflip.report.kinds import detector_label, kind_of, table_notes
 from labelflip.report.schema import MIN_FLIPS, Distance, JobSummary, RunSummary
 from labelflip.report.summary import format_table, invalid_note
@@ -422,6 +423,7 @@ def _label_space(summary: RunSummary, figures: Mapping[str, Png]) -> str:
             crow.append([j.label, *cells])
         few = [j.few_flips for j in untargeted]
         parts.append(_table(["job", *[f"rho vs {n}" for n in names]], crow, few=few))
+    parts.append(within_group_html(jobs, _table))
     for d in distances:
         parts.append(f"<h3>{esc(d.name)} distance</h3>")
         note = DISTANCE_NOTES.get(d.name, "")

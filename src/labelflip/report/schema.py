@@ -15,7 +15,8 @@ metadata says otherwise (``from``, ``to``, ``class`` are Python keywords).
 The statistics of :mod:`labelflip.analysis` that the summaries hold
 (:class:`~labelflip.analysis.BowkerResult`,
 :class:`~labelflip.analysis.SpearmanResult`,
-:class:`~labelflip.analysis.TypeIRates`) are used as they are.
+:class:`~labelflip.analysis.TypeIRates`,
+:class:`~labelflip.analysis.GroupShare`) are used as they are.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from labelflip.analysis import BowkerResult, SpearmanResult, TypeIRates
+from labelflip.analysis import BowkerResult, GroupShare, SpearmanResult, TypeIRates
 
 SUMMARY_VERSION = 2
 
@@ -164,8 +165,9 @@ class Attractor(Typed):
 class LabelSpace(Typed):
     """Label-space numbers of a job (LabelFool §IV): the target strategy and
     the distance it used, the attack rate, the flips' mean class distance per
-    distance, LabelFool's ``‖Δ‖`` and (untargeted) the Spearman correlation
-    of flip rates with each distance."""
+    distance, LabelFool's ``‖Δ‖``, (untargeted) the Spearman correlation
+    of flip rates with each distance and, when the run has a class hierarchy,
+    the flips that stay within their true class's top-level group."""
 
     strategy: str | None
     distance_used: str | None
@@ -174,6 +176,7 @@ class LabelSpace(Typed):
     flip_distance: Mapping[str, float]
     mean_sq_perturbation: float
     flip_correlation: Mapping[str, SpearmanResult]
+    within_group: GroupShare | None = None
 
 
 @dataclass(frozen=True)

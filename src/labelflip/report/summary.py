@@ -155,6 +155,29 @@ def _distances(meta: Mapping[str, Any], k: int) -> list[Distance]:
     return out
 
 
+def _class_groups(distances: Sequence[Distance], k: int) -> tuple[str, ...] | None:
+    """Each class's top-level group in the run's class hierarchy: the
+    semantic distance's ``info["groups"]`` or, for runs recorded before it
+    was stored, the built-in hierarchy it names. None without a hierarchy."""
+    for d in distances:
+        if d.name != "semantic":
+            continue
+        info = d.info or {}
+        groups = info.get("groups")
+        if isinstance(groups, list) and len(groups) == k:
+            return tuple(str(g) for g in groups)
+        source = str(info.get("source", ""))
+        if source.startswith("builtin:") and d.class_names:
+            from labelflip.similarity import semantic  # runs from before "groups"
+
+            try:
+                h = semantic.load_hierarchy(source.removeprefix("builtin:"))
+                return semantic.top_groups(h, d.class_names)
+            except LabelflipError:
+                return None
+    return None
+
+
 def _image_size(meta: Mapping[str, Any]) -> tuple[int, int] | None:
     shape = meta.get("input_shape")
     if isinstance(shape, (list, tuple)) and len(shape) == 3:
@@ -253,6 +276,7 @@ def summarize_run(
         distances={d.name: np.asarray(d.matrix) for d in distances},
         image_size=_image_size(meta),
         judges=judges,
+        groups=_class_groups(distances, len(names)),
         n_boot=n_boot,
         level=level,
         seed=seed,

@@ -31,6 +31,7 @@ from labelflip.similarity.semantic import (
     builtin_hierarchy_for,
     load_hierarchy,
     semantic_distance,
+    top_groups,
     tree_distance,
 )
 
@@ -48,5 +49,6 @@ __all__ = [
     "perceptual_distance",
     "sample_per_class",
     "semantic_distance",
+    "top_groups",
     "tree_distance",
 ]

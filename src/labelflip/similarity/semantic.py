@@ -254,9 +254,26 @@ def tree_distance(h: Hierarchy, class_names: Sequence[str]) -> np.ndarray:
     return d
 
 
+def top_groups(h: Hierarchy, class_names: Sequence[str]) -> tuple[str, ...]:
+    """Each class's top-level group in ``h`` (``animal``, ``vehicle``); a leaf
+    directly under the implicit root is its own group. Every name must be a
+    leaf of ``h``."""
+    missing = [str(c) for c in class_names if str(c) not in h.paths]
+    if missing:
+        raise LabelflipError(f"hierarchy {h.source} has no class {missing[0]!r}")
+    return tuple(h.paths[str(c)][0] if h.paths[str(c)] else str(c) for c in class_names)
+
+
 def semantic_distance(source: str | Path | Hierarchy, class_names: Sequence[str]) -> ClassDistance:
-    """Tree distance (:func:`tree_distance`) as a :class:`ClassDistance` named "semantic"."""
+    """Tree distance (:func:`tree_distance`) as a :class:`ClassDistance` named
+    "semantic"; its info names the hierarchy and each class's top-level group
+    (:func:`top_groups`, for the report's within-group flips)."""
     h = source if isinstance(source, Hierarchy) else load_hierarchy(source)
     matrix = tree_distance(h, class_names)
-    info = {"hierarchy": h.name, "source": h.source, "depth": h.depth}
+    info = {
+        "hierarchy": h.name,
+        "source": h.source,
+        "depth": h.depth,
+        "groups": list(top_groups(h, class_names)),
+    }
     return ClassDistance("semantic", matrix, tuple(str(c) for c in class_names), info)
